@@ -1,0 +1,203 @@
+/**
+ * Kernel- and gradient-level fixes for what TensorFlow.js lacks or does slowly, installed once per
+ * backend so that no caller has to work around them:
+ *
+ * - wasm has no `UnsortedSegmentSum` kernel, so `tf.gather`'s gradient (and `tf.unsortedSegmentSum`)
+ *   fail there: a JS kernel on the wasm heap provides it (negative or out-of-range ids are dropped,
+ *   as in TensorFlow).
+ * - wasm's BatchMatMul with a transposed operand runs 10-40x slower than without: the kernel is wrapped
+ *   to materialise the transpose first (a memory-bound copy) and then run the fast NN product.
+ * - tfjs's BatchMatMul gradient uses transposed products and returns the wrong shape for a broadcast
+ *   operand: it is replaced by one that transposes explicitly and sums over broadcast batch dims.
+ * - TopK and the comparison ops have no gradient: they are integer decisions, so a zero gradient is
+ *   registered (their outputs act as constants on the tape) instead of an error deep in backprop.
+ */
+
+import type {
+  GradConfig,
+  KernelConfig,
+  KernelFunc,
+  NamedAttrMap,
+  NamedTensorInfoMap,
+  TensorInfo,
+} from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+
+const installed = new Set<string>();
+
+/** Installs every fix that applies to `backendName`; idempotent. */
+export function installKernelFixes(backendName: string): void {
+  installGradients();
+  if (installed.has(backendName)) return;
+  installed.add(backendName);
+  if (backendName === 'wasm') {
+    if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) tf.registerKernel(wasmUnsortedSegmentSum);
+    wrapTransposedMatMul('BatchMatMul');
+    wrapTransposedMatMul('_FusedMatMul');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// UnsortedSegmentSum for wasm
+
+const wasmUnsortedSegmentSum: KernelConfig = {
+  kernelName: 'UnsortedSegmentSum',
+  backendName: 'wasm',
+  kernelFunc: ({ inputs, backend, attrs }) => {
+    const x = inputs.x as TensorInfo;
+    const ids = inputs.segmentIds as TensorInfo;
+    const numSegments = (attrs as { numSegments: number }).numSegments;
+    const wasm = backend as BackendWasm;
+    const nIds = ids.shape.reduce((a, b) => a * b, 1);
+    const inner =
+      nIds === 0 ? x.shape.slice(ids.shape.length).reduce((a, b) => a * b, 1) : sizeOf(x.shape) / nIds;
+    const outShape = [numSegments, ...x.shape.slice(ids.shape.length)];
+    const out = wasm.makeOutput(outShape, x.dtype);
+    // Views are taken after makeOutput: allocating may grow the heap and detach earlier views.
+    const outVals = wasm.typedArrayFromHeap(out) as Float32Array | Int32Array;
+    outVals.fill(0);
+    if (nIds === 0) return out;
+    const xVals = wasm.typedArrayFromHeap(x) as Float32Array | Int32Array;
+    const idVals = wasm.typedArrayFromHeap(ids) as Int32Array;
+    for (let i = 0; i < nIds; i++) {
+      const seg = idVals[i]!;
+      if (seg < 0 || seg >= numSegments) continue;
+      const src = i * inner;
+      const dst = seg * inner;
+      for (let j = 0; j < inner; j++) outVals[dst + j]! += xVals[src + j]!;
+    }
+    return out;
+  },
+};
+
+function sizeOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transposed-operand matmul on wasm
+
+function swapLastTwo(rank: number): number[] {
+  const perm = Array.from({ length: rank }, (_, i) => i);
+  perm[rank - 2] = rank - 1;
+  perm[rank - 1] = rank - 2;
+  return perm;
+}
+
+function wrapTransposedMatMul(kernelName: string): void {
+  const original = tf.getKernel(kernelName, 'wasm');
+  const transpose = tf.getKernel('Transpose', 'wasm');
+  if (!original || !transpose || (original as { __switchyard?: boolean }).__switchyard) return;
+  const kernelFunc: KernelFunc = (args) => {
+    const attrs = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    if (!attrs.transposeA && !attrs.transposeB) return original.kernelFunc(args);
+    const backend = args.backend as BackendWasm;
+    const temps: TensorInfo[] = [];
+    const materialise = (x: TensorInfo): TensorInfo => {
+      const t = transpose.kernelFunc({
+        inputs: { x },
+        backend,
+        attrs: { perm: swapLastTwo(x.shape.length) },
+      }) as TensorInfo;
+      temps.push(t);
+      return t;
+    };
+    const inputs: NamedTensorInfoMap = { ...args.inputs };
+    if (attrs.transposeA) inputs.a = materialise(args.inputs.a as TensorInfo);
+    if (attrs.transposeB) inputs.b = materialise(args.inputs.b as TensorInfo);
+    const out = original.kernelFunc({
+      inputs,
+      backend,
+      attrs: { ...(args.attrs as NamedAttrMap), transposeA: false, transposeB: false },
+    });
+    for (const t of temps) backend.disposeData(t.dataId);
+    return out;
+  };
+  tf.unregisterKernel(kernelName, 'wasm');
+  const wrapped: KernelConfig & { __switchyard: boolean } = { ...original, kernelFunc, __switchyard: true };
+  tf.registerKernel(wrapped);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradients
+
+let gradientsInstalled = false;
+
+function installGradients(): void {
+  if (gradientsInstalled) return;
+  gradientsInstalled = true;
+  tf.registerGradient(batchMatMulGrad);
+  // Integer decisions: their outputs act as constants on the tape (input names as in tfjs's kernels).
+  const constantOps: Record<string, readonly string[]> = {
+    TopK: ['x'],
+    Greater: ['a', 'b'],
+    GreaterEqual: ['a', 'b'],
+    Less: ['a', 'b'],
+    LessEqual: ['a', 'b'],
+    Equal: ['a', 'b'],
+    NotEqual: ['a', 'b'],
+    LogicalAnd: ['a', 'b'],
+    LogicalOr: ['a', 'b'],
+    LogicalNot: ['x'],
+    IsNan: ['x'],
+    IsFinite: ['x'],
+    IsInf: ['x'],
+    ArgMax: ['x'],
+    ArgMin: ['x'],
+    OneHot: ['indices'],
+  };
+  for (const [kernelName, inputNames] of Object.entries(constantOps)) {
+    if (!tf.getGradient(kernelName)) tf.registerGradient(zeroGradient(kernelName, inputNames));
+  }
+}
+
+function zeroGradient(kernelName: string, inputNames: readonly string[]): GradConfig {
+  return {
+    kernelName,
+    inputsToSave: [...inputNames],
+    gradFunc: (_dy, saved) => {
+      const grads: Record<string, () => tf.Tensor> = {};
+      inputNames.forEach((name, i) => {
+        grads[name] = () => tf.zerosLike(saved[i]!);
+      });
+      return grads;
+    },
+  };
+}
+
+/** Sums a gradient over the dimensions that were broadcast, then reshapes it to `shape`. */
+export function reduceToShape(g: tf.Tensor, shape: readonly number[]): tf.Tensor {
+  let out = g;
+  const lead = out.rank - shape.length;
+  if (lead > 0) out = out.sum(Array.from({ length: lead }, (_, i) => i));
+  const axes: number[] = [];
+  shape.forEach((d, i) => {
+    if (d === 1 && out.shape[i] !== 1) axes.push(i);
+  });
+  if (axes.length > 0) out = out.sum(axes, true);
+  return out.reshape(shape as number[]);
+}
+
+const T = (x: tf.Tensor): tf.Tensor => tf.transpose(x, swapLastTwo(x.rank));
+
+const batchMatMulGrad: GradConfig = {
+  kernelName: 'BatchMatMul',
+  inputsToSave: ['a', 'b'],
+  gradFunc: (dy, saved, attrs) => {
+    const [a, b] = saved as [tf.Tensor, tf.Tensor];
+    const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    const g = dy as tf.Tensor;
+    // C = opA(a) opB(b).  d opA(a) = dC opB(b)^T,  d opB(b) = opA(a)^T dC. No transposed products.
+    return {
+      a: () => {
+        const dOpA = tf.matMul(g, transposeB ? b : T(b));
+        return reduceToShape(transposeA ? T(dOpA) : dOpA, a.shape);
+      },
+      b: () => {
+        const dOpB = tf.matMul(transposeA ? a : T(a), g);
+        return reduceToShape(transposeB ? T(dOpB) : dOpB, b.shape);
+      },
+    };
+  },
+};
