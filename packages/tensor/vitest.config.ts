@@ -1,3 +1,3 @@
-import { defineSwitchyardTestConfig } from '../../vitest.shared';
+import { defineSwitchyardTestConfig } from '../../vitest.shared.ts';
 
 export default defineSwitchyardTestConfig();
