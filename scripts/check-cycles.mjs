@@ -47,6 +47,7 @@ const r = spawnSync(
     shell: process.platform === 'win32',
   },
 );
+if (r.error) console.error(`could not run depcruise: ${r.error.message} (run through \`pnpm lint\`)`);
 if (r.status !== 0) failed = true;
 if (failed) process.exit(1);
 console.log(`no import cycles (${pkgs.size} packages, ${srcDirs.length} source folders)`);
