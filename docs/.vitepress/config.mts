@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { defineConfig } from 'vitepress';
 
@@ -15,7 +15,9 @@ function section(dir: string, text: string) {
   const abs = join(root, dir);
   if (!existsSync(abs)) return [];
   const items: { text: string; link: string; items?: unknown[]; collapsed?: boolean }[] = [];
-  const entries = readdirSync(abs).sort((a, b) => (a === 'index.md' ? -1 : b === 'index.md' ? 1 : a.localeCompare(b)));
+  const entries = readdirSync(abs).sort((a, b) =>
+    a === 'index.md' ? -1 : b === 'index.md' ? 1 : a.localeCompare(b),
+  );
   for (const name of entries) {
     const p = join(abs, name);
     if (statSync(p).isDirectory()) {

@@ -1,7 +1,7 @@
 // Generates the API reference (docs/api) with typedoc for every library package that has a
 // public surface (packages/*/src/index.ts), so a new package appears without editing config.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const docs = join(import.meta.dirname, '..');
@@ -15,5 +15,9 @@ options.entryPoints = entryPoints;
 const generated = join(docs, 'typedoc.generated.json');
 rmSync(join(docs, 'api'), { recursive: true, force: true });
 writeFileSync(generated, JSON.stringify(options, null, 2));
-const r = spawnSync('typedoc', ['--options', generated], { cwd: docs, stdio: 'inherit', shell: process.platform === 'win32' });
+const r = spawnSync('typedoc', ['--options', generated], {
+  cwd: docs,
+  stdio: 'inherit',
+  shell: process.platform === 'win32',
+});
 process.exit(r.status ?? 1);

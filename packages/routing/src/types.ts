@@ -43,6 +43,23 @@ export interface RoutingPlan {
   readonly dropRate: number;
   /** Which router produced the plan (its `type`). */
   readonly router: string;
+  /**
+   * Assignments the router chose not to use before capacity was applied (GShard's random routing
+   * of the second expert). They are 0 in `keptMaskTK` but are not counted in `dropRate`.
+   */
+  readonly skipped?: number;
+  /** True when this call routed uniformly at random (random-routing warm-up). */
+  readonly randomRouted?: boolean;
+  /** Capacity factor this call used (train or eval), or null for dropless. */
+  readonly capacityFactor?: number | null;
+  /** Hierarchical routing: group-prototype logits [T, G], float32, on the tape. */
+  readonly groupLogitsTG?: Tensor2D;
+  /** Hierarchical routing: softmax over the group prototypes [T, G], float32, on the tape. */
+  readonly groupProbsTG?: Tensor2D;
+  /** Hierarchical routing: host copy of the chosen groups per token, row-major [T * groupK]. */
+  readonly groupIdx?: Int32Array;
+  /** Expert choice: tokens that no expert chose (they pass only through the residual). */
+  readonly unroutedTokens?: number;
 }
 
 /** Per-call options of {@link Router.route}. */

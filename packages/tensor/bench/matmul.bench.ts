@@ -4,7 +4,9 @@
 import { initBackend, tf } from '../src/index';
 
 const N = Number(process.env.BENCH_N ?? 1024);
-const info = await initBackend({ backend: (process.env.SWITCHYARD_BACKEND as 'wasm' | 'cpu' | undefined) ?? 'wasm' });
+const info = await initBackend({
+  backend: (process.env.SWITCHYARD_BACKEND as 'wasm' | 'cpu' | undefined) ?? 'wasm',
+});
 
 function timeIt(label: string, flops: number, fn: () => tf.Tensor | tf.Tensor[], reps: number): number {
   const run = () => {
@@ -23,7 +25,9 @@ function timeIt(label: string, flops: number, fn: () => tf.Tensor | tf.Tensor[],
   times.sort((a, b) => a - b);
   const median = times[Math.floor(times.length / 2)]!;
   const gflops = flops / (median / 1000) / 1e9;
-  console.log(`${label.padEnd(44)} ${median.toFixed(1).padStart(8)} ms  ${gflops.toFixed(2).padStart(7)} GFLOP/s`);
+  console.log(
+    `${label.padEnd(44)} ${median.toFixed(1).padStart(8)} ms  ${gflops.toFixed(2).padStart(7)} GFLOP/s`,
+  );
   return gflops;
 }
 
@@ -37,12 +41,22 @@ const grad = tf.getGradient('BatchMatMul')!;
 console.log(`backend: ${info.name} (${info.reason}); N=${N}; median of ${reps}`);
 const fwd = timeIt('forward  A@B', flop, () => tf.matMul(a, b), reps);
 timeIt('forward  A@B^T (transposed operand)', flop, () => tf.matMul(a, b, false, true), reps);
-const bwd = timeIt('backward dA = dC B^T, dB = A^T dC', 2 * flop, () => {
-  const g = grad.gradFunc(dy, [a, b], { transposeA: false, transposeB: false }) as Record<string, () => tf.Tensor>;
-  return tf.tidy(() => [g.a!(), g.b!()]);
-}, reps);
-const total = timeIt('tf.grads of sum(A@B * dC) (fwd + bwd)', 3 * flop, () =>
-  tf.tidy(() => tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x, y), dy)))([a, b])),
+const bwd = timeIt(
+  'backward dA = dC B^T, dB = A^T dC',
+  2 * flop,
+  () => {
+    const g = grad.gradFunc(dy, [a, b], { transposeA: false, transposeB: false }) as Record<
+      string,
+      () => tf.Tensor
+    >;
+    return tf.tidy(() => [g.a!(), g.b!()]);
+  },
+  reps,
+);
+const total = timeIt(
+  'tf.grads of sum(A@B * dC) (fwd + bwd)',
+  3 * flop,
+  () => tf.tidy(() => tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x, y), dy)))([a, b])),
   reps,
 );
 tf.dispose([a, b, dy]);

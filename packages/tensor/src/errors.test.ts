@@ -73,3 +73,16 @@ describe('memory helpers', () => {
     expect(liveTensors()).toBe(before);
   });
 });
+
+describe('scoped inside an outer tidy', () => {
+  it('hands its results to the enclosing scope, which releases them', () => {
+    const before = liveTensors();
+    const total = tf.tidy(() => {
+      const inner = scoped(() => ({ a: tf.ones([3]), b: [tf.zeros([2])] }));
+      return tf.add(inner.a.sum(), inner.b[0]!.sum());
+    });
+    expect(total.dataSync()[0]).toBe(3);
+    total.dispose();
+    expect(liveTensors()).toBe(before);
+  });
+});

@@ -68,7 +68,8 @@ export async function expectNoLeaks<R>(fn: () => R | Promise<R>, label = 'scope'
 
 /**
  * Runs `fn` in a tidy scope and keeps only the tensors in its return value; like `tf.tidy` but
- * accepts any return shape (plain objects of tensors included).
+ * accepts any return shape (plain objects of tensors included). Kept tensors belong to the enclosing
+ * scope, exactly as with `tf.tidy`: an outer tidy or gradient scope still releases them.
  */
 export function scoped<R>(fn: () => R): R {
   let out!: R;
@@ -76,8 +77,8 @@ export function scoped<R>(fn: () => R): R {
     out = fn();
     const keep: tf.Tensor[] = [];
     collect(out, keep, new Set());
-    for (const t of keep) tf.keep(t);
-    return undefined;
+    // Returning the tensors hands them to the enclosing scope (tf.keep would make them escape it).
+    return keep;
   });
   return out;
 }

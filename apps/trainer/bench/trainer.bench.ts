@@ -1,0 +1,112 @@
+// Training throughput of the default preset (`small` on the Brown corpus) through the real training
+// loop, the model's achieved FLOP/s, and the backend's matMul GFLOP/s measured in the same process;
+// then the same preset through launch() at --ranks 1 and --ranks 2 (data parallel, worker threads,
+// the same global batch) and the ratio of their training tokens/s.
+//   pnpm --filter switchyard-train bench        (SWITCHYARD_BACKEND=cpu to compare; BENCH_STEPS=12)
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { launch } from '@switchyard/parallel';
+import { initBackend, tf } from '@switchyard/tensor';
+import { resolveConfig } from '../src/config/load';
+import { RANK_MODULE_URL, type TrainRankArgs } from '../src/rank';
+import { createReporter } from '../src/reporter';
+import { type TrainResult, train } from '../src/train/trainer';
+
+const backend = (process.env.SWITCHYARD_BACKEND as 'wasm' | 'cpu' | undefined) ?? 'wasm';
+const steps = Number(process.env.BENCH_STEPS ?? 12);
+const warmup = 2;
+const info = await initBackend({ backend });
+
+function matMulGflops(N: number, reps: number): number {
+  const a = tf.randomNormal([N, N], 0, 1, 'float32', 1);
+  const b = tf.randomNormal([N, N], 0, 1, 'float32', 2);
+  const once = (): number => {
+    const t0 = performance.now();
+    const c = tf.matMul(a, b);
+    c.dataSync();
+    c.dispose();
+    return performance.now() - t0;
+  };
+  once();
+  const times = Array.from({ length: reps }, once).sort((x, y) => x - y);
+  tf.dispose([a, b]);
+  return (2 * N * N * N) / (times[Math.floor(reps / 2)]! / 1000) / 1e9;
+}
+
+const out = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
+const config = resolveConfig({
+  preset: 'small',
+  sets: [
+    `train.steps=${steps}`,
+    'eval.every=0',
+    'eval.tokensPerDomain=128',
+    'log.plots=false',
+    `backend=${backend}`,
+    `out=${join(out, 'run')}`,
+  ],
+});
+const matmulBefore = matMulGflops(1024, backend === 'cpu' ? 3 : 7);
+const result = await train({ config, reporter: createReporter({ mode: 'quiet' }) });
+const matmulAfter = matMulGflops(1024, backend === 'cpu' ? 3 : 7);
+rmSync(out, { recursive: true, force: true });
+
+const rates = result.steps
+  .slice(warmup)
+  .map((s) => s.tokensPerSec)
+  .sort((x, y) => x - y);
+const tokensPerSec = rates[Math.floor(rates.length / 2)]!;
+const trainFlopsPerToken = 3 * result.flopsPerToken;
+const achieved = (tokensPerSec * trainFlopsPerToken) / 1e9;
+const matmul = (matmulBefore + matmulAfter) / 2;
+const { seqLen, microBatchSize, gradAccum } = config.train;
+
+console.log(`backend: ${info.name} (${info.reason})`);
+console.log(
+  `preset small: ${(result.numParams / 1e6).toFixed(2)}M parameters, batch ${gradAccum} x ${microBatchSize} x ${seqLen} tokens, ` +
+    `median of steps ${warmup + 1}..${steps}`,
+);
+console.log(`training tokens/s: ${tokensPerSec.toFixed(0)}`);
+console.log(
+  `model achieved: ${achieved.toFixed(2)} GFLOP/s (${(trainFlopsPerToken / 1e6).toFixed(2)} MFLOP per training token = 3 x forward)`,
+);
+console.log(
+  `backend matMul 1024x1024: ${matmul.toFixed(2)} GFLOP/s (before ${matmulBefore.toFixed(2)}, after ${matmulAfter.toFixed(2)})`,
+);
+console.log(`achieved / matMul: ${(achieved / matmul).toFixed(3)}`);
+
+// Data parallel through the launcher: the same global batch on 1 and on 2 worker ranks.
+async function launched(ranks: number): Promise<number> {
+  const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
+  const cfg = resolveConfig({
+    preset: 'small',
+    sets: [
+      `train.steps=${steps}`,
+      'eval.every=0',
+      'eval.tokensPerDomain=128',
+      'log.plots=false',
+      'log.progress=quiet',
+      `backend=${backend}`,
+      `out=${join(dir, 'run')}`,
+    ],
+  });
+  const res = await launch<TrainRankArgs, TrainResult>({
+    module: RANK_MODULE_URL,
+    exportName: 'trainRank',
+    ranks,
+    inProcess: false,
+    backend,
+    args: { config: cfg },
+    timeoutMs: 600_000,
+  });
+  rmSync(dir, { recursive: true, force: true });
+  const r = res.results[0]!.steps.slice(warmup)
+    .map((s) => s.tokensPerSec)
+    .sort((x, y) => x - y);
+  return r[Math.floor(r.length / 2)]!;
+}
+const ranks1 = await launched(1);
+console.log(`launch --ranks 1 training tokens/s: ${ranks1.toFixed(0)}`);
+const ranks2 = await launched(2);
+console.log(`launch --ranks 2 training tokens/s: ${ranks2.toFixed(0)} (global batch split 2 ways)`);
+console.log(`ranks2/ranks1 tokens/s ratio: ${(ranks2 / ranks1).toFixed(2)}`);

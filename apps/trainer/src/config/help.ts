@@ -1,0 +1,176 @@
+/**
+ * `--help` text generated from the configuration schema: every option with its type, default and
+ * description, so the help can never drift from what the parser accepts.
+ */
+import { presets as modelPresets } from '@switchyard/model';
+import { defaultRouterConfig } from '@switchyard/routing';
+import type { z } from 'zod';
+import { presets } from './load';
+import { trainConfigSchema } from './schema';
+
+/** One documented option. */
+export interface OptionDoc {
+  /** Dotted key, as used with `--set`. */
+  readonly key: string;
+  readonly type: string;
+  /** The default, formatted; `-` when the option has none. */
+  readonly default: string;
+  readonly description: string;
+}
+
+interface Def {
+  type: string;
+  innerType?: z.ZodType;
+  defaultValue?: unknown;
+  shape?: Record<string, z.ZodType>;
+  element?: z.ZodType;
+  entries?: Record<string, string>;
+}
+
+function def(s: z.ZodType): Def {
+  return (s as unknown as { _zod: { def: Def } })._zod.def;
+}
+
+function typeText(s: z.ZodType): string {
+  const d = def(s);
+  switch (d.type) {
+    case 'enum':
+      return Object.values(d.entries ?? {}).join('|');
+    case 'number': {
+      const n = s as z.ZodNumber;
+      const checks = (
+        (d as { checks?: { _zod: { def: { check: string; value: number; inclusive: boolean } } }[] })
+          .checks ?? []
+      ).map((c) => c._zod.def);
+      const lo = checks.find((c) => c.check === 'greater_than');
+      const hi = checks.find((c) => c.check === 'less_than');
+      const base = n.isInt ? 'int' : 'number';
+      if (lo && hi && lo.inclusive && hi.inclusive) return `${base} in [${lo.value}, ${hi.value}]`;
+      const parts: string[] = [];
+      if (lo) parts.push(`${lo.inclusive ? '>=' : '>'} ${lo.value}`);
+      if (hi) parts.push(`${hi.inclusive ? '<=' : '<'} ${hi.value}`);
+      return parts.length ? `${base} ${parts.join(' and ')}` : base;
+    }
+    case 'array':
+      return `list of ${typeText(d.element!)}`;
+    case 'optional':
+    case 'default':
+    case 'prefault':
+      return typeText(d.innerType!);
+    default:
+      return d.type;
+  }
+}
+
+function collect(s: z.ZodType, prefix: string, out: OptionDoc[], description?: string): void {
+  const d = def(s);
+  const desc = description ?? s.description ?? '';
+  if (d.type === 'prefault' || d.type === 'optional') {
+    const inner = d.innerType!;
+    if (def(inner).type === 'object') {
+      collect(inner, prefix, out, desc);
+      return;
+    }
+    out.push({
+      key: prefix,
+      type: typeText(inner),
+      default: '-',
+      description: desc || (inner.description ?? ''),
+    });
+    return;
+  }
+  if (d.type === 'object') {
+    for (const [k, child] of Object.entries(d.shape!)) collect(child, prefix ? `${prefix}.${k}` : k, out);
+    return;
+  }
+  if (d.type === 'default') {
+    out.push({
+      key: prefix,
+      type: typeText(d.innerType!),
+      default: JSON.stringify(d.defaultValue),
+      description: desc,
+    });
+    return;
+  }
+  out.push({ key: prefix, type: typeText(s), default: '-', description: desc });
+}
+
+/**
+ * Every configuration option with its type, default and description.
+ *
+ * @example
+ * ```ts
+ * configOptions().find((o) => o.key === 'train.steps'); // { type: 'int >= 1', default: '300', ... }
+ * ```
+ */
+export function configOptions(): OptionDoc[] {
+  const out: OptionDoc[] = [];
+  collect(trainConfigSchema, '', out);
+  return out.map((o) =>
+    o.default === '-' && o.key.startsWith('model.') ? { ...o, default: modelDefault(o.key) } : o,
+  );
+}
+
+/** The default of a `model.*` override: the value in the default model preset (`small`). */
+function modelDefault(key: string): string {
+  let cur: unknown = modelPresets.small;
+  for (const part of key.split('.').slice(1)) {
+    cur = cur !== null && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
+  }
+  if (cur !== undefined) return `from the model preset (small: ${JSON.stringify(cur)})`;
+  const field = key.split('.').pop()!;
+  if (field === 'evalCapacityFactor') return 'the training capacity factor';
+  if (field === 'normTopK') return 'on for K > 1, off for the switch router';
+  const routerDefault = (defaultRouterConfig as Record<string, unknown>)[field];
+  return routerDefault === undefined
+    ? 'the router default'
+    : `router default (${JSON.stringify(routerDefault)})`;
+}
+
+/** The full `--help` text. */
+export function helpText(): string {
+  const options = configOptions();
+  const keyWidth = Math.max(...options.map((o) => o.key.length)) + 2;
+  const lines = [
+    'switchyard-train: train Mixture-of-Experts language models.',
+    '',
+    'Usage:',
+    '  switchyard-train [train] [--preset NAME] [--config FILE] [--set key=value ...] [--out DIR] [--resume DIR] [--ranks R]',
+    '  switchyard-train eval --checkpoint DIR --text FILE [--backend NAME]',
+    '  switchyard-train experiment NAME [--out DIR] [--set key=value ...]',
+    '  switchyard-train --help',
+    '',
+    'Commands:',
+    '  train        train a model (the default command)',
+    '  eval         print the mean next-token loss of a checkpoint on a text file: "loss: X tokens: N"',
+    '  experiment   run a set of training runs and write a report: balance-scope, loss-free, capacity',
+    '',
+    'Flags:',
+    '  --preset NAME       start from a named preset (default: none, i.e. the defaults below)',
+    '  --config FILE       JSON or YAML file merged over the preset',
+    '  --set key=value     override one option (repeatable; values read as YAML: 3, 1e-3, true, [a, b])',
+    '  --out DIR           output folder (same as --set out=DIR); must be empty or absent',
+    '  --resume DIR        continue the run whose output folder (or checkpoint folder) is DIR',
+    '  --backend NAME      auto|tensorflow|wasm|cpu (same as --set backend=NAME)',
+    '  --ranks R           train data parallel on R worker ranks of this machine (train.microBatchSize',
+    '                      sequences per micro-batch are split between them; rank 0 writes the output)',
+    '  --nnodes N          number of nodes of a multi-node run (one switchyard-train per node)',
+    "  --node-rank K       this node's index in [0, N); node 0 hosts the rendezvous",
+    '  --master HOST:PORT  rendezvous address of node 0 (needed when N > 1)',
+    '  --host H            address this node advertises to the others',
+    '  --collective-timeout MS  how long a rank waits for its peers in a collective (default 60000)',
+    '  --checkpoint DIR    (eval) checkpoint folder',
+    '  --text FILE         (eval) text file to score',
+    '  -h, --help          this text',
+    '',
+    'Presets:',
+    ...Object.entries(presets()).map(([name, p]) => `  ${name.padEnd(10)} ${String(p.description ?? '')}`),
+    '',
+    'Options (config keys; defaults apply when neither preset, file nor --set gives a value):',
+    ...options.map(
+      (o) =>
+        `  ${o.key.padEnd(keyWidth)}${o.description}\n  ${' '.repeat(keyWidth)}type: ${o.type}; default: ${o.default}`,
+    ),
+  ];
+  return lines.join('\n');
+}

@@ -1,0 +1,236 @@
+/**
+ * The trainer's configuration: one zod schema with a default and a description for every option.
+ * Config files, presets and `--set key=value` are all checked against it; unknown keys are errors.
+ * The defaults are the `small` preset's values.
+ */
+import { z } from 'zod';
+
+const posInt = () => z.int().min(1);
+const nonNegInt = () => z.int().min(0);
+const unit = () => z.number().min(0).max(1);
+
+/** Balancing methods the trainer can apply to every MoE layer. */
+export const BALANCE_METHODS = [
+  'none',
+  'micro',
+  'global',
+  'shuffled',
+  'global+local',
+  'sequence',
+  'loss-free',
+] as const;
+/** One of {@link BALANCE_METHODS}. */
+export type BalanceMethod = (typeof BALANCE_METHODS)[number];
+
+const dataSchema = z
+  .strictObject({
+    files: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('text or JSONL files to train on; empty: the Brown corpus'),
+    format: z
+      .enum(['auto', 'text', 'jsonl'])
+      .default('auto')
+      .describe('how data files are read; auto: .jsonl/.ndjson as JSONL, others as text'),
+    genres: z.array(z.string().min(1)).default([]).describe('Brown corpus genres to keep; empty: all 15'),
+    maxTextsPerDomain: nonNegInt().default(0).describe('keep at most this many texts per domain; 0: all'),
+    valFraction: z
+      .number()
+      .min(0)
+      .max(0.5)
+      .default(0.1)
+      .describe("share of each domain's texts held out for validation"),
+    batching: z
+      .enum(['mixed', 'domain'])
+      .default('mixed')
+      .describe('mixed micro-batches, or domain: each micro-batch drawn from one domain'),
+  })
+  .prefault({});
+
+const tokenizerSchema = z
+  .strictObject({
+    vocabSize: z
+      .int()
+      .min(260)
+      .max(65536)
+      .default(2048)
+      .describe("BPE vocabulary size (sets the model's vocabSize)"),
+    path: z.string().default('').describe('an existing tokenizer.json to use instead of training one'),
+    trainChars: nonNegInt()
+      .default(2_000_000)
+      .describe('characters of training text the tokenizer learns from; 0: all'),
+  })
+  .prefault({});
+
+const routerSchema = z
+  .strictObject({
+    type: z
+      .enum(['topk', 'switch', 'gshard', 'sigmoid', 'expert-choice', 'hierarchical', 'balanced'])
+      .optional()
+      .describe('router kind (a different kind replaces the preset router and its settings)'),
+    k: posInt().optional().describe('experts per token K'),
+    capacityFactor: z.number().min(0).optional().describe('training capacity factor; 0: dropless'),
+    evalCapacityFactor: z.number().min(0).optional().describe('evaluation capacity factor; 0: dropless'),
+    dropPolicy: z.enum(['position', 'probs']).optional().describe('which assignments survive an overflow'),
+    jitterEps: z
+      .number()
+      .min(0)
+      .max(0.999)
+      .optional()
+      .describe('multiplicative router input jitter in training'),
+    randomRoutingWarmup: unit().optional().describe('fraction of steps routed uniformly at random first'),
+    normTopK: z.boolean().optional().describe('renormalise the K selected scores to sum to 1'),
+    routeScale: z.number().positive().optional().describe('factor on the combine weights (sigmoid router)'),
+    init: z.enum(['normal', 'switch', 'zeros']).optional().describe('router weight initialisation'),
+  })
+  .prefault({});
+
+const expertsSchema = z
+  .strictObject({
+    numExperts: posInt().optional().describe('routed experts E per MoE layer'),
+    dFF: posInt().optional().describe('hidden width of each expert'),
+    activation: z.enum(['swiglu', 'gelu', 'relu']).optional().describe('expert activation'),
+  })
+  .prefault({});
+
+const moeSchema = z
+  .strictObject({
+    every: posInt().optional().describe('an MoE layer every this many blocks (after the dense ones)'),
+    firstDense: nonNegInt().optional().describe('leading dense blocks'),
+    router: routerSchema,
+    experts: expertsSchema,
+  })
+  .prefault({});
+
+/** Model presets of @switchyard/model the trainer can start from. */
+export const MODEL_PRESETS = ['tiny', 'small'] as const;
+
+const modelSchema = z
+  .strictObject({
+    preset: z.enum(MODEL_PRESETS).default('small').describe('@switchyard/model preset the model starts from'),
+    dModel: posInt().optional().describe('model width'),
+    numLayers: posInt().optional().describe('transformer blocks'),
+    numHeads: posInt().optional().describe('attention heads'),
+    numKvHeads: posInt().optional().describe('key/value heads (grouped-query attention)'),
+    dFF: posInt().optional().describe('hidden width of dense (non-MoE) feed-forward blocks'),
+    initStd: z.number().positive().optional().describe('standard deviation of the initialisation'),
+    moe: moeSchema,
+  })
+  .prefault({});
+
+const trainSchema = z
+  .strictObject({
+    steps: posInt().default(250).describe('optimizer steps'),
+    seqLen: posInt().default(128).describe('tokens per sequence'),
+    microBatchSize: posInt().default(8).describe('sequences per micro-batch'),
+    gradAccum: posInt().default(1).describe('micro-batches per optimizer step (gradient accumulation)'),
+    lr: z.number().positive().max(1).default(3e-3).describe('peak learning rate (AdamW)'),
+    minLrRatio: unit().default(0.1).describe('final learning rate as a fraction of lr (cosine decay)'),
+    warmupSteps: nonNegInt().default(25).describe('linear warm-up steps'),
+    weightDecay: z
+      .number()
+      .min(0)
+      .max(1)
+      .default(0.1)
+      .describe('decoupled weight decay on matrices and embeddings'),
+    beta1: z.number().min(0).lt(1).default(0.9).describe('AdamW beta1'),
+    beta2: z.number().min(0).lt(1).default(0.95).describe('AdamW beta2'),
+    eps: z.number().positive().default(1e-8).describe('AdamW epsilon'),
+    clipNorm: z.number().min(0).default(1).describe('clip gradients to this global L2 norm; 0: off'),
+  })
+  .prefault({});
+
+const balanceSchema = z
+  .strictObject({
+    method: z
+      .enum(BALANCE_METHODS)
+      .default('micro')
+      .describe(
+        'balancing: none, micro, global, shuffled, global+local, sequence, or loss-free (bias controller)',
+      ),
+    alpha: z
+      .number()
+      .min(0)
+      .default(1e-2)
+      .describe('aux loss coefficient (micro, global, shuffled, global+local, sequence)'),
+    localRatio: z
+      .number()
+      .min(0)
+      .default(0.01)
+      .describe('global+local: micro-batch loss weight as a fraction of alpha'),
+    biasUpdateRate: z.number().min(0).default(1e-3).describe('loss-free: bias step u per optimizer step'),
+    zLoss: z.number().min(0).default(0).describe('router z-loss coefficient; 0: off'),
+  })
+  .prefault({});
+
+const evalSchema = z
+  .strictObject({
+    every: nonNegInt()
+      .default(125)
+      .describe('evaluate every this many steps (and at the end); 0: only at the end'),
+    tokensPerDomain: posInt()
+      .default(2048)
+      .describe('validation tokens scored per domain at each evaluation'),
+    batchSize: posInt().default(16).describe('sequences per evaluation batch'),
+  })
+  .prefault({});
+
+const checkpointSchema = z
+  .strictObject({
+    every: nonNegInt()
+      .default(0)
+      .describe('save a checkpoint every this many steps (and at the end); 0: only at the end'),
+    keep: posInt().default(2).describe('periodic checkpoints kept (the final one always stays)'),
+  })
+  .prefault({});
+
+const logSchema = z
+  .strictObject({
+    progress: z
+      .enum(['auto', 'bar', 'lines', 'quiet'])
+      .default('auto')
+      .describe('auto: a live bar on a terminal, plain lines otherwise'),
+    every: posInt().default(10).describe('in lines mode, one line every this many steps'),
+    plots: z.boolean().default(true).describe('render plots/ and report.md at the end'),
+  })
+  .prefault({});
+
+const debugSchema = z
+  .strictObject({
+    nanAtStep: nonNegInt()
+      .default(0)
+      .describe(
+        'testing: write a NaN into a weight of block debug.nanLayer before this step (1-based); 0: off',
+      ),
+    nanLayer: nonNegInt()
+      .default(0)
+      .describe('testing: the block whose attention weight debug.nanAtStep poisons'),
+  })
+  .prefault({});
+
+/** The zod schema of a trainer configuration. */
+export const trainConfigSchema = z.strictObject({
+  description: z.string().default('').describe('one line saying what this configuration is for'),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, dot, dash or underscore')
+    .default('small')
+    .describe('run name (the default output folder is runs/<name>-<time>)'),
+  out: z.string().default('').describe('output folder; empty: runs/<name>-<time>'),
+  seed: z.int().min(0).default(1234).describe('seed of data order, split, initialisation and routing noise'),
+  backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto').describe('TensorFlow.js backend'),
+  data: dataSchema,
+  tokenizer: tokenizerSchema,
+  model: modelSchema,
+  train: trainSchema,
+  balance: balanceSchema,
+  eval: evalSchema,
+  checkpoint: checkpointSchema,
+  log: logSchema,
+  debug: debugSchema,
+});
+
+/** A complete, validated trainer configuration. */
+export type TrainConfig = z.output<typeof trainConfigSchema>;
+/** A partial configuration as written in files and presets. */
+export type TrainConfigInput = z.input<typeof trainConfigSchema>;

@@ -1,0 +1,514 @@
+/**
+ * Runs an experiment: one training run per arm into `<out>/<arm>/`, then a comparison report
+ * (`<out>/report.md`, `<out>/results.json`, `<out>/plots/`). Arms that already finished in `<out>`
+ * are reused and arms with a checkpoint are resumed, so an interrupted experiment continues.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { SwitchyardError } from '@switchyard/tensor';
+import { applySet, type ConfigObject, mergeConfig, parseConfig } from '../config/load';
+import type { TrainConfig } from '../config/schema';
+import { barChart, ema, lineChart, type SeriesPoint, specializationHeatmap } from '../report/charts';
+import { type EvalRecord, readJsonl, type StepRecord } from '../report/records';
+import { renderChart } from '../report/render';
+import { fmt } from '../report/report';
+import { createReporter, type Reporter } from '../reporter';
+import { listCheckpoints, RUN_FILES, timestamp } from '../run/outdir';
+import { buildModelConfig, routingShape, train } from '../train/trainer';
+import { EXPERIMENTS, type ExperimentArm, type ExperimentDefinition } from './definitions';
+
+export { EXPERIMENTS };
+
+/** Options of {@link runExperiment}. */
+export interface ExperimentOptions {
+  /** Output folder (default `runs/experiments/<name>-<time>`). */
+  readonly out?: string;
+  /** `key=value` overrides applied to every arm (e.g. `train.steps=20` for a smoke test). */
+  readonly sets?: readonly string[];
+  readonly backend?: string;
+  readonly reporter?: Reporter;
+}
+
+/** One arm's numbers in the comparison. */
+export interface ArmResult {
+  readonly id: string;
+  readonly label: string;
+  readonly steps: number;
+  readonly finalValLoss: number;
+  readonly unigramValLoss: number;
+  readonly maxVioGlobal: number;
+  /** Mean over the last 10% of steps of the optimizer-step batch MaxVio. */
+  readonly maxVioBatch: number;
+  /** Mean over the last 10% of steps of the per-micro-batch MaxVio. */
+  readonly maxVioMicro: number;
+  readonly specializationPeak: number;
+  /** Mean over layers and domains of the share of a domain's selections that go to its K most used experts (uniform K/E, 1 fully specialised). */
+  readonly topKShare: number;
+  readonly trainDropRate: number;
+  readonly evalDropRate: number;
+  readonly tokensPerSec: number;
+  readonly wallSec: number;
+  readonly k: number;
+  readonly numExperts: number;
+}
+
+/** A claim from the literature and what this run shows. */
+export interface ClaimCheck {
+  readonly claim: string;
+  readonly observed: string;
+  /** true: the effect appears; false: it does not; null: not decidable from these numbers. */
+  readonly holds: boolean | null;
+}
+
+/** What {@link runExperiment} returns. */
+export interface ExperimentResult {
+  readonly name: string;
+  readonly outDir: string;
+  readonly reportPath: string;
+  readonly arms: readonly ArmResult[];
+  readonly checks: readonly ClaimCheck[];
+}
+
+/** The configuration of one arm: defaults, experiment base, arm overrides, then the user's `--set`s. */
+export function armConfig(
+  def: ExperimentDefinition,
+  arm: ExperimentArm,
+  outDir: string,
+  sets: readonly string[] = [],
+  backend?: string,
+): TrainConfig {
+  let merged: ConfigObject = mergeConfig(def.base, arm.overrides);
+  merged = mergeConfig(merged, {
+    name: `${def.name}-${arm.id}`,
+    description: `${def.title}: ${arm.label}`,
+  });
+  for (const s of sets) merged = applySet(merged, s);
+  merged = mergeConfig(merged, { out: join(outDir, arm.id), ...(backend !== undefined ? { backend } : {}) });
+  return parseConfig(merged, `experiment ${def.name}, arm ${arm.id}`);
+}
+
+function meanOf(xs: readonly number[]): number {
+  const s = xs.filter(Number.isFinite);
+  return s.length ? s.reduce((a, b) => a + b, 0) / s.length : Number.NaN;
+}
+
+function medianOf(xs: readonly number[]): number {
+  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** Mean over layers and domains of the top-K share of each domain's selections. */
+export function topKShare(e: EvalRecord, k: number): number {
+  const shares: number[] = [];
+  for (const layer of e.specialization) {
+    for (const row of layer) {
+      const total = row.reduce((a, b) => a + b, 0);
+      if (!(total > 0)) continue;
+      const top = [...row].sort((a, b) => b - a).slice(0, k);
+      shares.push(top.reduce((a, b) => a + b, 0) / total);
+    }
+  }
+  return meanOf(shares);
+}
+
+function summarise(
+  arm: ExperimentArm,
+  steps: readonly StepRecord[],
+  evals: readonly EvalRecord[],
+  unigram: number,
+  k: number,
+  E: number,
+): ArmResult {
+  const last = evals[evals.length - 1];
+  const tail = steps.slice(Math.floor(steps.length * 0.9));
+  return {
+    id: arm.id,
+    label: arm.label,
+    steps: steps[steps.length - 1]?.step ?? 0,
+    finalValLoss: last?.valLoss ?? Number.NaN,
+    unigramValLoss: unigram,
+    maxVioGlobal: last?.maxVioGlobal ?? Number.NaN,
+    maxVioBatch: meanOf(tail.map((s) => s.maxVioBatch)),
+    maxVioMicro: meanOf(tail.map((s) => s.maxVioMicro)),
+    specializationPeak: last?.specializationPeak ?? Number.NaN,
+    topKShare: last ? topKShare(last, k) : Number.NaN,
+    trainDropRate: meanOf(tail.map((s) => s.dropRate)),
+    evalDropRate: last?.dropRate ?? Number.NaN,
+    tokensPerSec: medianOf(steps.map((s) => s.tokensPerSec)),
+    wallSec: steps[steps.length - 1]?.time ?? Number.NaN,
+    k,
+    numExperts: E,
+  };
+}
+
+function check(claim: string, holds: boolean | null, observed: string): ClaimCheck {
+  return { claim, holds, observed };
+}
+
+/**
+ * Smallest validation-loss difference (nats/token) counted as an effect. Each arm is one seed, so
+ * smaller differences are not told apart from run-to-run variation.
+ */
+export const LOSS_MARGIN = 0.01;
+/** Smallest relative MaxVio difference counted as an effect. */
+export const VIO_MARGIN = 0.05;
+
+/** a is lower than b by more than the loss margin. */
+const lossBelow = (a: number, b: number): boolean => a < b - LOSS_MARGIN;
+/** a is higher than b by more than the relative MaxVio margin. */
+const vioAbove = (a: number, b: number): boolean => a > b * (1 + VIO_MARGIN);
+
+/** Compares an experiment's arms against the claims listed in its definition. */
+export function checkClaims(name: string, arms: readonly ArmResult[]): ClaimCheck[] {
+  const by = (id: string): ArmResult | undefined => arms.find((a) => a.id === id);
+  const lit = EXPERIMENTS[name]?.literature ?? [];
+  const d = (a: number, b: number): string => `${a >= b ? '+' : ''}${(a - b).toFixed(4)}`;
+  if (name === 'balance-scope') {
+    const [micro, global, shuffled, gl] = [by('micro'), by('global'), by('shuffled'), by('global-local')];
+    if (!micro || !global || !shuffled || !gl) return [];
+    const uniform = global.k / global.numExperts;
+    return [
+      check(
+        lit[0]!,
+        lossBelow(global.finalValLoss, micro.finalValLoss),
+        `val loss global ${fmt(global.finalValLoss)} vs micro ${fmt(micro.finalValLoss)} (${d(global.finalValLoss, micro.finalValLoss)})`,
+      ),
+      check(
+        lit[1]!,
+        global.specializationPeak >= 2 && global.topKShare > micro.topKShare,
+        `max F/(K/E): global ${fmt(global.specializationPeak, 3)}, micro ${fmt(micro.specializationPeak, 3)}; top-K share global ${fmt(global.topKShare, 3)}, micro ${fmt(micro.topKShare, 3)} (uniform ${fmt(uniform, 3)})`,
+      ),
+      check(
+        lit[2]!,
+        lossBelow(shuffled.finalValLoss, micro.finalValLoss) &&
+          Math.abs(shuffled.finalValLoss - global.finalValLoss) <
+            Math.abs(micro.finalValLoss - global.finalValLoss),
+        `val loss shuffled ${fmt(shuffled.finalValLoss)}, global ${fmt(global.finalValLoss)}, micro ${fmt(micro.finalValLoss)}`,
+      ),
+      check(
+        lit[3]!,
+        vioAbove(global.maxVioMicro, micro.maxVioMicro) && vioAbove(global.maxVioMicro, gl.maxVioMicro),
+        `per-micro-batch MaxVio: micro ${fmt(micro.maxVioMicro, 3)}, global ${fmt(global.maxVioMicro, 3)}, global+local ${fmt(gl.maxVioMicro, 3)}`,
+      ),
+    ];
+  }
+  if (name === 'loss-free') {
+    const [lf, a2, a3, none] = [by('loss-free'), by('aux-1e-2'), by('aux-1e-3'), by('none')];
+    if (!lf || !a2 || !a3 || !none) return [];
+    return [
+      check(
+        lit[0]!,
+        lf.maxVioGlobal < 0.1,
+        `MaxVio_global loss-free ${fmt(lf.maxVioGlobal, 3)}, aux 1e-2 ${fmt(a2.maxVioGlobal, 3)}, aux 1e-3 ${fmt(a3.maxVioGlobal, 3)}`,
+      ),
+      check(
+        lit[1]!,
+        lf.finalValLoss <= a2.finalValLoss + LOSS_MARGIN,
+        `val loss loss-free ${fmt(lf.finalValLoss)} vs aux 1e-2 ${fmt(a2.finalValLoss)} (${d(lf.finalValLoss, a2.finalValLoss)})`,
+      ),
+      check(lit[2]!, none.maxVioGlobal > 1, `MaxVio_global without balancing ${fmt(none.maxVioGlobal, 3)}`),
+      check(
+        lit[3]!,
+        vioAbove(a3.maxVioGlobal, a2.maxVioGlobal) && a3.finalValLoss <= a2.finalValLoss + LOSS_MARGIN,
+        `aux 1e-3: MaxVio_global ${fmt(a3.maxVioGlobal, 3)}, val loss ${fmt(a3.finalValLoss)}; aux 1e-2: ${fmt(a2.maxVioGlobal, 3)}, ${fmt(a2.finalValLoss)}`,
+      ),
+    ];
+  }
+  if (name === 'capacity') {
+    const order = ['cf-1.0', 'cf-1.25', 'cf-2.0', 'dropless'].map(by);
+    if (order.some((a) => !a)) return [];
+    const [c1, c125, c2, dl] = order as ArmResult[];
+    return [
+      check(
+        lit[0]!,
+        c1!.trainDropRate >= c125!.trainDropRate &&
+          c125!.trainDropRate >= c2!.trainDropRate &&
+          dl!.trainDropRate === 0,
+        `training drop rate 1.0: ${fmt(c1!.trainDropRate, 3)}, 1.25: ${fmt(c125!.trainDropRate, 3)}, 2.0: ${fmt(c2!.trainDropRate, 3)}, dropless: ${fmt(dl!.trainDropRate, 3)}`,
+      ),
+      check(
+        lit[1]!,
+        lossBelow(dl!.finalValLoss, c1!.finalValLoss) && lossBelow(c2!.finalValLoss, c1!.finalValLoss),
+        `val loss 1.0: ${fmt(c1!.finalValLoss)}, 1.25: ${fmt(c125!.finalValLoss)}, 2.0: ${fmt(c2!.finalValLoss)}, dropless: ${fmt(dl!.finalValLoss)}`,
+      ),
+      check(
+        lit[2]!,
+        null,
+        `tokens/s 1.0: ${fmt(c1!.tokensPerSec)}, 1.25: ${fmt(c125!.tokensPerSec)}, 2.0: ${fmt(c2!.tokensPerSec)}, dropless: ${fmt(dl!.tokensPerSec)}`,
+      ),
+    ];
+  }
+  return [];
+}
+
+interface ArmRun {
+  readonly arm: ExperimentArm;
+  readonly steps: StepRecord[];
+  readonly evals: EvalRecord[];
+  readonly result: ArmResult;
+}
+
+async function runArm(
+  def: ExperimentDefinition,
+  arm: ExperimentArm,
+  outDir: string,
+  options: ExperimentOptions,
+  reporter: Reporter,
+): Promise<ArmRun> {
+  const config = armConfig(def, arm, outDir, options.sets, options.backend);
+  const armDir = resolve(config.out);
+  const runFile = join(armDir, RUN_FILES.run);
+  let unigram = Number.NaN;
+  const prior = existsSync(runFile)
+    ? (JSON.parse(readFileSync(runFile, 'utf8')) as { status?: string })
+    : undefined;
+  if (prior?.status === 'finished') {
+    reporter.info(`experiment ${def.name}: arm ${arm.id} already finished in ${armDir}; reusing its results`);
+  } else {
+    const resume = prior && listCheckpoints(armDir).length > 0 ? armDir : undefined;
+    reporter.info(`experiment ${def.name}: arm ${arm.id} (${arm.label})${resume ? ', resuming' : ''}`);
+    const result = await train({ config, reporter, ...(resume ? { resume } : {}) });
+    unigram = result.unigramValLoss;
+  }
+  const steps = readJsonl<StepRecord>(join(armDir, RUN_FILES.metrics));
+  const evals = readJsonl<EvalRecord>(join(armDir, RUN_FILES.evals));
+  if (Number.isNaN(unigram)) {
+    const report = join(armDir, RUN_FILES.report);
+    const m = existsSync(report)
+      ? /\| unigram validation loss \(same tokens\) \| ([0-9.]+) \|/.exec(readFileSync(report, 'utf8'))
+      : null;
+    unigram = m ? Number(m[1]) : Number.NaN;
+  }
+  const { k, numExperts } = routingShape(buildModelConfig(config, config.tokenizer.vocabSize));
+  return { arm, steps, evals, result: summarise(arm, steps, evals, unigram, k, numExperts) };
+}
+
+async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promise<string[]> {
+  const dir = join(outDir, 'plots');
+  const written: string[] = [];
+  const write = async (name: string, spec: Parameters<typeof renderChart>[0]): Promise<void> => {
+    await renderChart(spec, join(dir, name));
+    written.push(name);
+  };
+  const valPoints: SeriesPoint[] = runs.flatMap((r) =>
+    r.evals.map((e) => ({ x: e.step, y: e.valLoss, series: r.arm.id })),
+  );
+  await write(
+    'val-loss',
+    lineChart(valPoints, {
+      title: 'Validation loss',
+      xTitle: 'optimizer step',
+      yTitle: 'nats/token',
+      points: true,
+    }),
+  );
+  const trainPoints: SeriesPoint[] = runs.flatMap((r) => {
+    const sm = ema(
+      r.steps.map((s) => s.loss),
+      0.95,
+    );
+    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
+  });
+  await write(
+    'train-loss',
+    lineChart(trainPoints, {
+      title: 'Training loss (EMA 0.95)',
+      xTitle: 'optimizer step',
+      yTitle: 'nats/token',
+    }),
+  );
+  const vioPoints: SeriesPoint[] = runs.flatMap((r) => {
+    const sm = ema(
+      r.steps.map((s) => s.maxVioBatch),
+      0.9,
+    );
+    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
+  });
+  await write(
+    'maxvio-batch',
+    lineChart(vioPoints, {
+      title: 'MaxVio_batch per optimizer step (EMA 0.9)',
+      xTitle: 'optimizer step',
+      yTitle: 'MaxVio',
+      zeroY: true,
+    }),
+  );
+  if (runs.some((r) => r.steps.some((s) => s.maxVioMicro !== s.maxVioBatch))) {
+    const microPoints: SeriesPoint[] = runs.flatMap((r) => {
+      const sm = ema(
+        r.steps.map((s) => s.maxVioMicro),
+        0.9,
+      );
+      return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
+    });
+    await write(
+      'maxvio-micro',
+      lineChart(microPoints, {
+        title: 'MaxVio per micro-batch (EMA 0.9)',
+        xTitle: 'optimizer step',
+        yTitle: 'MaxVio',
+        zeroY: true,
+      }),
+    );
+  }
+  const globalPoints: SeriesPoint[] = runs.flatMap((r) =>
+    r.evals.map((e) => ({ x: e.step, y: e.maxVioGlobal, series: r.arm.id })),
+  );
+  await write(
+    'maxvio-global',
+    lineChart(globalPoints, {
+      title: 'MaxVio_global on the validation set',
+      xTitle: 'optimizer step',
+      yTitle: 'MaxVio',
+      points: true,
+      zeroY: true,
+    }),
+  );
+  await write(
+    'final-val-loss',
+    barChart(
+      runs.map((r) => ({ label: r.arm.id, value: r.result.finalValLoss })),
+      { title: 'Final validation loss', valueTitle: 'nats/token', zero: false },
+    ),
+  );
+  if (runs.some((r) => r.result.trainDropRate > 0)) {
+    const dropPoints: SeriesPoint[] = runs.flatMap((r) => {
+      const sm = ema(
+        r.steps.map((s) => s.dropRate),
+        0.9,
+      );
+      return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
+    });
+    await write(
+      'drop-rate',
+      lineChart(dropPoints, {
+        title: 'Training drop rate (EMA 0.9)',
+        xTitle: 'optimizer step',
+        yTitle: 'dropped / all assignments',
+        zeroY: true,
+      }),
+    );
+  }
+  for (const r of runs) {
+    const last = r.evals[r.evals.length - 1];
+    if (last && last.specialization.length > 0) {
+      await write(
+        `specialization-${r.arm.id}`,
+        specializationHeatmap(last, r.result.k / r.result.numExperts),
+      );
+    }
+  }
+  return written;
+}
+
+/** Drops undefined values and empty objects (for printing only what a configuration sets). */
+function pruneEmpty(v: unknown): unknown {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    const p = pruneEmpty(x);
+    if (p === undefined) continue;
+    if (p !== null && typeof p === 'object' && !Array.isArray(p) && Object.keys(p).length === 0) continue;
+    out[k] = p;
+  }
+  return out;
+}
+
+function writeComparisonReport(
+  def: ExperimentDefinition,
+  outDir: string,
+  runs: readonly ArmRun[],
+  checks: readonly ClaimCheck[],
+  plots: readonly string[],
+  config: TrainConfig,
+): string {
+  const a = runs.map((r) => r.result);
+  const verdict = (h: boolean | null): string => (h === null ? 'n/a' : h ? 'yes' : 'no');
+  const lines = [
+    `# Experiment: ${def.title}`,
+    '',
+    def.description,
+    '',
+    '## Setup',
+    '',
+    `- data: ${config.data.files.length === 0 ? 'Brown corpus' : config.data.files.join(', ')}, ${config.data.batching === 'domain' ? 'domain-homogeneous' : 'mixed'} micro-batches`,
+    `- model: ${config.model.preset} preset with overrides ${JSON.stringify(pruneEmpty({ ...config.model, preset: undefined }))}`,
+    `- batch: ${config.train.gradAccum} micro-batches x ${config.train.microBatchSize} sequences x ${config.train.seqLen} tokens per optimizer step, ${config.train.steps} steps`,
+    `- optimizer: AdamW lr ${config.train.lr}, warm-up ${config.train.warmupSteps}, cosine to ${config.train.minLrRatio}x, weight decay ${config.train.weightDecay}, clip ${config.train.clipNorm}`,
+    `- evaluation: ${config.eval.tokensPerDomain} validation tokens per domain; seed ${config.seed}`,
+    '',
+    '## Results',
+    '',
+    '| arm | final val loss | MaxVio_global | MaxVio_batch (step) | MaxVio (micro-batch) | max F/(K/E) | top-K share | drop rate (train / eval) | tokens/s | wall (s) |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...a.map(
+      (r) =>
+        `| ${r.id} | ${fmt(r.finalValLoss)} | ${fmt(r.maxVioGlobal, 3)} | ${fmt(r.maxVioBatch, 3)} | ${fmt(r.maxVioMicro, 3)} | ${fmt(r.specializationPeak, 3)} | ${fmt(r.topKShare, 3)} | ${fmt(r.trainDropRate, 3)} / ${fmt(r.evalDropRate, 3)} | ${fmt(r.tokensPerSec)} | ${fmt(r.wallSec)} |`,
+    ),
+    '',
+    `Unigram validation loss (same tokenizer and tokens): ${fmt(a[0]?.unigramValLoss)}. MaxVio_batch and the micro-batch MaxVio are means over the last 10% of steps; max F/(K/E) is the largest domain x expert selection frequency over the uniform K/E; top-K share is the mean share of a domain's selections that go to its K most used experts (uniform: K/E = ${fmt((a[0]?.k ?? 0) / (a[0]?.numExperts ?? 1), 3)}).`,
+    '',
+    '## What the literature reports, and what this run shows',
+    '',
+    '| claim | this run | appears here |',
+    '|---|---|---|',
+    ...checks.map((c) => `| ${c.claim} | ${c.observed} | ${verdict(c.holds)} |`),
+    '',
+    `Each arm is one run with one seed. A loss difference counts as an effect only above ${LOSS_MARGIN} nats/token and a MaxVio difference only above ${VIO_MARGIN * 100}%; smaller differences cannot be told apart from run-to-run variation here.`,
+    '',
+    '## Plots',
+    '',
+    ...plots.flatMap((p) => [`### ${p}`, '', `![${p}](plots/${p}.png)`, '', `[SVG](plots/${p}.svg)`, '']),
+    '## Arms',
+    '',
+    ...runs.map((r) => `- \`${r.arm.id}\`: ${r.arm.label} ([run report](${r.arm.id}/report.md))`),
+    '',
+  ];
+  const path = join(outDir, 'report.md');
+  writeFileSync(path, lines.join('\n'));
+  return path;
+}
+
+/**
+ * Runs every arm of an experiment and writes the comparison report.
+ *
+ * When to use: `switchyard-train experiment <name>`; each documented experiment page comes from one.
+ *
+ * @example
+ * ```ts
+ * const r = await runExperiment('capacity', { sets: ['train.steps=20'] });
+ * console.log(r.reportPath);
+ * ```
+ */
+export async function runExperiment(
+  name: string,
+  options: ExperimentOptions = {},
+): Promise<ExperimentResult> {
+  const def = EXPERIMENTS[name];
+  if (!def) {
+    throw new SwitchyardError(
+      'INVALID_ARGUMENT',
+      `unknown experiment ${JSON.stringify(name)}; expected one of ${Object.keys(EXPERIMENTS).join(', ')}`,
+    );
+  }
+  const outDir = resolve(options.out ?? join('runs', 'experiments', `${name}-${timestamp()}`));
+  const reporter = options.reporter ?? createReporter({ mode: 'lines' });
+  // Validate every arm's configuration before the first one starts.
+  const configs = def.arms.map((arm) => armConfig(def, arm, outDir, options.sets, options.backend));
+  mkdirSync(outDir, { recursive: true });
+  const runs: ArmRun[] = [];
+  for (const arm of def.arms) runs.push(await runArm(def, arm, outDir, options, reporter));
+  const checks = checkClaims(
+    name,
+    runs.map((r) => r.result),
+  );
+  const plots = await renderComparison(outDir, runs);
+  writeFileSync(
+    join(outDir, 'results.json'),
+    `${JSON.stringify({ experiment: name, arms: runs.map((r) => r.result), checks }, null, 2)}\n`,
+  );
+  const reportPath = writeComparisonReport(def, outDir, runs, checks, plots, configs[0]!);
+  reporter.info(`experiment ${name}: report ${reportPath}`);
+  return { name, outDir, reportPath, arms: runs.map((r) => r.result), checks };
+}

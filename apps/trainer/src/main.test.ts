@@ -1,0 +1,321 @@
+/**
+ * End-to-end tests of the `switchyard-train` command (in-process): a short training run on a Brown
+ * subset, exact resumption, the eval command, bad input, and the non-finite guard. Training runs
+ * only on wasm (the pure-JS cpu backend is too slow for them).
+ */
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadCheckpoint } from '@switchyard/model';
+import { logSoftmax, tf } from '@switchyard/tensor';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { main } from './main';
+
+const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
+const root = mkdtempSync(join(tmpdir(), 'sy-cli-'));
+
+/** Settings that keep a run to a few seconds: three genres, five texts each, the tiny model. */
+const SMALL_DATA = [
+  'data.genres=[news, humor, science_fiction]',
+  'data.maxTextsPerDomain=5',
+  'log.progress=lines',
+];
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(args, {
+    stdout: {
+      write: (s: string) => {
+        out += s;
+        return true;
+      },
+      isTTY: false,
+    },
+    stderr: {
+      write: (s: string) => {
+        err += s;
+        return true;
+      },
+      isTTY: false,
+    },
+  });
+  return { code, out, err };
+}
+
+function jsonl(path: string): Record<string, unknown>[] {
+  return readFileSync(path, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const name of readdirSync(d)) {
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else out[p] = readFileSync(p).toString('base64');
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+describe('switchyard-train', () => {
+  it('documents every option in --help', async () => {
+    const r = await cli(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/train\.steps\s+optimizer steps\n\s+type: int >= 1; default: 250/);
+    expect(r.out).toMatch(/balance\.method/);
+  });
+
+  describe.skipIf(onCpu)('training (wasm)', () => {
+    const runDir = join(root, 'run');
+    let result: { code: number; out: string; err: string };
+
+    beforeAll(async () => {
+      result = await cli([
+        '--preset',
+        'tiny',
+        '--out',
+        runDir,
+        '--set',
+        'train.steps=10',
+        '--set',
+        'checkpoint.every=5',
+        '--set',
+        'eval.every=5',
+        ...SMALL_DATA.flatMap((s) => ['--set', s]),
+      ]);
+    }, 120_000);
+
+    it('trains, evaluates, checkpoints and ends with the two result lines', () => {
+      expect(result.err).toBe('');
+      expect(result.code).toBe(0);
+      const lines = result.out.trim().split('\n');
+      expect(lines[lines.length - 2]).toMatch(/^final val_loss: \d+\.\d{4} {2}unigram val_loss: \d+\.\d{4}$/);
+      expect(lines[lines.length - 1]).toBe(`checkpoint: ${join(runDir, 'checkpoints', 'final')}`);
+      expect(result.out).toMatch(/^step 1\/10 \| loss /m);
+      expect(existsSync(join(runDir, 'checkpoints', 'step-000005', 'manifest.json'))).toBe(true);
+    });
+
+    it('writes metrics.jsonl, eval.jsonl, plots and report.md', () => {
+      const steps = jsonl(join(runDir, 'metrics.jsonl'));
+      expect(steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      for (const s of steps) {
+        for (const k of ['loss', 'lr', 'tokensPerSec', 'maxVioBatch'])
+          expect(Number.isFinite(s[k])).toBe(true);
+      }
+      const evals = jsonl(join(runDir, 'eval.jsonl'));
+      expect(evals.map((e) => e.step)).toEqual([5, 10]);
+      const last = evals[1]!;
+      expect(Object.keys(last.perDomainLoss as object).sort()).toEqual(['humor', 'news', 'science_fiction']);
+      expect(Number.isFinite(last.valLoss)).toBe(true);
+      expect(Number.isFinite(last.maxVioGlobal)).toBe(true);
+      const spec = last.specialization as number[][][];
+      expect(spec).toHaveLength(1); // tiny: one MoE layer
+      for (const row of spec[0]!) expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(2, 5); // K = 2 selections per token
+      const plots = readdirSync(join(runDir, 'plots'));
+      for (const p of ['loss', 'domain-loss', 'maxvio', 'expert-load-layer0', 'specialization']) {
+        expect(plots).toContain(`${p}.svg`);
+        expect(plots).toContain(`${p}.png`);
+      }
+      const report = readFileSync(join(runDir, 'report.md'), 'utf8');
+      expect(report).toMatch(/\| final validation loss \| \d/);
+      expect(report).toContain('(plots/loss.png)');
+    });
+
+    it('resumes to the same trajectory as the uninterrupted run', async () => {
+      const copy = join(root, 'resumed');
+      cpSync(runDir, copy, { recursive: true });
+      rmSync(join(copy, 'checkpoints', 'final'), { recursive: true });
+      const r = await cli(['--resume', join(copy, 'checkpoints', 'step-000005')]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/resuming .* at step 5/);
+      const a = jsonl(join(runDir, 'metrics.jsonl'));
+      const b = jsonl(join(copy, 'metrics.jsonl'));
+      expect(b.map((s) => s.step)).toEqual(a.map((s) => s.step));
+      for (let i = 5; i < 10; i++) {
+        expect(b[i]!.loss as number).toBeCloseTo(a[i]!.loss as number, 5);
+        expect(b[i]!.maxVioBatch).toEqual(a[i]!.maxVioBatch);
+      }
+      expect(jsonl(join(copy, 'eval.jsonl'))[1]!.valLoss as number).toBeCloseTo(
+        jsonl(join(runDir, 'eval.jsonl'))[1]!.valLoss as number,
+        5,
+      );
+    }, 60_000);
+
+    it('eval scores a text file with windows of seqLen + 1 tokens overlapping by one', async () => {
+      const text = join(root, 'held-out.txt');
+      writeFileSync(text, 'The jury said it did find that many of the laws are outmoded. '.repeat(12));
+      const ckpt = join(runDir, 'checkpoints', 'final');
+      const r = await cli(['eval', '--checkpoint', ckpt, '--text', text]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const m = /^loss: (\d+\.\d+) tokens: (\d+)\n$/.exec(r.out);
+      expect(m).not.toBeNull();
+      // Independent check: per-token cross-entropy from the logits of each window.
+      const { model, tokenizer } = await loadCheckpoint(ckpt);
+      const ids = tokenizer.encode(readFileSync(text, 'utf8'));
+      const S = 32; // the tiny preset's train.seqLen
+      let nll = 0;
+      let n = 0;
+      for (let start = 0; start + 1 < ids.length; start += S) {
+        const w = ids.slice(start, start + S + 1);
+        nll += tf.tidy(() => {
+          const x = tf.tensor2d([w.slice(0, -1)], [1, w.length - 1], 'int32');
+          const lp = logSoftmax(
+            model.forward(x, { training: false }).logitsBSV.reshape([w.length - 1, -1]) as tf.Tensor2D,
+          );
+          const v = lp.arraySync() as number[][];
+          return w.slice(1).reduce((a, t, i) => a - v[i]![t]!, 0);
+        });
+        n += w.length - 1;
+      }
+      model.dispose();
+      expect(Number(m![2])).toBe(ids.length - 1);
+      expect(n).toBe(ids.length - 1);
+      expect(Number(m![1])).toBeCloseTo(nll / n, 4);
+    }, 60_000);
+
+    it('refuses an output folder holding another run, changing nothing', async () => {
+      const before = snapshot(runDir);
+      const r = await cli(['--preset', 'tiny', '--out', runDir, ...SMALL_DATA.flatMap((s) => ['--set', s])]);
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(
+        /^error: output folder .* holds another run \(run\.json\); continue it with --resume/,
+      );
+      expect(r.err.trim().split('\n')).toHaveLength(1);
+      expect(snapshot(runDir)).toEqual(before);
+    });
+
+    it('refuses a corrupt checkpoint given to --resume, changing nothing', async () => {
+      const copy = join(root, 'corrupt');
+      cpSync(runDir, copy, { recursive: true });
+      const weights = join(copy, 'checkpoints', 'step-000005', 'model.safetensors');
+      const bytes = readFileSync(weights);
+      bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0xff;
+      writeFileSync(weights, bytes);
+      const before = snapshot(copy);
+      const r = await cli(['--resume', join(copy, 'checkpoints', 'step-000005')]);
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/^error: .*checkpoint.*model\.safetensors/i);
+      expect(snapshot(copy)).toEqual(before);
+    });
+
+    it('stops on a non-finite loss naming the step and layer, keeping the last good checkpoint', async () => {
+      const dir = join(root, 'nan');
+      const r = await cli([
+        '--preset',
+        'tiny',
+        '--out',
+        dir,
+        '--set',
+        'train.steps=10',
+        '--set',
+        'checkpoint.every=5',
+        '--set',
+        'debug.nanAtStep=7',
+        '--set',
+        'debug.nanLayer=1',
+        ...SMALL_DATA.flatMap((s) => ['--set', s]),
+      ]);
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(
+        /^error: (loss is NaN|non-finite activations) \(micro-batch 1 of 1\) at step 7, first appearing in layer 1 \(weights of layers\.1\.attn\.q hold NaN or Infinity\); training stopped, the last good checkpoint .*step-000005 is intact\n$/,
+      );
+      expect(jsonl(join(dir, 'metrics.jsonl')).map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(existsSync(join(dir, 'checkpoints', 'final'))).toBe(false);
+      const { model } = await loadCheckpoint(join(dir, 'checkpoints', 'step-000005'));
+      expect(
+        tf.tidy(() => model.namedVariables().get('layers.1.attn.q')!.isFinite().all().dataSync()[0]),
+      ).toBe(1);
+      model.dispose();
+      expect(JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8')).status).toBe('failed');
+    }, 60_000);
+  });
+
+  it.skipIf(onCpu)(
+    'runs an experiment into one folder per arm and a comparison report, reusing finished arms',
+    async () => {
+      const dir = join(root, 'experiment');
+      const sets = [
+        'train.steps=2',
+        'train.microBatchSize=2',
+        'train.gradAccum=1',
+        'train.seqLen=16',
+        'eval.every=0',
+        'eval.tokensPerDomain=64',
+        'tokenizer.vocabSize=300',
+        'log.plots=false',
+        'log.progress=quiet',
+        'data.genres=[news, humor]',
+        'data.maxTextsPerDomain=3',
+      ];
+      const args = ['experiment', 'capacity', '--out', dir, ...sets.flatMap((s) => ['--set', s])];
+      const r = await cli(args);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.out.trim().split('\n').pop()).toBe(`report: ${join(dir, 'report.md')}`);
+      const report = readFileSync(join(dir, 'report.md'), 'utf8');
+      for (const arm of ['cf-1.0', 'cf-1.25', 'cf-2.0', 'dropless']) {
+        expect(report).toMatch(new RegExp(`^\\| ${arm.replace('.', '\\.')} \\| \\d`, 'm'));
+        expect(existsSync(join(dir, arm, 'run.json'))).toBe(true);
+      }
+      expect(report).toContain('## What the literature reports, and what this run shows');
+      const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
+      expect(results.arms).toHaveLength(4);
+      expect(results.arms[3].trainDropRate).toBe(0);
+      expect(readdirSync(join(dir, 'plots'))).toContain('val-loss.svg');
+      const again = await cli(args);
+      expect(again.code).toBe(0);
+      expect(again.out).toMatch(/arm cf-1\.0 already finished/);
+    },
+    120_000,
+  );
+
+  it('rejects unknown keys, bad values and unknown flags before creating anything', async () => {
+    const dir = join(root, 'never');
+    for (const args of [
+      ['--set', 'train.stepz=3'],
+      ['--set', 'train.steps=-1'],
+      ['--set', 'train.lr=fast'],
+      ['--bogus'],
+      ['--resume', dir, '--set', 'train.steps=3'],
+    ]) {
+      const r = await cli(['--preset', 'tiny', '--out', dir, ...args]);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(/^error: /);
+      expect(existsSync(dir)).toBe(false);
+    }
+    const r = await cli(['--preset', 'tiny', '--out', dir, '--set', 'train.stepz=3']);
+    expect(r.err).toBe('error: invalid configuration (preset tiny + --set):\n  train.stepz: unknown key\n');
+  });
+
+  it('rejects a missing data file with one error and no output folder', async () => {
+    const dir = join(root, 'nodata');
+    const r = await cli([
+      '--preset',
+      'tiny',
+      '--out',
+      dir,
+      '--set',
+      `data.files=[${join(root, 'missing.jsonl')}]`,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`error: data file ${join(root, 'missing.jsonl')} does not exist\n`);
+    expect(existsSync(dir)).toBe(false);
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * Data-parallel training through the CLI (`--ranks 2`, worker-thread ranks): the loss curve follows
+ * the one-rank run with the same seed and global batch, only rank 0 writes the run folder, and the
+ * launcher flags are checked. Training runs only on wasm.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expectNoLeaks } from '@switchyard/tensor';
+import { afterAll, describe, expect, it } from 'vitest';
+import { main } from './main';
+
+const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
+const root = mkdtempSync(join(tmpdir(), 'sy-ranks-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+const RUN = [
+  '--preset',
+  'tiny',
+  '--set',
+  'data.genres=[news, humor]',
+  '--set',
+  'data.maxTextsPerDomain=4',
+  '--set',
+  'train.steps=6',
+  '--set',
+  'eval.every=0',
+  '--set',
+  'eval.tokensPerDomain=64',
+  '--set',
+  'log.plots=false',
+  '--set',
+  'log.progress=lines',
+  '--set',
+  'balance.method=global',
+];
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const sink = (add: (s: string) => void) => ({
+    write: (s: string) => {
+      add(s);
+      return true;
+    },
+    isTTY: false,
+  });
+  const code = await main(args, {
+    stdout: sink((s) => {
+      out += s;
+    }),
+    stderr: sink((s) => {
+      err += s;
+    }),
+  });
+  return { code, out, err };
+}
+
+function losses(dir: string): { loss: number; auxLoss: number; tokens: number }[] {
+  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { loss: number; auxLoss: number; tokens: number });
+}
+
+describe('switchyard-train --ranks', () => {
+  it.skipIf(onCpu)(
+    'two data-parallel ranks follow the one-rank loss curve (same seed, same global batch)',
+    async () => {
+      const one = join(root, 'one');
+      const two = join(root, 'two');
+      const r1 = await cli([...RUN, '--out', one]);
+      expect(r1.code, r1.err).toBe(0);
+      const r2 = await cli([...RUN, '--out', two, '--ranks', '2']);
+      expect(r2.code, r2.err).toBe(0);
+      expect(r2.out).toMatch(/final val_loss: \d/);
+      expect(existsSync(join(two, 'checkpoints', 'final', 'trainer_state.json'))).toBe(true);
+      const a = losses(one);
+      const b = losses(two);
+      expect(b).toHaveLength(6);
+      for (let i = 0; i < a.length; i++) {
+        expect(b[i]!.tokens).toBe(a[i]!.tokens);
+        expect(Math.abs(b[i]!.loss - a[i]!.loss)).toBeLessThan(2e-3 * a[i]!.loss);
+        expect(Math.abs(b[i]!.auxLoss - a[i]!.auxLoss)).toBeLessThan(1e-3 + 1e-2 * a[i]!.auxLoss);
+      }
+      // Training moved the loss: the comparison is not between two flat curves.
+      expect(a[5]!.loss).toBeLessThan(a[0]!.loss);
+      const v1 = Number(/final val_loss: ([\d.]+)/.exec(r1.out)![1]);
+      const v2 = Number(/final val_loss: ([\d.]+)/.exec(r2.out)![1]);
+      expect(Math.abs(v2 - v1)).toBeLessThan(2e-3 * v1);
+    },
+    120_000,
+  );
+
+  it('refuses launcher flags outside training and more ranks than sequences per micro-batch', async () => {
+    const ev = await cli(['eval', '--checkpoint', root, '--text', root, '--ranks', '2']);
+    expect(ev.code).toBe(2);
+    expect(ev.err).toMatch(/--ranks.*training only/);
+    const many = await cli([...RUN, '--out', join(root, 'many'), '--ranks', '8']);
+    expect(many.code).toBe(2);
+    expect(many.err).toMatch(/train\.microBatchSize: expected >= the number of ranks \(8\), got 4/);
+    const bad = await cli([...RUN, '--ranks', 'two']);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--ranks/);
+    const noMaster = await cli([...RUN, '--out', join(root, 'nm'), '--nnodes', '2']);
+    expect(noMaster.code).toBe(2);
+    expect(noMaster.err).toMatch(/master/);
+  });
+
+  it('leaves no tensors behind when a launch is refused', async () => {
+    await expectNoLeaks(async () => {
+      await cli([...RUN, '--out', join(root, 'leak'), '--ranks', '8']);
+    });
+  });
+});

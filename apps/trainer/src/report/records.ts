@@ -1,0 +1,79 @@
+/**
+ * The records a run writes: one `StepRecord` per optimizer step in `metrics.jsonl`, one `EvalRecord`
+ * per evaluation in `eval.jsonl`. Matrices are indexed [MoE layer][...]: layer `l` is the model's
+ * `l`-th MoE block.
+ */
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { SwitchyardError } from '@switchyard/tensor';
+
+/** One optimizer step. */
+export interface StepRecord {
+  /** Optimizer steps done (1-based). */
+  readonly step: number;
+  /** Mean next-token cross-entropy over the step's tokens (nats), without balance terms. */
+  readonly loss: number;
+  /** Balance and z-loss terms added to the objective, averaged over micro-batches. */
+  readonly auxLoss: number;
+  readonly lr: number;
+  /** Gradient global norm before clipping. */
+  readonly gradNorm: number;
+  /** Training tokens per second over this step. */
+  readonly tokensPerSec: number;
+  /** Training tokens seen so far. */
+  readonly tokens: number;
+  /** MaxVio of the step's whole (global) batch, averaged over MoE layers. */
+  readonly maxVioBatch: number;
+  /** MaxVio of each micro-batch, averaged over micro-batches and MoE layers. */
+  readonly maxVioMicro: number;
+  /** Dropped assignments / all assignments over the step, averaged over MoE layers. */
+  readonly dropRate: number;
+  /** Share of the step's assignments each expert received, [layer][expert]. */
+  readonly expertLoad: readonly (readonly number[])[];
+  /** Seconds since the run started (summed over resumed segments). */
+  readonly time: number;
+}
+
+/** One evaluation on the validation set. */
+export interface EvalRecord {
+  readonly step: number;
+  /** Mean next-token loss over all scored validation tokens. */
+  readonly valLoss: number;
+  /** Mean loss per domain. */
+  readonly perDomainLoss: Readonly<Record<string, number>>;
+  /** MaxVio of the loads summed over the whole evaluation set, averaged over MoE layers. */
+  readonly maxVioGlobal: number;
+  /** MaxVio_global of each MoE layer. */
+  readonly maxVioGlobalPerLayer: readonly number[];
+  /** Validation tokens scored. */
+  readonly tokens: number;
+  /** Dropped / all assignments at evaluation capacity, averaged over MoE layers. */
+  readonly dropRate: number;
+  /** Domain names, the row order of `specialization`. */
+  readonly domains: readonly string[];
+  /** F[layer][domain][expert]: share of the domain's tokens whose top-K includes the expert. */
+  readonly specialization: readonly (readonly (readonly number[])[])[];
+  /** Max over layers, domains and experts of F divided by the uniform value K/E. */
+  readonly specializationPeak: number;
+}
+
+/** Appends one JSON line to a file. */
+export function appendJsonl(path: string, record: object): void {
+  appendFileSync(path, `${JSON.stringify(record)}\n`);
+}
+
+/** Reads a JSONL file (empty array when absent); throws IO_ERROR naming the line of a bad record. */
+export function readJsonl<T>(path: string): T[] {
+  if (!existsSync(path)) return [];
+  const out: T[] = [];
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      if (line.trim() === '') return;
+      try {
+        out.push(JSON.parse(line) as T);
+      } catch (e) {
+        throw new SwitchyardError('IO_ERROR', `${path}:${i + 1} is not valid JSON`, { cause: e });
+      }
+    });
+  return out;
+}

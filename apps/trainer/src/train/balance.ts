@@ -1,0 +1,180 @@
+/**
+ * The balancing method of a run, applied to every MoE layer: the auxiliary loss terms added to each
+ * micro-batch's objective, the loss-free bias controller, and their checkpointable state.
+ *
+ * Shape letters: L MoE layers, E routed experts.
+ */
+import {
+  GlobalAuxLoss,
+  LossFreeBalancer,
+  type LossFreeBalancerState,
+  microBatchAuxLoss,
+  routerZLoss,
+  ShuffledBatchAuxLoss,
+  sequenceAuxLoss,
+} from '@switchyard/balance';
+import type { RoutingPlan } from '@switchyard/routing';
+import { Rng, type RngState, tf } from '@switchyard/tensor';
+import type { BalanceMethod } from '../config/schema';
+
+/** Settings of {@link BalanceController}. */
+export interface BalanceSettings {
+  readonly method: BalanceMethod;
+  readonly alpha: number;
+  /** global+local: the micro-batch term's coefficient is `localRatio * alpha`. */
+  readonly localRatio: number;
+  /** loss-free: bias update rate u. */
+  readonly biasUpdateRate: number;
+  /** Router z-loss coefficient (0: off). */
+  readonly zLoss: number;
+  readonly numLayers: number;
+  readonly numExperts: number;
+  /** Tokens per sequence (for the sequence-wise loss). */
+  readonly seqLen: number;
+  /** Seed of the shuffled-batch sampling. */
+  readonly seed: number;
+  /** Sums expert counts over data-parallel ranks (global and loss-free methods); the identity when omitted. */
+  readonly allReduce?: (valuesE: Float32Array) => Float32Array;
+  /** Concatenates every rank's expert indices in rank order (shuffled method); the identity when omitted. */
+  readonly allGather?: (values: Int32Array) => Int32Array;
+}
+
+/** Checkpointable state of a {@link BalanceController}. */
+export interface BalanceControllerState {
+  readonly method: BalanceMethod;
+  readonly lossFree?: LossFreeBalancerState;
+  readonly shuffledRng?: RngState;
+}
+
+/**
+ * Applies a run's balancing method to all MoE layers.
+ *
+ * When to use: the trainer calls `observe` and `loss` once per micro-batch (inside the gradient
+ * tape), and `afterStep` once per optimizer step.
+ *
+ * @example
+ * ```ts
+ * const bal = new BalanceController({ method: 'global', alpha: 1e-2, ... });
+ * bal.observe(plans, m);
+ * const aux = bal.loss(plans, m); // a scalar or null
+ * // ... optimizer step ...
+ * bal.afterStep();
+ * ```
+ */
+export class BalanceController {
+  readonly settings: BalanceSettings;
+  private readonly global: GlobalAuxLoss[] = [];
+  private readonly shuffled: ShuffledBatchAuxLoss[] = [];
+  private shuffledRng: Rng | undefined;
+  private readonly lossFree: LossFreeBalancer | undefined;
+  /** Terms handed out by loss(): the balance functions keep their results past enclosing scopes. */
+  private readonly live: tf.Tensor[] = [];
+
+  constructor(settings: BalanceSettings) {
+    this.settings = settings;
+    const { method, alpha, numLayers: L, numExperts: E } = settings;
+    if (L === 0) {
+      this.lossFree = undefined;
+      return;
+    }
+    if (method === 'global' || method === 'global+local') {
+      const localCoef = method === 'global+local' ? settings.localRatio * alpha : 0;
+      const reduce = settings.allReduce ? { allReduce: settings.allReduce } : {};
+      for (let l = 0; l < L; l++) {
+        this.global.push(new GlobalAuxLoss({ numExperts: E, alpha, localCoef, ...reduce }));
+      }
+    }
+    if (method === 'shuffled') this.makeShuffled(new Rng(settings.seed).fork('shuffled-batch'));
+    this.lossFree =
+      method === 'loss-free'
+        ? new LossFreeBalancer({
+            numLayers: L,
+            numExperts: E,
+            updateRate: settings.biasUpdateRate,
+            ...(settings.allReduce ? { allReduce: settings.allReduce } : {}),
+          })
+        : undefined;
+  }
+
+  private makeShuffled(rng: Rng): void {
+    this.shuffledRng = rng;
+    this.shuffled.length = 0;
+    for (let l = 0; l < this.settings.numLayers; l++) {
+      this.shuffled.push(
+        new ShuffledBatchAuxLoss({
+          numExperts: this.settings.numExperts,
+          alpha: this.settings.alpha,
+          rng,
+          ...(this.settings.allGather ? { allGather: this.settings.allGather } : {}),
+        }),
+      );
+    }
+  }
+
+  /** The selection bias of MoE layer `layer` (loss-free only). */
+  selectionBias(layer: number): Float32Array | undefined {
+    return this.lossFree?.bias(layer);
+  }
+
+  /** Records one micro-batch's routing (counts for global/shuffled pools and the loss-free controller). */
+  observe(plans: readonly RoutingPlan[], micro: number): void {
+    plans.forEach((p, l) => {
+      this.global[l]?.accumulate(p.countsE, micro);
+      this.shuffled[l]?.accumulate(p, micro);
+      this.lossFree?.observe(l, p.countsE, micro);
+    });
+  }
+
+  /**
+   * Sum over layers of the method's loss and the z-loss for one micro-batch; null when there is none.
+   * Call {@link BalanceController.releaseTerms} once the gradients of the micro-batch are computed.
+   */
+  loss(plans: readonly RoutingPlan[], micro: number): tf.Scalar | null {
+    const { method, alpha, zLoss, seqLen } = this.settings;
+    const terms: tf.Scalar[] = [];
+    plans.forEach((p, l) => {
+      if (alpha > 0) {
+        if (method === 'micro') terms.push(microBatchAuxLoss(p, { alpha }));
+        else if (method === 'sequence') terms.push(sequenceAuxLoss(p, seqLen, { alpha }));
+        else if (method === 'global' || method === 'global+local') terms.push(this.global[l]!.loss(p, micro));
+        else if (method === 'shuffled') terms.push(this.shuffled[l]!.loss(p, micro));
+      }
+      if (zLoss > 0) terms.push(routerZLoss(p, { coef: zLoss }));
+    });
+    if (terms.length === 0) return null;
+    this.live.push(...terms);
+    return terms.length === 1 ? terms[0]! : (tf.addN(terms) as tf.Scalar);
+  }
+
+  /** Disposes the per-layer terms of the last `loss` calls (after their gradients are taken). */
+  releaseTerms(): void {
+    tf.dispose(this.live);
+    this.live.length = 0;
+  }
+
+  /** Ends the optimizer step: loss-free bias update, pools emptied. */
+  afterStep(): void {
+    for (const g of this.global) g.resetAfterStep();
+    for (const s of this.shuffled) s.resetAfterStep();
+    // The all-reduce is synchronous (the identity in one process, a blocking collective across ranks).
+    this.lossFree?.step();
+  }
+
+  /** The biases of every layer (loss-free), for reports. */
+  biases(): number[][] | undefined {
+    return this.lossFree?.state().biases.map((b) => [...b]);
+  }
+
+  state(): BalanceControllerState {
+    return {
+      method: this.settings.method,
+      ...(this.lossFree ? { lossFree: this.lossFree.state() } : {}),
+      ...(this.shuffledRng ? { shuffledRng: this.shuffledRng.getState() } : {}),
+    };
+  }
+
+  loadState(state: BalanceControllerState): void {
+    if (state.lossFree && this.lossFree) this.lossFree.loadState(state.lossFree);
+    if (state.shuffledRng && this.shuffled.length > 0) this.makeShuffled(Rng.fromState(state.shuffledRng));
+  }
+}

@@ -1,0 +1,553 @@
+/**
+ * The decoder-only MoE transformer language model.
+ *
+ * Shape letters: B batch, S sequence positions, T = B * S token rows, V vocabulary, D model width,
+ * E routed experts, H query heads, A head width.
+ */
+import { DenseFFN, MoELayer } from '@switchyard/experts';
+import { disposeRoutingPlan, type RouterConfig, type RoutingPlan } from '@switchyard/routing';
+import {
+  checkDtype,
+  checkInt,
+  gatherRows,
+  invalidArgument,
+  logSoftmax,
+  matMul,
+  type Rng,
+  type Scalar,
+  SwitchyardError,
+  type Tensor2D,
+  type Tensor3D,
+  takeAlongLastAxis,
+  tf,
+} from '@switchyard/tensor';
+import { isMoELayer, type ModelConfig, validateModelConfig } from './config';
+import {
+  CausalSelfAttention,
+  causalMask,
+  type LayerKV,
+  normalVariable,
+  RMSNorm,
+  RotaryEmbedding,
+} from './internal/layers';
+import { type GenerateOptions, sampleNext, validateGenerateOptions } from './internal/sampling';
+
+/** Per-call options of {@link MoETransformerLM.forward} and {@link MoETransformerLM.loss}. */
+export interface ForwardOptions {
+  /** Training mode (router jitter, random routing, training capacity). */
+  readonly training: boolean;
+  /** Randomness for the routers; each MoE layer takes `rng.split()`, so the generator advances per call. */
+  readonly rng?: Rng;
+  /** Optimizer step (router warm-up schedules). */
+  readonly step?: number;
+  /** Total optimizer steps of the run. */
+  readonly totalSteps?: number;
+  /**
+   * Selection-only bias of MoE layer `moeLayerIndex` (0-based among MoE layers), e.g. from the
+   * loss-free balancing controller; when it returns undefined the bias stored in the model (if any) is used.
+   */
+  readonly selectionBias?: (moeLayerIndex: number) => Float32Array | undefined;
+}
+
+/** What {@link MoETransformerLM.forward} returns. */
+export interface ForwardResult {
+  /** Next-token logits [B, S, V], float32. */
+  readonly logitsBSV: Tensor3D;
+  /** One routing plan per MoE layer, in layer order (dispose with the logits). */
+  readonly plans: RoutingPlan[];
+}
+
+/** What {@link MoETransformerLM.loss} returns. */
+export interface LossResult {
+  /** Mean next-token cross-entropy over all target positions (nats). */
+  readonly loss: Scalar;
+  /** One routing plan per MoE layer, in layer order. */
+  readonly plans: RoutingPlan[];
+}
+
+type FFNBlock =
+  | { readonly kind: 'moe'; readonly layer: MoELayer }
+  | { readonly kind: 'dense'; readonly ffn: DenseFFN };
+
+interface Block {
+  readonly inputNorm: RMSNorm;
+  readonly attn: CausalSelfAttention;
+  readonly postAttentionNorm: RMSNorm;
+  readonly ffn: FFNBlock;
+}
+
+/**
+ * Keys and values of every attention layer for the positions decoded so far; grows with each
+ * {@link MoETransformerLM.forwardCached} call. Dispose it when done.
+ *
+ * @example
+ * ```ts
+ * const cache = model.createCache();
+ * model.forwardCached(tf.tensor2d([[1, 2, 3]], undefined, 'int32'), cache).dispose();
+ * cache.dispose();
+ * ```
+ */
+export class KVCache {
+  /** Number of cached positions. */
+  length = 0;
+  /** Batch size fixed by the first call (0 before it). */
+  batch = 0;
+  /** Per attention layer, or undefined before the first call. */
+  layers: LayerKV[] | undefined;
+
+  /** Releases the cached tensors. */
+  dispose(): void {
+    for (const kv of this.layers ?? []) {
+      kv.kBGPA.dispose();
+      kv.vBGPA.dispose();
+    }
+    this.layers = undefined;
+    this.length = 0;
+    this.batch = 0;
+  }
+}
+
+const FN = 'MoETransformerLM';
+
+/**
+ * tf.tidy for results holding tensors among other values (routing plans carry host arrays): the
+ * tensors in the result move to the caller's scope, every other tensor created in `fn` is released.
+ */
+function tidy<R>(fn: () => R): R {
+  return tf.tidy(fn as () => tf.TensorContainer) as R;
+}
+
+/**
+ * A decoder-only language model: token embedding, N blocks of RMSNorm -> causal grouped-query
+ * attention with rotary embeddings -> residual -> RMSNorm -> MoE layer or dense FFN -> residual,
+ * a final RMSNorm and the LM head (optionally tied to the embedding). Configured as Mixtral it
+ * computes what Hugging Face's MixtralForCausalLM computes.
+ *
+ * When to use: to train (with `loss` under tf.variableGrads / an optimizer), evaluate, or generate.
+ *
+ * @example
+ * ```ts
+ * const model = new MoETransformerLM(presets.tiny, new Rng(0));
+ * const inputs = tf.tensor2d([[1, 2, 3, 4]], undefined, 'int32');
+ * const targets = tf.tensor2d([[2, 3, 4, 5]], undefined, 'int32');
+ * const { loss, plans } = model.loss(inputs, targets, { training: false });
+ * ```
+ */
+export class MoETransformerLM {
+  /** The validated configuration. */
+  readonly config: ModelConfig;
+  /** Block index of each MoE layer, in order (plans[i] comes from block moeLayerIndices[i]). */
+  readonly moeLayerIndices: number[];
+  private readonly embedVD: tf.Variable;
+  private readonly lmHeadDV: tf.Variable | undefined;
+  private readonly blocks: Block[];
+  private readonly finalNorm: RMSNorm;
+  private readonly rope: RotaryEmbedding;
+  private readonly selectionBiases: (Float32Array | undefined)[];
+  private readonly tableCache = new Map<string, { cosSA: Tensor2D; sinSA: Tensor2D; maskST: Tensor2D }>();
+  private readonly needsTokenIds: boolean;
+  private disposed = false;
+
+  constructor(config: ModelConfig, rng: Rng) {
+    const c = validateModelConfig(config, `config passed to ${FN}()`);
+    this.config = c;
+    const D = c.dModel;
+    this.embedVD = normalVariable(rng.fork('embed_tokens'), [c.vocabSize, D], c.initStd);
+    this.lmHeadDV = c.tieEmbeddings
+      ? undefined
+      : normalVariable(rng.fork('lm_head'), [D, c.vocabSize], c.initStd);
+    this.rope = new RotaryEmbedding(D / c.numHeads, c.ropeTheta);
+    this.moeLayerIndices = [];
+    this.blocks = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      const lr = rng.fork(`layers.${l}`);
+      let ffn: FFNBlock;
+      if (isMoELayer(c, l)) {
+        this.moeLayerIndices.push(l);
+        ffn = {
+          kind: 'moe',
+          layer: new MoELayer(
+            {
+              dModel: D,
+              router: { ...c.moe.router, numExperts: c.moe.experts.numExperts, dModel: D } as RouterConfig,
+              experts: { ...c.moe.experts, dModel: D, initStd: c.initStd },
+              ...(c.moe.shared ? { shared: c.moe.shared } : {}),
+              ...(c.moe.computeMode ? { computeMode: c.moe.computeMode } : {}),
+            },
+            lr.fork('moe'),
+          ),
+        };
+      } else {
+        ffn = {
+          kind: 'dense',
+          ffn: new DenseFFN(
+            { dModel: D, dFF: c.dFF, activation: c.activation, initStd: c.initStd },
+            lr.fork('mlp'),
+          ),
+        };
+      }
+      this.blocks.push({
+        inputNorm: new RMSNorm(D, c.rmsNormEps),
+        attn: new CausalSelfAttention(D, c.numHeads, c.numKvHeads, c.initStd, lr.fork('attn')),
+        postAttentionNorm: new RMSNorm(D, c.rmsNormEps),
+        ffn,
+      });
+    }
+    this.finalNorm = new RMSNorm(D, c.rmsNormEps);
+    this.selectionBiases = this.moeLayerIndices.map(() => undefined);
+    const r = c.moe.router as { type: string; assignment?: string };
+    this.needsTokenIds = r.type === 'balanced' && r.assignment === 'hash';
+  }
+
+  /**
+   * Next-token logits for a batch of token sequences, plus one routing plan per MoE layer.
+   * Token ids must lie in [0, vocabSize) (they are not range-checked: that would need a device read).
+   *
+   * @example
+   * ```ts
+   * const { logitsBSV, plans } = model.forward(tokensBS, { training: false });
+   * ```
+   */
+  forward(tokensBS: Tensor2D, opts: ForwardOptions): ForwardResult {
+    const [B, S] = this.checkTokens('forward', 'tokensBS', tokensBS);
+    return tidy(() => {
+      const { logitsBSV, plans } = this.run(tokensBS, B, S, opts, undefined);
+      return { logitsBSV, plans };
+    });
+  }
+
+  /**
+   * Mean next-token cross-entropy (float32, log-softmax over V) of `targetsBS` given `inputsBS`
+   * (usually the same sequences shifted by one), plus the routing plans for balance losses.
+   *
+   * @example
+   * ```ts
+   * const { value, grads } = tf.variableGrads(() => model.loss(x, y, { training: true }).loss);
+   * ```
+   */
+  loss(inputsBS: Tensor2D, targetsBS: Tensor2D, opts: ForwardOptions): LossResult {
+    const [B, S] = this.checkTokens('loss', 'inputsBS', inputsBS);
+    checkDtype(`${FN}.loss`, 'targetsBS', targetsBS, ['int32']);
+    if (targetsBS.rank !== 2 || targetsBS.shape[0] !== B || targetsBS.shape[1] !== S) {
+      throw new SwitchyardError(
+        'SHAPE_MISMATCH',
+        `\`targetsBS\` passed to ${FN}.loss() must have shape [${B}, ${S}] like inputsBS, got [${targetsBS.shape.join(', ')}]`,
+      );
+    }
+    return tidy(() => {
+      const { logitsBSV, plans } = this.forward(inputsBS, opts);
+      const V = this.config.vocabSize;
+      const logProbsTV = logSoftmax(logitsBSV.reshape([B * S, V])) as Tensor2D;
+      const pickedT1 = takeAlongLastAxis(logProbsTV, targetsBS.reshape([B * S, 1]) as Tensor2D);
+      return { loss: tf.neg(tf.mean(pickedT1)) as Scalar, plans };
+    });
+  }
+
+  /**
+   * A new, empty KV cache for {@link forwardCached}.
+   *
+   * @example
+   * ```ts
+   * const cache = model.createCache();
+   * ```
+   */
+  createCache(): KVCache {
+    return new KVCache();
+  }
+
+  /**
+   * Logits [B, S, V] of S new positions given everything already in `cache`, which is extended with
+   * their keys and values. Runs in evaluation mode; routing plans are released. Equal to the
+   * matching rows of a full {@link forward} when routing is dropless.
+   *
+   * @example
+   * ```ts
+   * const cache = model.createCache();
+   * const prefill = model.forwardCached(promptBS, cache);     // all prompt positions
+   * const next = model.forwardCached(nextTokenB1, cache);     // one more position
+   * ```
+   */
+  forwardCached(tokensBS: Tensor2D, cache: KVCache, opts: Omit<ForwardOptions, 'training'> = {}): Tensor3D {
+    const [B, S] = this.checkTokens('forwardCached', 'tokensBS', tokensBS, cache.length);
+    if (cache.layers && cache.batch !== B) {
+      throw invalidArgument(
+        `${FN}.forwardCached`,
+        'tokensBS',
+        `a batch of ${cache.batch} sequences like the cache`,
+        tokensBS,
+      );
+    }
+    const P = cache.length;
+    const { logitsBSV, kvs } = tidy(() => {
+      const r = this.run(tokensBS, B, S, { ...opts, training: false }, cache.layers ?? []);
+      for (const plan of r.plans) disposeRoutingPlan(plan);
+      return { logitsBSV: r.logitsBSV, kvs: r.kvs };
+    });
+    cache.dispose();
+    cache.layers = kvs;
+    cache.length = P + S;
+    cache.batch = B;
+    return logitsBSV;
+  }
+
+  /**
+   * Generates a continuation of `promptIds` with a KV cache: greedy, or sampling with temperature,
+   * top-k and top-p (nucleus), from a seeded generator. Stops after `maxNewTokens`, at a stop token
+   * (not included in the result) or when the sequence reaches `maxSeqLen`. Returns the new tokens.
+   *
+   * @example
+   * ```ts
+   * const ids = model.generate(tok.encode('The'), { maxNewTokens: 20, temperature: 0.8, topP: 0.9, seed: 1 });
+   * ```
+   */
+  generate(promptIds: readonly number[], opts: GenerateOptions): number[] {
+    this.assertLive('generate');
+    const o = validateGenerateOptions(`${FN}.generate`, opts);
+    const V = this.config.vocabSize;
+    if (!Array.isArray(promptIds) || promptIds.length === 0) {
+      throw invalidArgument(`${FN}.generate`, 'promptIds', 'a non-empty array of token ids', promptIds);
+    }
+    promptIds.forEach((id, i) => {
+      checkInt(`${FN}.generate`, `promptIds[${i}]`, id, { min: 0, max: V - 1 });
+    });
+    if (promptIds.length > this.config.maxSeqLen) {
+      throw invalidArgument(
+        `${FN}.generate`,
+        'promptIds',
+        `at most maxSeqLen (${this.config.maxSeqLen}) tokens`,
+        promptIds.length,
+      );
+    }
+    const stops = new Set(o.stopTokens);
+    const out: number[] = [];
+    const cache = this.createCache();
+    try {
+      let input = [...promptIds];
+      while (out.length < o.maxNewTokens && promptIds.length + out.length < this.config.maxSeqLen) {
+        const ids = tf.tensor2d(input, [1, input.length], 'int32');
+        const logitsBSV = this.forwardCached(ids, cache);
+        const last = tf.slice(logitsBSV, [0, input.length - 1, 0], [1, 1, V]);
+        const logitsV = last.dataSync() as Float32Array;
+        tf.dispose([ids, logitsBSV, last]);
+        const next = sampleNext(logitsV, o);
+        if (stops.has(next)) break;
+        out.push(next);
+        input = [next];
+      }
+    } finally {
+      cache.dispose();
+    }
+    return out;
+  }
+
+  /** Every trainable variable, in a fixed order (embedding, blocks in order, final norm, LM head). */
+  trainableVariables(): tf.Variable[] {
+    return [...this.namedVariables().values()];
+  }
+
+  /**
+   * Trainable variables by name: `embed_tokens` [V, D]; per block `layers.N.input_norm`,
+   * `layers.N.attn.{q,k,v,o}` ([in, out]), `layers.N.post_attention_norm`, then
+   * `layers.N.moe.<MoE layer variable>` or `layers.N.mlp.<dense FFN variable>`; `norm`; `lm_head` [D, V]
+   * unless tied. Checkpoints map these to Hugging Face names (see the checkpoint format docs).
+   *
+   * @example
+   * ```ts
+   * model.namedVariables().get('layers.0.attn.q')!.shape; // [D, H * A]
+   * ```
+   */
+  namedVariables(): Map<string, tf.Variable> {
+    this.assertLive('namedVariables');
+    const m = new Map<string, tf.Variable>();
+    m.set('embed_tokens', this.embedVD);
+    this.blocks.forEach((b, l) => {
+      m.set(`layers.${l}.input_norm`, b.inputNorm.weightD);
+      m.set(`layers.${l}.attn.q`, b.attn.wqDX);
+      m.set(`layers.${l}.attn.k`, b.attn.wkDY);
+      m.set(`layers.${l}.attn.v`, b.attn.wvDY);
+      m.set(`layers.${l}.attn.o`, b.attn.woXD);
+      m.set(`layers.${l}.post_attention_norm`, b.postAttentionNorm.weightD);
+      const vars = b.ffn.kind === 'moe' ? b.ffn.layer.variables : b.ffn.ffn.variables;
+      const prefix = b.ffn.kind === 'moe' ? 'moe' : 'mlp';
+      for (const [name, v] of Object.entries(vars)) m.set(`layers.${l}.${prefix}.${name}`, v);
+    });
+    m.set('norm', this.finalNorm.weightD);
+    if (this.lmHeadDV) m.set('lm_head', this.lmHeadDV);
+    return m;
+  }
+
+  /**
+   * The selection-only bias stored for MoE layer `moeLayerIndex` (used when the forward options give
+   * none), or undefined. Saved in checkpoints so a served model routes as it did in training.
+   */
+  getSelectionBias(moeLayerIndex: number): Float32Array | undefined {
+    checkInt(`${FN}.getSelectionBias`, 'moeLayerIndex', moeLayerIndex, {
+      min: 0,
+      max: this.moeLayerIndices.length - 1,
+    });
+    return this.selectionBiases[moeLayerIndex];
+  }
+
+  /**
+   * Stores (a copy of) a selection-only bias for MoE layer `moeLayerIndex`; undefined removes it.
+   *
+   * @example
+   * ```ts
+   * model.setSelectionBias(0, controller.bias(0));
+   * ```
+   */
+  setSelectionBias(moeLayerIndex: number, biasE: Float32Array | undefined): void {
+    checkInt(`${FN}.setSelectionBias`, 'moeLayerIndex', moeLayerIndex, {
+      min: 0,
+      max: this.moeLayerIndices.length - 1,
+    });
+    const E = this.config.moe.experts.numExperts;
+    if (biasE !== undefined && (!(biasE instanceof Float32Array) || biasE.length !== E)) {
+      throw invalidArgument(`${FN}.setSelectionBias`, 'biasE', `a Float32Array of ${E} values`, biasE);
+    }
+    this.selectionBiases[moeLayerIndex] = biasE ? Float32Array.from(biasE) : undefined;
+  }
+
+  /** Number of trainable parameters (the tied embedding counted once). */
+  numParams(): number {
+    let n = 0;
+    for (const v of this.trainableVariables()) n += v.size;
+    return n;
+  }
+
+  /** Parameters used per token: all but the routed experts, plus the MoE layers' active share. */
+  activeParamsPerToken(): number {
+    let n = 0;
+    for (const [name, v] of this.namedVariables()) if (!/^layers\.\d+\.moe\./.test(name)) n += v.size;
+    for (const b of this.blocks) if (b.ffn.kind === 'moe') n += b.ffn.layer.activeParamsPerToken();
+    return n;
+  }
+
+  /**
+   * Forward FLOPs per token at sequence length `seqLen` (default maxSeqLen): 2 per multiply-add of
+   * every projection, the full S x S attention products, the FFN/MoE layers' own counts and the LM head.
+   * Training costs about 3x this.
+   */
+  flopsPerToken(seqLen = this.config.maxSeqLen): number {
+    checkInt(`${FN}.flopsPerToken`, 'seqLen', seqLen, { min: 1 });
+    const c = this.config;
+    const A = c.dModel / c.numHeads;
+    let f = 2 * c.vocabSize * c.dModel;
+    for (const b of this.blocks) {
+      for (const v of b.attn.variables()) f += 2 * v.size;
+      f += 4 * c.numHeads * A * seqLen;
+      f += b.ffn.kind === 'moe' ? b.ffn.layer.flopsPerToken() : b.ffn.ffn.flopsPerToken();
+    }
+    return f;
+  }
+
+  /** Releases every variable and cached table; the model cannot be used afterwards. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.embedVD.dispose();
+    this.lmHeadDV?.dispose();
+    for (const b of this.blocks) {
+      b.inputNorm.dispose();
+      b.attn.dispose();
+      b.postAttentionNorm.dispose();
+      if (b.ffn.kind === 'moe') b.ffn.layer.dispose();
+      else b.ffn.ffn.dispose();
+    }
+    this.finalNorm.dispose();
+    this.rope.dispose();
+    for (const t of this.tableCache.values()) tf.dispose([t.cosSA, t.sinSA, t.maskST]);
+    this.tableCache.clear();
+  }
+
+  /**
+   * The forward pass over S new positions per sequence. `past` holds each attention layer's cached
+   * keys/values (an empty array: none; undefined: plain training/evaluation without a cache).
+   */
+  private run(
+    tokensBS: Tensor2D,
+    B: number,
+    S: number,
+    opts: ForwardOptions,
+    past: readonly LayerKV[] | undefined,
+  ): { logitsBSV: Tensor3D; plans: RoutingPlan[]; kvs: LayerKV[] } {
+    const P = past?.[0]?.kBGPA.shape[2] ?? 0;
+    const { cosSA, sinSA, maskST } = this.tables(P, S);
+    const tokenIds = this.needsTokenIds ? (tokensBS.dataSync() as Int32Array) : undefined;
+    let xTD = gatherRows(this.embedVD, tokensBS.reshape([B * S]) as tf.Tensor1D) as Tensor2D;
+    const plans: RoutingPlan[] = [];
+    const kvs: LayerKV[] = [];
+    this.blocks.forEach((block, l) => {
+      const hTD = block.inputNorm.forward(xTD);
+      const { yTD, kv } = block.attn.forward(hTD, B, S, this.rope, cosSA, sinSA, maskST, past?.[l]);
+      kvs.push(kv);
+      xTD = tf.add(xTD, yTD);
+      const h2TD = block.postAttentionNorm.forward(xTD);
+      if (block.ffn.kind === 'moe') {
+        const moeIndex = plans.length;
+        const bias = opts.selectionBias?.(moeIndex) ?? this.selectionBiases[moeIndex];
+        const { yTD: moeTD, plan } = block.ffn.layer.forward(h2TD, {
+          training: opts.training,
+          seqLen: S,
+          ...(opts.rng ? { rng: opts.rng.split() } : {}),
+          ...(opts.step !== undefined ? { step: opts.step } : {}),
+          ...(opts.totalSteps !== undefined ? { totalSteps: opts.totalSteps } : {}),
+          ...(bias ? { selectionBiasE: bias } : {}),
+          ...(tokenIds ? { tokenIds } : {}),
+        });
+        plans.push(plan);
+        xTD = tf.add(xTD, moeTD);
+      } else {
+        xTD = tf.add(xTD, block.ffn.ffn.forward(h2TD));
+      }
+    });
+    const logitsTV = this.head(this.finalNorm.forward(xTD));
+    return { logitsBSV: logitsTV.reshape([B, S, this.config.vocabSize]) as Tensor3D, plans, kvs };
+  }
+
+  private head(hTD: Tensor2D): Tensor2D {
+    return (this.lmHeadDV ? matMul(hTD, this.lmHeadDV) : matMul(hTD, this.embedVD, false, true)) as Tensor2D;
+  }
+
+  /** RoPE tables and the causal mask for S positions after P cached ones; those with P = 0 are kept. */
+  private tables(P: number, S: number): { cosSA: Tensor2D; sinSA: Tensor2D; maskST: Tensor2D } {
+    const key = `${P}:${S}`;
+    const hit = this.tableCache.get(key);
+    if (hit) return hit;
+    const { cosSA, sinSA } = this.rope.tables(P, S);
+    const t = { cosSA, sinSA, maskST: causalMask(S, P) };
+    if (P === 0 && this.tableCache.size < 16) {
+      tf.keep(t.cosSA);
+      tf.keep(t.sinSA);
+      tf.keep(t.maskST);
+      this.tableCache.set(key, t);
+    }
+    return t;
+  }
+
+  private checkTokens(method: string, arg: string, tokensBS: Tensor2D, past = 0): [number, number] {
+    this.assertLive(method);
+    const fn = `${FN}.${method}`;
+    if (!(tokensBS instanceof tf.Tensor) || tokensBS.rank !== 2) {
+      throw invalidArgument(fn, arg, 'a 2-D int32 tensor [batch, seqLen]', tokensBS);
+    }
+    checkDtype(fn, arg, tokensBS, ['int32']);
+    const [B, S] = tokensBS.shape;
+    if (B < 1 || S < 1) throw invalidArgument(fn, arg, 'a non-empty [batch, seqLen] tensor', tokensBS);
+    if (past + S > this.config.maxSeqLen) {
+      throw invalidArgument(
+        fn,
+        arg,
+        `at most maxSeqLen (${this.config.maxSeqLen}) positions${past ? ` including ${past} cached` : ''}`,
+        past + S,
+      );
+    }
+    return [B, S];
+  }
+
+  private assertLive(method: string): void {
+    if (this.disposed) {
+      throw new SwitchyardError('STATE_INVALID', `${FN}.${method}() was called after dispose()`);
+    }
+  }
+}
