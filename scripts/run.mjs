@@ -5,7 +5,7 @@
 // pnpm is bootstrapped at the version pinned in package.json#packageManager through npx, so no
 // global pnpm, corepack or turbo is needed.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -43,9 +43,7 @@ if (task === 'test') {
   sh(`${pnpm} exec turbo run docs:build`);
 } else if (task === 'train') {
   sh(`${pnpm} exec turbo run build`);
-  const trainer = join(root, 'apps/trainer/package.json');
-  if (existsSync(trainer)) sh(`${pnpm} --filter switchyard-train run train ${rest}`);
-  else sh(`${pnpm} --filter switchyard-tests run demo ${rest}`);
+  sh(`${pnpm} --filter switchyard-train run train ${rest}`);
 } else {
   process.stderr.write(`usage: node scripts/run.mjs <train|test> [args]\n`);
   process.exit(2);
