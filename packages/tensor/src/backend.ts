@@ -119,7 +119,7 @@ function installHint(failed: readonly BackendAttempt[]): string {
  * ```ts
  * const info = await initBackend();           // fastest available, or SWITCHYARD_BACKEND
  * const wasm = await initBackend({ backend: 'wasm' });
- * console.log(wasm.name, wasm.isGpu, wasm.reason);
+ * const { name, isGpu, reason } = wasm;
  * ```
  */
 export async function initBackend(options: InitBackendOptions = {}): Promise<BackendInfo> {

@@ -16,7 +16,7 @@ import {
   takeAlongLastAxis,
   tf,
 } from '@switchyard/tensor';
-import { computeCapacity } from '../capacity';
+import { type CapacityResult, computeCapacity } from '../capacity';
 import type { ResolvedRouterConfig } from '../config';
 import type { RouteOptions, RoutingPlan } from '../types';
 import { firstNonFinite } from './select';
@@ -213,6 +213,18 @@ export function countSelections(expertIdx: Int32Array, E: number): Int32Array {
   const c = new Int32Array(E);
   for (let i = 0; i < expertIdx.length; i++) c[expertIdx[i]!]! += 1;
   return c;
+}
+
+/** The host-side routing decision every router hands to makePlan: selections, what capacity kept, counts. */
+export function decisionOf(expertIdx: Int32Array, res: CapacityResult, E: number, capacity: number | null) {
+  return {
+    expertIdx,
+    kept: res.kept,
+    countsE: countSelections(expertIdx, E),
+    keptCountsE: res.keptCountsE,
+    capacity,
+    dropped: res.dropped,
+  };
 }
 
 /**

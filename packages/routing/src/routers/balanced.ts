@@ -14,7 +14,7 @@ import type { ResolvedRouterConfig } from '../config';
 import {
   capacityFor,
   checkRouteInput,
-  countSelections,
+  decisionOf,
   decisionTensors,
   makePlan,
   ROUTE_FN,
@@ -56,14 +56,7 @@ export function routeBalanced(cfg: ResolvedRouterConfig, xTD: Tensor2D, options:
   }
   const capacity = capacityFor(cfg, T, K, options.training);
   const res = dropByCapacity(expertIdx, new Float32Array(T * K), T, K, E, capacity, cfg.dropPolicy);
-  const decision = {
-    expertIdx,
-    kept: res.kept,
-    countsE: countSelections(expertIdx, E),
-    keptCountsE: res.keptCountsE,
-    capacity,
-    dropped: res.dropped,
-  };
+  const decision = decisionOf(expertIdx, res, E, capacity);
   return tidyPlan(() => {
     const logitsTE = tf.zeros([T, E], 'float32') as Tensor2D;
     const probsTE = tf.fill([T, E], 1 / E, 'float32') as Tensor2D;

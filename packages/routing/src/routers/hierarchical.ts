@@ -25,7 +25,7 @@ import {
   capacityFor,
   checkRouteInput,
   combineWeights,
-  countSelections,
+  decisionOf,
   decisionTensors,
   inWarmup,
   jitter,
@@ -126,14 +126,7 @@ export function routeHierarchical(
     }
     const capacity = capacityFor(cfg, T, K, options.training);
     const res = dropByCapacity(expertIdx, gateTK, T, K, E, capacity, cfg.dropPolicy);
-    const decision = {
-      expertIdx,
-      kept: res.kept,
-      countsE: countSelections(expertIdx, E),
-      keptCountsE: res.keptCountsE,
-      capacity,
-      dropped: res.dropped,
-    };
+    const decision = decisionOf(expertIdx, res, E, capacity);
 
     // On the tape: p_group * p_expert scattered into [T, E].
     const groupIdxTP = tf.tensor2d(groupIdx, [T, P], 'int32');

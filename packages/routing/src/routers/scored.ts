@@ -15,7 +15,7 @@ import {
   capacityFor,
   checkRouteInput,
   combineWeights,
-  countSelections,
+  decisionOf,
   decisionTensors,
   inWarmup,
   jitter,
@@ -92,14 +92,7 @@ export function routeScored(
       ...(active === undefined ? {} : { active }),
       order: cfg.type === 'gshard' ? 'slot' : 'token',
     });
-    const decision = {
-      expertIdx,
-      kept: res.kept,
-      countsE: countSelections(expertIdx, E),
-      keptCountsE: res.keptCountsE,
-      capacity,
-      dropped: res.dropped,
-    };
+    const decision = decisionOf(expertIdx, res, E, capacity);
 
     // Combine weights on the tape: gathered from probsTE, so they differentiate w.r.t. W and x.
     const { topkIdxTK, keptMaskTK } = decisionTensors(decision, T, K);
