@@ -50,4 +50,53 @@ describe('kernel fixes', () => {
     const g = tf.grad((x: tf.Tensor) => tf.mul(x, tf.greater(x, 0).toFloat()).sum())(tf.tensor1d([-1, 2]));
     expect(Array.from(g.dataSync())).toEqual([0, 1]);
   });
+
+  it.each([
+    ['equal batches', [3, 4, 5], [3, 5, 2]],
+    ['broadcast right operand', [3, 4, 5], [1, 5, 2]],
+    ['rank-2 right operand', [3, 4, 5], [5, 2]],
+    ['broadcast left operand', [1, 4, 5], [3, 5, 2]],
+    ['rank-4 batches', [2, 3, 4, 5], [2, 3, 5, 2]],
+  ])('batched products (%s) equal the per-matrix products', (_label, sa, sb) => {
+    const a = tf.randomNormal(sa as number[], 0, 1, 'float32', 3);
+    const b = tf.randomNormal(sb as number[], 0, 1, 'float32', 4);
+    const got = tf.matMul(a, b).arraySync() as number[][][];
+    const A = a.arraySync() as unknown as number[][][];
+    const B = b.arraySync() as unknown as number[][][];
+    const flat = (x: unknown, depth: number): number[][][] =>
+      depth <= 3 ? (x as number[][][]) : (x as unknown[]).flatMap((y) => flat(y, depth - 1));
+    const gotF = flat(got, (sa as number[]).length);
+    const aF =
+      (sa as number[]).length === 2 ? [A as unknown as number[][]] : flat(A, (sa as number[]).length);
+    const bF =
+      (sb as number[]).length === 2 ? [B as unknown as number[][]] : flat(B, (sb as number[]).length);
+    gotF.forEach((c, i) => {
+      const ai = aF[aF.length === 1 ? 0 : i]!;
+      const bi = bF[bF.length === 1 ? 0 : i]!;
+      c.forEach((row, m) => {
+        row.forEach((v, n) => {
+          const ref = ai[m]!.reduce((acc, x, k) => acc + x * bi[k]![n]!, 0);
+          expect(Math.abs(v - ref)).toBeLessThan(1e-4);
+        });
+      });
+    });
+    tf.dispose([a, b]);
+  });
+
+  it('batched products with transposes match and free their temporaries', async () => {
+    const a = tf.randomNormal([4, 6, 5], 0, 1, 'float32', 5);
+    const b = tf.randomNormal([4, 7, 6], 0, 1, 'float32', 6);
+    const fast = tf.matMul(a, b, true, true);
+    const ref = tf.stack(
+      tf.unstack(a).map((ai, i) => tf.matMul(tf.transpose(ai), tf.transpose(tf.unstack(b)[i]!))),
+    );
+    expect(tf.max(tf.abs(tf.sub(fast, ref))).dataSync()[0]).toBeLessThan(1e-4);
+    await expectNoLeaks(() => tf.matMul(a, b, true, true));
+    const ones = tf.ones([1, 5, 3]);
+    await expectNoLeaks(() => tf.matMul(a, ones));
+    await expectNoLeaks(() =>
+      tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.matMul(x, y, true, true).sum())([a, b]),
+    );
+    tf.dispose([a, b, fast, ref, ones]);
+  });
 });

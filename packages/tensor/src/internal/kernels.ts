@@ -114,9 +114,100 @@ function wrapTransposedMatMul(kernelName: string): void {
     for (const t of temps) backend.disposeData(t.dataId);
     return out;
   };
+  const batchedKernelFunc: KernelFunc = (args) => {
+    const attrs = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    const backend = args.backend as BackendWasm;
+    const temps: TensorInfo[] = [];
+    const plain = (x: TensorInfo, transposed: boolean): TensorInfo => {
+      if (!transposed) return x;
+      const t = transpose.kernelFunc({
+        inputs: { x },
+        backend,
+        attrs: { perm: swapLastTwo(x.shape.length) },
+      }) as TensorInfo;
+      temps.push(t);
+      return t;
+    };
+    const a = plain(args.inputs.a as TensorInfo, attrs.transposeA);
+    const b = plain(args.inputs.b as TensorInfo, attrs.transposeB);
+    const noTranspose = { ...(args.attrs as NamedAttrMap), transposeA: false, transposeB: false };
+    const out =
+      batchedProduct(original, backend, a, b, noTranspose) ??
+      (original.kernelFunc({ inputs: { a, b }, backend, attrs: noTranspose }) as TensorInfo);
+    for (const t of temps) backend.disposeData(t.dataId);
+    return out;
+  };
   tf.unregisterKernel(kernelName, 'wasm');
-  const wrapped: KernelConfig & { __switchyard: boolean } = { ...original, kernelFunc, __switchyard: true };
+  const wrapped: KernelConfig & { __switchyard: boolean } = {
+    ...original,
+    kernelFunc: kernelName === 'BatchMatMul' ? batchedKernelFunc : kernelFunc,
+    __switchyard: true,
+  };
   tf.registerKernel(wrapped);
+}
+
+/**
+ * wasm's BatchMatMul is fast for one matrix product and ~4-5x slower per FLOP when batch > 1. A batch
+ * against a broadcast right operand is one 2-D product ([B*M, K] @ [K, N]); otherwise each batch runs
+ * through the single-product path on copies made in wasm memory (copies are O(B(MK + KN + MN)),
+ * negligible next to the O(BMKN) product). Returns null for shapes it leaves to the original kernel.
+ */
+function batchedProduct(
+  original: KernelConfig,
+  backend: BackendWasm,
+  a: TensorInfo,
+  b: TensorInfo,
+  attrs: NamedAttrMap,
+): TensorInfo | null {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
+  const outerA = a.shape.slice(0, -2);
+  const outerB = b.shape.slice(0, -2);
+  const batchA = sizeOf(outerA);
+  const batchB = sizeOf(outerB);
+  const batch = Math.max(batchA, batchB);
+  if (batch <= 1) return null;
+  let outer: number[];
+  try {
+    outer = tf.broadcast_util.assertAndGetBroadcastShape(outerA, outerB);
+  } catch {
+    return null; // let the original kernel report the shape error
+  }
+  if (sizeOf(outer) !== batch || (batchA !== batchB && Math.min(batchA, batchB) !== 1)) return null;
+  const M = a.shape[a.shape.length - 2]!;
+  const K = a.shape[a.shape.length - 1]!;
+  const N = b.shape[b.shape.length - 1]!;
+  if (b.shape[b.shape.length - 2] !== K || M * K * N === 0) return null;
+  const run = (x: TensorInfo, y: TensorInfo): TensorInfo =>
+    original.kernelFunc({ inputs: { a: x, b: y }, backend, attrs }) as TensorInfo;
+
+  if (batchB === 1) {
+    // [B, M, K] @ [K, N] as one product: same memory, viewed as [B*M, K].
+    const out = run({ dataId: a.dataId, shape: [batch * M, K], dtype: 'float32' }, b);
+    out.shape = [...outer, M, N];
+    return out;
+  }
+  const out = backend.makeOutput([...outer, M, N], 'float32');
+  const sliceOf = (x: TensorInfo, i: number, rows: number, cols: number): TensorInfo => {
+    const part = backend.makeOutput([rows, cols], 'float32');
+    const src = backend.typedArrayFromHeap(x) as Float32Array;
+    (backend.typedArrayFromHeap(part) as Float32Array).set(
+      src.subarray(i * rows * cols, (i + 1) * rows * cols),
+    );
+    return part;
+  };
+  const sharedA = batchA === 1 ? { dataId: a.dataId, shape: [M, K], dtype: 'float32' as const } : undefined;
+  for (let i = 0; i < batch; i++) {
+    const ai = sharedA ?? sliceOf(a, i, M, K);
+    const bi = sliceOf(b, i, K, N);
+    const ci = run(ai, bi);
+    // Views are taken after every allocation: allocating may grow the heap and detach older views.
+    const dst = backend.typedArrayFromHeap(out) as Float32Array;
+    dst.set(backend.typedArrayFromHeap(ci) as Float32Array, i * M * N);
+    if (!sharedA) backend.disposeData(ai.dataId);
+    backend.disposeData(bi.dataId);
+    backend.disposeData(ci.dataId);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
