@@ -34,18 +34,24 @@ function matMulGflops(N: number, reps: number): number {
   return (2 * N * N * N) / (times[Math.floor(reps / 2)]! / 1000) / 1e9;
 }
 
+/** The default preset, shortened to `steps` optimizer steps without evaluation or plots, writing under `dir`. */
+function benchConfig(dir: string, extra: readonly string[] = []) {
+  return resolveConfig({
+    preset: 'small',
+    sets: [
+      `train.steps=${steps}`,
+      'eval.every=0',
+      'eval.tokensPerDomain=128',
+      'log.plots=false',
+      ...extra,
+      `backend=${backend}`,
+      `out=${join(dir, 'run')}`,
+    ],
+  });
+}
+
 const out = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-const config = resolveConfig({
-  preset: 'small',
-  sets: [
-    `train.steps=${steps}`,
-    'eval.every=0',
-    'eval.tokensPerDomain=128',
-    'log.plots=false',
-    `backend=${backend}`,
-    `out=${join(out, 'run')}`,
-  ],
-});
+const config = benchConfig(out);
 const matmulBefore = matMulGflops(1024, backend === 'cpu' ? 3 : 7);
 const result = await train({ config, reporter: createReporter({ mode: 'quiet' }) });
 const matmulAfter = matMulGflops(1024, backend === 'cpu' ? 3 : 7);
@@ -78,18 +84,7 @@ console.log(`achieved / matMul: ${(achieved / matmul).toFixed(3)}`);
 // Data parallel through the launcher: the same global batch on 1 and on 2 worker ranks.
 async function launched(ranks: number): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-  const cfg = resolveConfig({
-    preset: 'small',
-    sets: [
-      `train.steps=${steps}`,
-      'eval.every=0',
-      'eval.tokensPerDomain=128',
-      'log.plots=false',
-      'log.progress=quiet',
-      `backend=${backend}`,
-      `out=${join(dir, 'run')}`,
-    ],
-  });
+  const cfg = benchConfig(dir, ['log.progress=quiet']);
   const res = await launch<TrainRankArgs, TrainResult>({
     module: RANK_MODULE_URL,
     exportName: 'trainRank',

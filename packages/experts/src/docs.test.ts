@@ -1,5 +1,5 @@
-// Runs the example of the MoE layer guide (docs/guide/moe-layer.md) as written. The layer's own
-// memory use is leak-checked in layer.test.ts.
+// Runs the example of the MoE layer guide (docs/guide/moe-layer.md) as written, and checks that it
+// releases every tensor it creates.
 import { readFileSync } from 'node:fs';
 import * as balance from '@switchyard/balance';
 import * as routing from '@switchyard/routing';
@@ -33,7 +33,10 @@ describe('MoE layer guide', () => {
       ...args: string[]
     ) => (...a: unknown[]) => Promise<void>;
     const run = new AsyncFunction(...names, 'console', body);
-    await run(...values, { log: (...a: unknown[]) => logged.push(a) });
+    await tensor.expectNoLeaks(
+      () => run(...values, { log: (...a: unknown[]) => logged.push(a) }),
+      'the guide example',
+    );
     expect(logged[0]).toEqual([
       64 * 8 + 8 * 3 * 64 * 128 + 3 * 64 * 128 + 64,
       64 * 8 + 2 * 3 * 64 * 128 + 3 * 64 * 128 + 64,

@@ -37,7 +37,6 @@ function lossOf(c: BalanceController, plans: ReturnType<typeof plan>[], micro: n
     c.observe(plans as RoutingPlan[], micro);
     const l = c.loss(plans as RoutingPlan[], micro);
     const v = l ? l.dataSync()[0]! : 0;
-    c.releaseTerms();
     return v;
   });
 }
@@ -116,7 +115,6 @@ describe('BalanceController', () => {
         }, [w]);
         value.dispose();
         tf.dispose(grads);
-        c.releaseTerms();
       }
       c.afterStep();
     };

@@ -68,7 +68,6 @@ export class BalanceController {
   private shuffledRng: Rng | undefined;
   private readonly lossFree: LossFreeBalancer | undefined;
   /** Terms handed out by loss(): the balance functions keep their results past enclosing scopes. */
-  private readonly live: tf.Tensor[] = [];
 
   constructor(settings: BalanceSettings) {
     this.settings = settings;
@@ -127,7 +126,7 @@ export class BalanceController {
 
   /**
    * Sum over layers of the method's loss and the z-loss for one micro-batch; null when there is none.
-   * Call {@link BalanceController.releaseTerms} once the gradients of the micro-batch are computed.
+   * The terms belong to the caller's scope (a tf.tidy or gradient function) and are released with it.
    */
   loss(plans: readonly RoutingPlan[], micro: number): tf.Scalar | null {
     const { method, alpha, zLoss, seqLen } = this.settings;
@@ -142,14 +141,7 @@ export class BalanceController {
       if (zLoss > 0) terms.push(routerZLoss(p, { coef: zLoss }));
     });
     if (terms.length === 0) return null;
-    this.live.push(...terms);
     return terms.length === 1 ? terms[0]! : (tf.addN(terms) as tf.Scalar);
-  }
-
-  /** Disposes the per-layer terms of the last `loss` calls (after their gradients are taken). */
-  releaseTerms(): void {
-    tf.dispose(this.live);
-    this.live.length = 0;
   }
 
   /** Ends the optimizer step: loss-free bias update, pools emptied. */

@@ -631,7 +631,6 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         } catch (e) {
           x.dispose();
           y.dispose();
-          balance.releaseTerms();
           acc.reset();
           // The model's own checks refuse non-finite activations (e.g. at a router's input).
           if (isSwitchyardError(e, 'NON_FINITE')) {
@@ -652,7 +651,6 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         const auxLoss = out.aux ? out.aux.dataSync()[0]! : 0;
         out.lm?.dispose();
         out.aux?.dispose();
-        balance.releaseTerms();
         if (!Number.isFinite(lmLoss) || !Number.isFinite(auxLoss)) {
           tf.dispose(Object.values(grads));
           acc.reset();

@@ -226,16 +226,3 @@ export function decisionOf(expertIdx: Int32Array, res: CapacityResult, E: number
     dropped: res.dropped,
   };
 }
-
-/**
- * Runs `fn` in a tidy scope and keeps only the plan's tensors, which move to the enclosing scope
- * (unlike tf.keep, they are still released by a surrounding tf.tidy or tf.variableGrads).
- */
-export function tidyPlan(fn: () => RoutingPlan): RoutingPlan {
-  let plan!: RoutingPlan;
-  tf.tidy(() => {
-    plan = fn();
-    return Object.values(plan).filter((v): v is tf.Tensor => v instanceof tf.Tensor);
-  });
-  return plan;
-}

@@ -8,7 +8,7 @@
  *
  * Shape letters: T tokens, D model width, E experts, K slots per token.
  */
-import { invalidArgument, type Tensor2D, tf } from '@switchyard/tensor';
+import { invalidArgument, scoped, type Tensor2D, tf } from '@switchyard/tensor';
 import { dropByCapacity } from '../capacity';
 import type { ResolvedRouterConfig } from '../config';
 import {
@@ -19,7 +19,6 @@ import {
   makePlan,
   ROUTE_FN,
   type RoutingPlanTensors,
-  tidyPlan,
 } from '../internal/common';
 import type { RouteOptions, RoutingPlan } from '../types';
 
@@ -57,7 +56,7 @@ export function routeBalanced(cfg: ResolvedRouterConfig, xTD: Tensor2D, options:
   const capacity = capacityFor(cfg, T, K, options.training);
   const res = dropByCapacity(expertIdx, new Float32Array(T * K), T, K, E, capacity, cfg.dropPolicy);
   const decision = decisionOf(expertIdx, res, E, capacity);
-  return tidyPlan(() => {
+  return scoped(() => {
     const logitsTE = tf.zeros([T, E], 'float32') as Tensor2D;
     const probsTE = tf.fill([T, E], 1 / E, 'float32') as Tensor2D;
     const { topkIdxTK, keptMaskTK } = decisionTensors(decision, T, K);

@@ -13,7 +13,7 @@
  *
  * Shape letters: T tokens, D model width, E experts.
  */
-import { matMul, softmax, type Tensor2D, tf } from '@switchyard/tensor';
+import { matMul, scoped, softmax, type Tensor2D, tf } from '@switchyard/tensor';
 import { computeCapacity } from '../capacity';
 import type { ResolvedRouterConfig } from '../config';
 import {
@@ -24,7 +24,6 @@ import {
   makePlan,
   type RoutingPlanTensors,
   throwNonFinite,
-  tidyPlan,
 } from '../internal/common';
 import { hostTopK } from '../internal/select';
 import type { RouteOptions, RoutingPlan } from '../types';
@@ -58,7 +57,7 @@ export function routeExpertChoice(
   const kE = expertChoiceCapacity(T, E, c);
   const rng = callRng(options, 'jitter');
 
-  return tidyPlan(() => {
+  return scoped(() => {
     const x32TD = jitter(cfg, xTD, options, rng);
     const logitsTE = matMul(x32TD, weightDE) as Tensor2D;
     const probsTE = softmax(logitsTE, -1) as Tensor2D;

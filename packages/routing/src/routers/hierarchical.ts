@@ -17,7 +17,15 @@
  * Shape letters: T tokens, D model width, E experts, G groups, P groups per token, N = T*P,
  * M = E/G experts per group, K slots per token.
  */
-import { matMul, segmentSum, softmax, type Tensor2D, takeAlongLastAxis, tf } from '@switchyard/tensor';
+import {
+  matMul,
+  scoped,
+  segmentSum,
+  softmax,
+  type Tensor2D,
+  takeAlongLastAxis,
+  tf,
+} from '@switchyard/tensor';
 import { dropByCapacity } from '../capacity';
 import type { ResolvedRouterConfig } from '../config';
 import {
@@ -32,7 +40,6 @@ import {
   makePlan,
   type RoutingPlanTensors,
   throwNonFinite,
-  tidyPlan,
 } from '../internal/common';
 import { type GroupedImpl, groupAssignments, groupedLogits } from '../internal/grouped';
 import { hostSoftmax, hostTopK, randomScores } from '../internal/select';
@@ -71,7 +78,7 @@ export function routeHierarchical(
   const rng = callRng(options, 'jitter and random-routing warm-up');
   const warm = inWarmup(cfg, options);
 
-  return tidyPlan(() => {
+  return scoped(() => {
     const x32TD = jitter(cfg, xTD, options, rng);
 
     // Level 1: group prototypes.

@@ -7,7 +7,7 @@
  *
  * Shape letters: T tokens, D model width, E experts, K slots per token, G groups.
  */
-import { matMul, sigmoid, softmax, type Tensor2D } from '@switchyard/tensor';
+import { matMul, scoped, sigmoid, softmax, type Tensor2D } from '@switchyard/tensor';
 import { dropByCapacity } from '../capacity';
 import type { ResolvedRouterConfig } from '../config';
 import {
@@ -22,7 +22,6 @@ import {
   makePlan,
   type RoutingPlanTensors,
   throwNonFinite,
-  tidyPlan,
 } from '../internal/common';
 import { addColumnBias, gatherHost, groupLimitedMask, hostTopK, randomScores } from '../internal/select';
 import type { RouteOptions, RoutingPlan } from '../types';
@@ -45,7 +44,7 @@ export function routeScored(
   const warm = inWarmup(cfg, options);
   const useSigmoid = cfg.type === 'sigmoid';
 
-  return tidyPlan(() => {
+  return scoped(() => {
     // Scores, in float32 whatever the model's precision.
     const x32TD = jitter(cfg, xTD, options, rng);
     const logitsTE = matMul(x32TD, weightDE) as Tensor2D;
