@@ -265,9 +265,21 @@ describe('switchyard-train', () => {
         'data.maxTextsPerDomain=3',
       ];
       const args = ['experiment', 'capacity', '--out', dir, ...sets.flatMap((s) => ['--set', s])];
-      const r = await cli(args);
+      // Two arms here, then the other two in two child processes at once.
+      const part = await cli([...args, '--arms', 'cf-1.0,dropless']);
+      expect(part.err).toBe('');
+      expect(part.code).toBe(0);
+      expect(part.out.trim().split('\n').pop()).toBe('arms still to run: cf-1.25, cf-2.0');
+      expect(existsSync(join(dir, 'report.md'))).toBe(false);
+      const r = await cli([...args, '--jobs', '2']);
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
+      expect(r.out).toMatch(/arm cf-1\.25 started in its own process/);
+      expect(r.out).toMatch(/arm cf-2\.0 started in its own process/);
+      expect(readdirSync(join(dir, 'logs')).sort()).toEqual(['cf-1.25.log', 'cf-2.0.log']);
+      expect(readFileSync(join(dir, 'logs', 'cf-2.0.log'), 'utf8')).toMatch(
+        /switchyard-train: run capacity-cf-2\.0/,
+      );
       expect(r.out.trim().split('\n').pop()).toBe(`report: ${join(dir, 'report.md')}`);
       const report = readFileSync(join(dir, 'report.md'), 'utf8');
       for (const arm of ['cf-1.0', 'cf-1.25', 'cf-2.0', 'dropless']) {
@@ -302,6 +314,23 @@ describe('switchyard-train', () => {
     }
     const r = await cli(['--preset', 'tiny', '--out', dir, '--set', 'train.stepz=3']);
     expect(r.err).toBe('error: invalid configuration (preset tiny + --set):\n  train.stepz: unknown key\n');
+    const exp = join(root, 'never-exp');
+    for (const [args, message] of [
+      [
+        ['experiment', 'capacity', '--arms', 'cf-3'],
+        /--arms: unknown arm "cf-3" of experiment capacity; expected a comma-separated subset of cf-1\.0, cf-1\.25, cf-2\.0, dropless/,
+      ],
+      [['experiment', 'capacity', '--jobs', '0'], /--jobs: expected a positive integer, got "0"/],
+      [
+        ['--preset', 'tiny', '--jobs', '2'],
+        /--arms, --jobs and --no-report apply to experiment only, not to train/,
+      ],
+    ] as const) {
+      const r = await cli([...args, '--out', exp]);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(message);
+      expect(existsSync(exp)).toBe(false);
+    }
   });
 
   it('rejects a missing data file with one error and no output folder', async () => {

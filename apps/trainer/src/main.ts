@@ -67,6 +67,13 @@ export async function main(
       throw usage(`--ranks, --nnodes, --node-rank and --master apply to training only, not to ${command}`);
     }
 
+    if (
+      command !== 'experiment' &&
+      (values.arms !== undefined || values.jobs !== undefined || values['no-report'] !== undefined)
+    ) {
+      throw usage(`--arms, --jobs and --no-report apply to experiment only, not to ${command}`);
+    }
+
     if (command === 'eval') {
       if (rest.length > 0) throw usage(`eval takes no positional arguments, got ${rest.join(' ')}`);
       if (!values.checkpoint || !values.text) throw usage('eval needs --checkpoint DIR and --text FILE');
@@ -86,14 +93,26 @@ export async function main(
         throw usage(`experiment needs one name: ${Object.keys(EXPERIMENTS).join(', ')}`);
       }
       if (values.preset || values.config || values.resume)
-        throw usage('experiment takes only --out, --backend and --set');
+        throw usage('experiment takes only --out, --backend, --set, --arms and --jobs');
+      const jobs = values.jobs === undefined ? 1 : Number(values.jobs);
+      if (!Number.isInteger(jobs) || jobs < 1)
+        throw usage(`--jobs: expected a positive integer, got ${JSON.stringify(values.jobs)}`);
       const result = await runExperiment(name, {
         sets: values.set ?? [],
+        jobs,
+        report: values['no-report'] !== true,
+        ...(values.arms !== undefined ? { arms: values.arms.split(',').map((a) => a.trim()) } : {}),
         ...(values.out !== undefined ? { out: values.out } : {}),
         ...(values.backend !== undefined ? { backend: values.backend } : {}),
         reporter: createReporter({ mode: 'auto', stdout: io.stdout, stderr: io.stderr }),
       });
-      io.stdout.write(`report: ${result.reportPath}\n`);
+      io.stdout.write(
+        result.reportPath !== undefined
+          ? `report: ${result.reportPath}\n`
+          : result.pending.length > 0
+            ? `arms still to run: ${result.pending.join(', ')}\n`
+            : 'every arm has finished; rerun without --no-report to write the report\n',
+      );
       return 0;
     }
 
@@ -186,6 +205,9 @@ function parse(argv: readonly string[]) {
       backend: { type: 'string' },
       checkpoint: { type: 'string' },
       text: { type: 'string' },
+      arms: { type: 'string' },
+      jobs: { type: 'string' },
+      'no-report': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });

@@ -22,6 +22,7 @@ export const ERROR_CODES = {
   STATE_INVALID: 'An object was used in a state that does not allow the call (e.g. disposed).',
   TIMEOUT: 'A collective or remote operation did not complete within its timeout.',
   RANK_FAILED: 'A peer rank exited, crashed or stopped responding.',
+  RUN_FAILED: 'A training run started in a child process exited with an error.',
 } as const;
 
 /** One of the keys of {@link ERROR_CODES}. */

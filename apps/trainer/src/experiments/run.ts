@@ -3,9 +3,12 @@
  * (`<out>/report.md`, `<out>/results.json`, `<out>/plots/`). Arms that already finished in `<out>`
  * are reused and arms with a checkpoint are resumed, so an interrupted experiment continues.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { SwitchyardError } from '@switchyard/tensor';
+import { cliInvocation } from '../cli-url';
 import { applySet, type ConfigObject, mergeConfig, parseConfig } from '../config/load';
 import type { TrainConfig } from '../config/schema';
 import { barChart, ema, lineChart, type SeriesPoint, specializationHeatmap } from '../report/charts';
@@ -26,6 +29,15 @@ export interface ExperimentOptions {
   /** `key=value` overrides applied to every arm (e.g. `train.steps=20` for a smoke test). */
   readonly sets?: readonly string[];
   readonly backend?: string;
+  /** Arm ids to run (default: every arm). The report is written once every arm in `out` has finished. */
+  readonly arms?: readonly string[];
+  /**
+   * How many arms train at once, each in its own process (default 1: one after another in this
+   * process). wasm trains on one thread, so up to one job per core shortens an experiment.
+   */
+  readonly jobs?: number;
+  /** Write the comparison report once every arm has finished (default true). */
+  readonly report?: boolean;
   readonly reporter?: Reporter;
 }
 
@@ -64,9 +76,13 @@ export interface ClaimCheck {
 export interface ExperimentResult {
   readonly name: string;
   readonly outDir: string;
-  readonly reportPath: string;
+  /** The comparison report; undefined while some arm (see `pending`) has not finished. */
+  readonly reportPath: string | undefined;
+  /** Results of the finished arms, in the definition's order. */
   readonly arms: readonly ArmResult[];
   readonly checks: readonly ClaimCheck[];
+  /** Ids of arms that have not finished in `outDir` (empty once the report is written). */
+  readonly pending: readonly string[];
 }
 
 /** The configuration of one arm: defaults, experiment base, arm overrides, then the user's `--set`s. */
@@ -249,39 +265,106 @@ interface ArmRun {
   readonly result: ArmResult;
 }
 
-async function runArm(
+/** Whether an arm has finished, started (a run folder exists) or not begun in its folder. */
+function armStatus(armDir: string): 'finished' | 'started' | 'absent' {
+  const runFile = join(armDir, RUN_FILES.run);
+  if (!existsSync(runFile)) return 'absent';
+  const prior = JSON.parse(readFileSync(runFile, 'utf8')) as { status?: string };
+  return prior.status === 'finished' ? 'finished' : 'started';
+}
+
+/** Trains one arm in this process, resuming from its last checkpoint when it has one. */
+async function trainArm(
   def: ExperimentDefinition,
   arm: ExperimentArm,
-  outDir: string,
-  options: ExperimentOptions,
+  config: TrainConfig,
   reporter: Reporter,
-): Promise<ArmRun> {
-  const config = armConfig(def, arm, outDir, options.sets, options.backend);
+): Promise<void> {
   const armDir = resolve(config.out);
-  const runFile = join(armDir, RUN_FILES.run);
-  let unigram = Number.NaN;
-  const prior = existsSync(runFile)
-    ? (JSON.parse(readFileSync(runFile, 'utf8')) as { status?: string })
-    : undefined;
-  if (prior?.status === 'finished') {
+  const status = armStatus(armDir);
+  if (status === 'finished') {
     reporter.info(`experiment ${def.name}: arm ${arm.id} already finished in ${armDir}; reusing its results`);
-  } else {
-    const resume = prior && listCheckpoints(armDir).length > 0 ? armDir : undefined;
-    reporter.info(`experiment ${def.name}: arm ${arm.id} (${arm.label})${resume ? ', resuming' : ''}`);
-    const result = await train({ config, reporter, ...(resume ? { resume } : {}) });
-    unigram = result.unigramValLoss;
+    return;
   }
+  const resume = status === 'started' && listCheckpoints(armDir).length > 0 ? armDir : undefined;
+  reporter.info(`experiment ${def.name}: arm ${arm.id} (${arm.label})${resume ? ', resuming' : ''}`);
+  await train({ config, reporter, ...(resume ? { resume } : {}) });
+}
+
+/** Reads a finished arm's records back from its run folder. */
+function loadArm(arm: ExperimentArm, config: TrainConfig): ArmRun {
+  const armDir = resolve(config.out);
   const steps = readJsonl<StepRecord>(join(armDir, RUN_FILES.metrics));
   const evals = readJsonl<EvalRecord>(join(armDir, RUN_FILES.evals));
-  if (Number.isNaN(unigram)) {
-    const report = join(armDir, RUN_FILES.report);
-    const m = existsSync(report)
-      ? /\| unigram validation loss \(same tokens\) \| ([0-9.]+) \|/.exec(readFileSync(report, 'utf8'))
-      : null;
-    unigram = m ? Number(m[1]) : Number.NaN;
-  }
+  const report = join(armDir, RUN_FILES.report);
+  const m = existsSync(report)
+    ? /\| unigram validation loss \(same tokens\) \| ([0-9.]+) \|/.exec(readFileSync(report, 'utf8'))
+    : null;
+  const unigram = m ? Number(m[1]) : Number.NaN;
   const { k, numExperts } = routingShape(buildModelConfig(config, config.tokenizer.vocabSize));
   return { arm, steps, evals, result: summarise(arm, steps, evals, unigram, k, numExperts) };
+}
+
+/**
+ * Trains arms in child processes, `jobs` at a time: each child is `switchyard-train experiment
+ * NAME --arms ID` on the same output folder. Its output goes to `<out>/logs/<arm>.log` and, prefixed
+ * with the arm id, to the reporter. Rejects naming every arm whose process failed.
+ */
+async function trainArmsInProcesses(
+  def: ExperimentDefinition,
+  arms: readonly ExperimentArm[],
+  outDir: string,
+  options: ExperimentOptions,
+  jobs: number,
+  reporter: Reporter,
+): Promise<void> {
+  const logDir = join(outDir, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  const queue = [...arms];
+  const failures: string[] = [];
+  const runOne = (arm: ExperimentArm): Promise<void> =>
+    new Promise((done) => {
+      const args = [
+        ...cliInvocation(),
+        'experiment',
+        def.name,
+        '--out',
+        outDir,
+        '--arms',
+        arm.id,
+        '--no-report',
+        ...(options.backend !== undefined ? ['--backend', options.backend] : []),
+        ...(options.sets ?? []).flatMap((s) => ['--set', s]),
+      ];
+      const logPath = join(logDir, `${arm.id}.log`);
+      const log = createWriteStream(logPath, { flags: 'a' });
+      reporter.info(`experiment ${def.name}: arm ${arm.id} started in its own process (log: ${logPath})`);
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      for (const stream of [child.stdout, child.stderr]) {
+        createInterface({ input: stream }).on('line', (line) => {
+          log.write(`${line}\n`);
+          if (line.trim() !== '') reporter.info(`[${arm.id}] ${line}`);
+        });
+      }
+      child.on('error', (e) => {
+        failures.push(`${arm.id} (could not start: ${e.message})`);
+        log.end(done);
+      });
+      child.on('exit', (code, signal) => {
+        if (code !== 0) failures.push(`${arm.id} (exit ${signal ?? code}; see ${logPath})`);
+        log.end(done);
+      });
+    });
+  const worker = async (): Promise<void> => {
+    for (let arm = queue.shift(); arm; arm = queue.shift()) await runOne(arm);
+  };
+  await Promise.all(Array.from({ length: Math.min(jobs, arms.length) }, worker));
+  if (failures.length > 0) {
+    throw new SwitchyardError(
+      'RUN_FAILED',
+      `experiment ${def.name}: ${failures.length} arm(s) failed: ${failures.join(', ')}; rerun the same command to resume them`,
+    );
+  }
 }
 
 async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promise<string[]> {
@@ -492,13 +575,50 @@ export async function runExperiment(
       `unknown experiment ${JSON.stringify(name)}; expected one of ${Object.keys(EXPERIMENTS).join(', ')}`,
     );
   }
+  const ids = def.arms.map((a) => a.id);
+  const unknown = (options.arms ?? []).filter((id) => !ids.includes(id));
+  if (unknown.length > 0 || (options.arms !== undefined && options.arms.length === 0)) {
+    throw new SwitchyardError(
+      'INVALID_ARGUMENT',
+      `--arms: unknown arm ${JSON.stringify(unknown[0] ?? '')} of experiment ${name}; expected a comma-separated subset of ${ids.join(', ')}`,
+    );
+  }
+  const jobs = options.jobs ?? 1;
+  if (!Number.isInteger(jobs) || jobs < 1) {
+    throw new SwitchyardError('INVALID_ARGUMENT', `--jobs: expected a positive integer, got ${jobs}`);
+  }
   const outDir = resolve(options.out ?? join('runs', 'experiments', `${name}-${timestamp()}`));
   const reporter = options.reporter ?? createReporter({ mode: 'lines' });
   // Validate every arm's configuration before the first one starts.
   const configs = def.arms.map((arm) => armConfig(def, arm, outDir, options.sets, options.backend));
   mkdirSync(outDir, { recursive: true });
-  const runs: ArmRun[] = [];
-  for (const arm of def.arms) runs.push(await runArm(def, arm, outDir, options, reporter));
+  const selected = def.arms.filter((a) => options.arms === undefined || options.arms.includes(a.id));
+  const toTrain = selected.filter((a) => armStatus(resolve(configs[ids.indexOf(a.id)]!.out)) !== 'finished');
+  if (jobs > 1 && toTrain.length > 1) {
+    await trainArmsInProcesses(def, toTrain, outDir, options, jobs, reporter);
+  } else {
+    for (const arm of selected) await trainArm(def, arm, configs[ids.indexOf(arm.id)]!, reporter);
+  }
+  const pending = def.arms
+    .filter((_a, i) => armStatus(resolve(configs[i]!.out)) !== 'finished')
+    .map((a) => a.id);
+  if (pending.length > 0 || options.report === false) {
+    const finished = def.arms.filter((a) => !pending.includes(a.id));
+    if (pending.length > 0) {
+      reporter.info(
+        `experiment ${name}: arms still to run: ${pending.join(', ')}; the report is written once every arm has finished`,
+      );
+    }
+    return {
+      name,
+      outDir,
+      reportPath: undefined,
+      arms: finished.map((a) => loadArm(a, configs[ids.indexOf(a.id)]!).result),
+      checks: [],
+      pending,
+    };
+  }
+  const runs = def.arms.map((arm, i) => loadArm(arm, configs[i]!));
   const checks = checkClaims(
     name,
     runs.map((r) => r.result),
@@ -510,5 +630,5 @@ export async function runExperiment(
   );
   const reportPath = writeComparisonReport(def, outDir, runs, checks, plots, configs[0]!);
   reporter.info(`experiment ${name}: report ${reportPath}`);
-  return { name, outDir, reportPath, arms: runs.map((r) => r.result), checks };
+  return { name, outDir, reportPath, arms: runs.map((r) => r.result), checks, pending };
 }
