@@ -88,6 +88,16 @@ describe('switchyard-train --ranks', () => {
       const v1 = Number(/final val_loss: ([\d.]+)/.exec(r1.out)![1]);
       const v2 = Number(/final val_loss: ([\d.]+)/.exec(r2.out)![1]);
       expect(Math.abs(v2 - v1)).toBeLessThan(2e-3 * v1);
+      // The two ranks split the validation batches and combine their sums: the record covers the whole set.
+      const e1 = JSON.parse(readFileSync(join(one, 'eval.jsonl'), 'utf8').trim().split('\n').pop()!);
+      const e2 = JSON.parse(readFileSync(join(two, 'eval.jsonl'), 'utf8').trim().split('\n').pop()!);
+      expect(e2.tokens).toBe(e1.tokens);
+      expect(Object.keys(e2.perDomainLoss)).toEqual(Object.keys(e1.perDomainLoss));
+      for (const d of Object.keys(e1.perDomainLoss)) {
+        expect(Math.abs(e2.perDomainLoss[d] - e1.perDomainLoss[d])).toBeLessThan(2e-3 * e1.perDomainLoss[d]);
+      }
+      expect(Math.abs(e2.maxVioGlobal - e1.maxVioGlobal)).toBeLessThan(0.05);
+      expect(e2.specialization.flat(2).length).toBe(e1.specialization.flat(2).length);
     },
     120_000,
   );

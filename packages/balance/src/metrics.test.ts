@@ -103,6 +103,30 @@ describe('MaxVioGlobal', () => {
     expect(acc.result().perLayer.every((v) => Number.isNaN(v))).toBe(true);
     expect(acc.result().mean).toBeNaN();
   });
+
+  it('merges accumulators that saw different batches into the whole-set result', () => {
+    const whole = new MaxVioGlobal({ numLayers: 2, numExperts: 3 });
+    const parts = [0, 1].map(() => new MaxVioGlobal({ numLayers: 2, numExperts: 3 }));
+    const batches = [
+      [5, 1, 0],
+      [0, 2, 7],
+      [3, 3, 1],
+    ];
+    batches.forEach((b, i) => {
+      for (const l of [0, 1]) {
+        whole.add(l, l === 0 ? b : [b[2]!, b[0]!, b[1]!]);
+        parts[i % 2]!.add(l, l === 0 ? b : [b[2]!, b[0]!, b[1]!]);
+      }
+    });
+    const merged = new MaxVioGlobal({ numLayers: 2, numExperts: 3 });
+    for (const p of parts) merged.addCounts(p.counts());
+    expect(Array.from(merged.counts())).toEqual(Array.from(whole.counts()));
+    expect(merged.result()).toEqual(whole.result());
+    expect(() => merged.addCounts([1, 2, 3])).toThrow(
+      /`flatLE` passed to MaxVioGlobal\.addCounts\(\) must hold 6 counts \(\[2, 3\] row-major\), got 3/,
+    );
+    expect(() => merged.addCounts([1, 2, 3, 4, 5, -1])).toThrow(/flatLE\[5\]/);
+  });
 });
 
 describe('SpecialisationAccumulator', () => {
@@ -122,6 +146,28 @@ describe('SpecialisationAccumulator', () => {
     expect(spec.meanOverLayers()).toEqual({ max: 1, meanTopKSum: 1.5 });
     expect(() => spec.add(0, 3, [0, 1])).toThrow(
       /`domain` passed to SpecialisationAccumulator\.add\(\) must be an integer in \[0, 2\], got 3/,
+    );
+  });
+
+  it('merges accumulators that saw different batches into the whole-set summary', () => {
+    const cfg = { numDomains: 2, numExperts: 4, k: 2, numLayers: 2 };
+    const whole = new SpecialisationAccumulator(cfg);
+    const a = new SpecialisationAccumulator(cfg);
+    const b = new SpecialisationAccumulator(cfg);
+    const adds: [number, number | number[], number[]][] = [
+      [0, 0, [0, 1, 1, 2]],
+      [1, 1, [3, 2]],
+      [0, [1, 0], [2, 3, 0, 1]],
+      [1, 0, [0, 1, 0, 2, 1, 3]],
+    ];
+    adds.forEach(([l, d, idx], i) => {
+      whole.add(l, d, idx);
+      (i % 2 ? b : a).add(l, d, idx);
+    });
+    a.addCounts(b.counts());
+    for (const l of [0, 1]) expect(a.summary(l)).toEqual(whole.summary(l));
+    expect(() => a.addCounts(new Float64Array(3))).toThrow(
+      /must hold 20 counts \(\[2, 2, 4\] hits then \[2, 2\] tokens row-major\), got 3/,
     );
   });
 });

@@ -229,10 +229,63 @@ export class MaxVioGlobal {
     return { perLayer, mean: seen.length ? sumOf(seen) / seen.length : Number.NaN };
   }
 
+  /**
+   * Every layer's total load as one flat [L, E] row-major copy, to merge accumulators that saw
+   * different batches (e.g. one per rank) with {@link MaxVioGlobal.addCounts}.
+   */
+  counts(): Float64Array {
+    const { numLayers: L, numExperts: E } = this.config;
+    const out = new Float64Array(L * E);
+    this.loadLE.forEach((x, l) => {
+      out.set(x, l * E);
+    });
+    return out;
+  }
+
+  /**
+   * Adds counts from {@link MaxVioGlobal.counts} of an accumulator with the same shape.
+   *
+   * @example
+   * ```ts
+   * const mine = acc.counts();
+   * acc.reset();
+   * acc.addCounts(comm.allReduce(Float32Array.from(mine), 'sum')); // the load over every rank
+   * ```
+   */
+  addCounts(flatLE: ArrayLike<number>): void {
+    const { numLayers: L, numExperts: E } = this.config;
+    const c = checkFlat('MaxVioGlobal.addCounts', 'flatLE', flatLE, L * E, `[${L}, ${E}]`);
+    this.loadLE.forEach((x, l) => {
+      for (let e = 0; e < E; e++) x[e]! += c[l * E + e]!;
+    });
+  }
+
   /** Clears every layer. */
   reset(): void {
     for (const x of this.loadLE) x.fill(0);
   }
+}
+
+/** Checks a flat array of finite, non-negative counts of the expected length. */
+function checkFlat(
+  fn: string,
+  name: string,
+  v: ArrayLike<number>,
+  n: number,
+  shape: string,
+): ArrayLike<number> {
+  if (v?.length !== n) {
+    throw new SwitchyardError(
+      'SHAPE_MISMATCH',
+      `\`${name}\` passed to ${fn}() must hold ${n} counts (${shape} row-major), got ${v?.length ?? typeof v}`,
+    );
+  }
+  for (let i = 0; i < n; i++) {
+    if (!(v[i]! >= 0) || !Number.isFinite(v[i]!)) {
+      throw invalidArgument(fn, `${name}[${i}]`, 'a finite count >= 0', v[i]);
+    }
+  }
+  return v;
 }
 
 /** Settings of {@link SpecialisationAccumulator}. */
@@ -374,6 +427,39 @@ export class SpecialisationAccumulator {
       max: sumOf(s.map((x) => x.max)) / s.length,
       meanTopKSum: sumOf(s.map((x) => x.meanTopKSum)) / s.length,
     };
+  }
+
+  /**
+   * Every layer's hits and token counts as one flat copy: [L, G, E] hits then [L, G] tokens, to merge
+   * accumulators that saw different batches (e.g. one per rank) with
+   * {@link SpecialisationAccumulator.addCounts}.
+   */
+  counts(): Float64Array {
+    const { numLayers: L, numDomains: G, numExperts: E } = this.config;
+    const out = new Float64Array(L * G * E + L * G);
+    for (let l = 0; l < L; l++) {
+      out.set(this.hitsLGE[l]!, l * G * E);
+      out.set(this.tokensLG[l]!, L * G * E + l * G);
+    }
+    return out;
+  }
+
+  /** Adds counts from {@link SpecialisationAccumulator.counts} of an accumulator with the same shape. */
+  addCounts(flat: ArrayLike<number>): void {
+    const { numLayers: L, numDomains: G, numExperts: E } = this.config;
+    const c = checkFlat(
+      'SpecialisationAccumulator.addCounts',
+      'flat',
+      flat,
+      L * G * E + L * G,
+      `[${L}, ${G}, ${E}] hits then [${L}, ${G}] tokens`,
+    );
+    for (let l = 0; l < L; l++) {
+      const hits = this.hitsLGE[l]!;
+      const tokens = this.tokensLG[l]!;
+      for (let i = 0; i < G * E; i++) hits[i]! += c[l * G * E + i]!;
+      for (let g = 0; g < G; g++) tokens[g]! += c[L * G * E + l * G + g]!;
+    }
   }
 
   /** Clears every layer. */

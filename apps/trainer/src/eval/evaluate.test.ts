@@ -58,4 +58,59 @@ describe('evaluateModel', () => {
       expect(rec.specializationPeak).toBeCloseTo(2, 10); // F = 1 over uniform K/E = 1/2
     });
   });
+
+  it('splits the batches over ranks and combines the sums into the whole-set record', async () => {
+    const set = buildEvalSet(streams, 4, 24, 2);
+    expect(set.batches.length).toBeGreaterThan(3);
+    // Loss and routing depend on the batch's first token, so each batch contributes differently.
+    const model = {
+      loss: (x: tf.Tensor2D) => {
+        const T = x.shape[0] * x.shape[1];
+        const first = x.dataSync()[0]!;
+        const e = Math.floor(first / 8) % 3;
+        const counts = [0, 0, 0];
+        counts[e] = T;
+        const kept = [...counts];
+        kept[e] = T - (first >= 200 ? 1 : 0);
+        return {
+          loss: tf.scalar(1 + first / 100),
+          plans: [
+            {
+              countsE: Int32Array.from(counts),
+              keptCountsE: Int32Array.from(kept),
+              expertIdx: new Int32Array(T).fill(e),
+            },
+          ],
+        };
+      },
+    } as never;
+    const info = { numMoELayers: 1, numExperts: 3, k: 1 };
+    await expectNoLeaks(() => {
+      const whole = evaluateModel(model, set, info, 3);
+      // Two ranks in one process: each scores its share in the first pass; the "all-reduce" then
+      // returns the sum of both ranks' buffers.
+      const bufs: Float32Array[] = [];
+      for (const rank of [0, 1]) {
+        evaluateModel(model, set, info, 3, {
+          rank,
+          worldSize: 2,
+          sum: (b) => {
+            bufs.push(b.slice());
+            return b;
+          },
+        });
+      }
+      const total = bufs[0]!.map((v, i) => v + bufs[1]![i]!);
+      const rec = evaluateModel(model, set, info, 3, { rank: 0, worldSize: 2, sum: () => total });
+      expect(rec.tokens).toBe(whole.tokens);
+      expect(rec.valLoss).toBeCloseTo(whole.valLoss, 5);
+      for (const d of Object.keys(whole.perDomainLoss)) {
+        expect(rec.perDomainLoss[d]).toBeCloseTo(whole.perDomainLoss[d]!, 5);
+      }
+      expect(rec.maxVioGlobal).toBeCloseTo(whole.maxVioGlobal, 10);
+      expect(rec.dropRate).toBeCloseTo(whole.dropRate, 10);
+      expect(rec.dropRate).toBeGreaterThan(0);
+      expect(rec.specialization).toEqual(whole.specialization);
+    });
+  });
 });

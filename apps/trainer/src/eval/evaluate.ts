@@ -94,7 +94,19 @@ export interface EvalModelInfo {
 }
 
 /**
- * Scores the model on an evaluation set (inference mode: no jitter, evaluation capacity).
+ * One rank's part of a data-parallel evaluation: the rank scores every `worldSize`-th batch and
+ * `sum` adds a buffer element-wise over the ranks (an all-reduce), so every rank gets the record of
+ * the whole set.
+ */
+export interface EvalShard {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly sum: (buf: Float32Array) => Float32Array;
+}
+
+/**
+ * Scores the model on an evaluation set (inference mode: no jitter, evaluation capacity). With a
+ * `shard`, this rank scores its share of the batches and the sums are combined over the ranks.
  *
  * When to use: periodically during training and at the end.
  *
@@ -108,6 +120,7 @@ export function evaluateModel(
   set: EvalSet,
   info: EvalModelInfo,
   step: number,
+  shard?: EvalShard,
 ): EvalRecord {
   const G = set.domains.length;
   const L = info.numMoELayers;
@@ -120,7 +133,9 @@ export function evaluateModel(
       : undefined;
   let dropped = 0;
   let assigned = 0;
-  for (const b of set.batches) {
+  const R = shard?.worldSize ?? 1;
+  for (const [i, b] of set.batches.entries()) {
+    if (R > 1 && i % R !== shard!.rank) continue;
     const lossValue = tf.tidy(() => {
       const x = tf.tensor2d(b.inputsBS, [b.batchSize, b.seqLen], 'int32');
       const y = tf.tensor2d(b.targetsBS, [b.batchSize, b.seqLen], 'int32');
@@ -138,6 +153,31 @@ export function evaluateModel(
     const n = b.batchSize * b.seqLen;
     sumG[b.domain]! += lossValue * n;
     countG[b.domain]! += n;
+  }
+  if (R > 1) {
+    // One all-reduce of every sum: per-domain losses and tokens, drops, the load and specialisation counts.
+    const parts = [sumG, countG, [dropped, assigned], vio?.counts() ?? [], spec?.counts() ?? []];
+    const total = shard!.sum(Float32Array.from(parts.flatMap((p) => Array.from(p))));
+    let off = 0;
+    const take = (n: number): Float32Array => {
+      off += n;
+      return total.subarray(off - n, off);
+    };
+    sumG.set(take(G));
+    countG.set(take(G));
+    const da = take(2);
+    dropped = da[0]!;
+    assigned = da[1]!;
+    if (vio) {
+      const c = take(L * info.numExperts);
+      vio.reset();
+      vio.addCounts(c);
+    }
+    if (spec) {
+      const c = take(L * G * info.numExperts + L * G);
+      spec.reset();
+      spec.addCounts(c);
+    }
   }
   let total = 0;
   let count = 0;

@@ -567,11 +567,13 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const lossFree = config.balance.method === 'loss-free' && L > 0;
   const selectionBias = (l: number): Float32Array | undefined => balance.selectionBias(l);
 
-  // Every rank evaluates the whole (small, fixed) validation set on its identical replica: no rank
-  // waits in a collective meanwhile, and every rank returns the same record.
+  // Each rank scores every R-th validation batch on its identical replica and one all-reduce combines
+  // the sums, so every rank returns the record of the whole set.
+  const evalShard =
+    R > 1 ? { rank, worldSize: R, sum: (buf: Float32Array) => comm.allReduce(buf, 'sum') } : undefined;
   const evaluateAt = (step: number): EvalRecord => {
     syncBiases();
-    const rec = evaluateModel(model, evalSet, info, step);
+    const rec = evaluateModel(model, evalSet, info, step, evalShard);
     if (lead) appendJsonl(evalPath, rec);
     evals.push(rec);
     reporter.info(
