@@ -6,6 +6,7 @@
 import {
   cpSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -271,12 +272,23 @@ describe('switchyard-train', () => {
       expect(part.code).toBe(0);
       expect(part.out.trim().split('\n').pop()).toBe('arms still to run: cf-1.25, cf-2.0');
       expect(existsSync(join(dir, 'report.md'))).toBe(false);
+      // cf-1.25 as a run killed before its first checkpoint left it: it is started again.
+      mkdirSync(join(dir, 'cf-1.25'));
+      writeFileSync(
+        join(dir, 'cf-1.25', 'run.json'),
+        JSON.stringify({ name: 'capacity-cf-1.25', status: 'running' }),
+      );
+      writeFileSync(join(dir, 'cf-1.25', 'metrics.jsonl'), '{"step":1,"loss":9}\n');
       const r = await cli([...args, '--jobs', '2']);
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
       expect(r.out).toMatch(/arm cf-1\.25 started in its own process/);
       expect(r.out).toMatch(/arm cf-2\.0 started in its own process/);
       expect(readdirSync(join(dir, 'logs')).sort()).toEqual(['cf-1.25.log', 'cf-2.0.log']);
+      expect(readFileSync(join(dir, 'logs', 'cf-1.25.log'), 'utf8')).toMatch(
+        /arm cf-1\.25 stopped before its first checkpoint; starting it again/,
+      );
+      expect(readFileSync(join(dir, 'cf-1.25', 'metrics.jsonl'), 'utf8')).not.toContain('"loss":9');
       expect(readFileSync(join(dir, 'logs', 'cf-2.0.log'), 'utf8')).toMatch(
         /switchyard-train: run capacity-cf-2\.0/,
       );
@@ -294,6 +306,23 @@ describe('switchyard-train', () => {
       const again = await cli(args);
       expect(again.code).toBe(0);
       expect(again.out).toMatch(/arm cf-1\.0 already finished/);
+      // A folder holding some other run is never cleared.
+      const other = join(root, 'experiment-other');
+      mkdirSync(join(other, 'cf-1.0'), { recursive: true });
+      const foreign = JSON.stringify({ name: 'my-own-run', status: 'running' });
+      writeFileSync(join(other, 'cf-1.0', 'run.json'), foreign);
+      const refused = await cli([
+        'experiment',
+        'capacity',
+        '--out',
+        other,
+        '--arms',
+        'cf-1.0',
+        ...sets.flatMap((s) => ['--set', s]),
+      ]);
+      expect(refused.code).not.toBe(0);
+      expect(refused.err).toMatch(/holds another run/);
+      expect(readFileSync(join(other, 'cf-1.0', 'run.json'), 'utf8')).toBe(foreign);
     },
     120_000,
   );

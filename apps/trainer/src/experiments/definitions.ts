@@ -47,6 +47,8 @@ const EXPERIMENT_BASE: ConfigObject = {
   train: { seqLen: 64, microBatchSize: 16, gradAccum: 2, steps: 600, warmupSteps: 40, lr: 3e-3 },
   eval: { every: 150, tokensPerDomain: 2048, batchSize: 16 },
   log: { progress: 'lines', every: 25 },
+  // An interrupted experiment resumes each arm from its last checkpoint.
+  checkpoint: { every: 100, keep: 1 },
 };
 
 /**

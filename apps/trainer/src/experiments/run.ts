@@ -4,7 +4,7 @@
  * are reused and arms with a checkpoint are resumed, so an interrupted experiment continues.
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { SwitchyardError } from '@switchyard/tensor';
@@ -287,8 +287,31 @@ async function trainArm(
     return;
   }
   const resume = status === 'started' && listCheckpoints(armDir).length > 0 ? armDir : undefined;
+  if (status === 'started' && !resume) clearUncheckpointedArm(def, arm, config, reporter);
   reporter.info(`experiment ${def.name}: arm ${arm.id} (${arm.label})${resume ? ', resuming' : ''}`);
   await train({ config, reporter, ...(resume ? { resume } : {}) });
+}
+
+/**
+ * An arm interrupted before its first checkpoint cannot be continued: its partial records are
+ * removed so it starts again. Only a folder whose run.json names this very arm is touched; any
+ * other file left in it makes the new run refuse the folder as usual.
+ */
+function clearUncheckpointedArm(
+  def: ExperimentDefinition,
+  arm: ExperimentArm,
+  config: TrainConfig,
+  reporter: Reporter,
+): void {
+  const armDir = resolve(config.out);
+  const prior = JSON.parse(readFileSync(join(armDir, RUN_FILES.run), 'utf8')) as { name?: unknown };
+  if (prior.name !== config.name) return;
+  reporter.info(
+    `experiment ${def.name}: arm ${arm.id} stopped before its first checkpoint; starting it again`,
+  );
+  for (const f of [RUN_FILES.metrics, RUN_FILES.evals, RUN_FILES.report, RUN_FILES.plots, RUN_FILES.run]) {
+    rmSync(join(armDir, f), { recursive: true, force: true });
+  }
 }
 
 /** Reads a finished arm's records back from its run folder. */
