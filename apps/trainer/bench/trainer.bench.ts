@@ -2,7 +2,7 @@
 // loop, the model's achieved FLOP/s, and the backend's matMul GFLOP/s measured in the same process;
 // then the same preset through launch() at --ranks 1 and --ranks 2 (data parallel, worker threads,
 // the same global batch) and the ratio of their training tokens/s.
-//   pnpm --filter switchyard-train bench        (SWITCHYARD_BACKEND=cpu to compare; BENCH_STEPS=12)
+//   pnpm --filter switchyard-train bench   (SWITCHYARD_BACKEND=cpu to compare; BENCH_STEPS=12, BENCH_ROUNDS=2)
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { launch } from '@switchyard/parallel';
 import { initBackend, tf } from '@switchyard/tensor';
 import { resolveConfig } from '../src/config/load';
 import { RANK_MODULE_URL, type TrainRankArgs } from '../src/rank';
+import type { StepPhases } from '../src/report/records';
 import { createReporter } from '../src/reporter';
 import { type TrainResult, train } from '../src/train/trainer';
 
@@ -81,10 +82,17 @@ console.log(
 );
 console.log(`achieved / matMul: ${(achieved / matmul).toFixed(3)}`);
 
-// Data parallel through the launcher: the same global batch on 1 and on 2 worker ranks.
-async function launched(ranks: number): Promise<number> {
+// Data parallel through the launcher: the same global batch on 1 and on 2 worker ranks, alternated
+// over BENCH_ROUNDS rounds (default 2) so that a slow spell on the machine hits both; then 1 rank at
+// half the batch, the work each of 2 ranks does, to show where the rest of the time goes.
+interface Launched {
+  readonly tokensPerSec: number;
+  /** Median of each phase over the measured steps (rank 0), milliseconds. */
+  readonly phases: Record<keyof StepPhases, number>;
+}
+async function launched(ranks: number, extra: readonly string[] = []): Promise<Launched> {
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-  const cfg = benchConfig(dir, ['log.progress=quiet']);
+  const cfg = benchConfig(dir, ['log.progress=quiet', ...extra]);
   const res = await launch<TrainRankArgs, TrainResult>({
     module: RANK_MODULE_URL,
     exportName: 'trainRank',
@@ -95,13 +103,50 @@ async function launched(ranks: number): Promise<number> {
     timeoutMs: 600_000,
   });
   rmSync(dir, { recursive: true, force: true });
-  const r = res.results[0]!.steps.slice(warmup)
-    .map((s) => s.tokensPerSec)
-    .sort((x, y) => x - y);
-  return r[Math.floor(r.length / 2)]!;
+  const measured = res.results[0]!.steps.slice(warmup);
+  const phaseOf = (k: keyof StepPhases): number => median(measured.map((s) => s.phaseMs?.[k] ?? Number.NaN));
+  return {
+    tokensPerSec: median(measured.map((s) => s.tokensPerSec)),
+    phases: {
+      compute: phaseOf('compute'),
+      sync: phaseOf('sync'),
+      clip: phaseOf('clip'),
+      optimizer: phaseOf('optimizer'),
+    },
+  };
 }
-const ranks1 = await launched(1);
-console.log(`launch --ranks 1 training tokens/s: ${ranks1.toFixed(0)}`);
-const ranks2 = await launched(2);
-console.log(`launch --ranks 2 training tokens/s: ${ranks2.toFixed(0)} (global batch split 2 ways)`);
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+const showPhases = (p: Launched['phases']): string =>
+  `compute ${p.compute.toFixed(0)} ms, sync ${p.sync.toFixed(0)} ms, clip ${p.clip.toFixed(0)} ms, optimizer ${p.optimizer.toFixed(0)} ms`;
+const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+const ones: Launched[] = [];
+const twos: Launched[] = [];
+for (let i = 0; i < rounds; i++) {
+  ones.push(await launched(1));
+  twos.push(await launched(2));
+  console.log(
+    `round ${i + 1}: launch --ranks 1 ${ones[i]!.tokensPerSec.toFixed(0)} tokens/s, --ranks 2 ${twos[i]!.tokensPerSec.toFixed(0)} tokens/s (global batch split 2 ways)`,
+  );
+}
+const ranks1 = median(ones.map((r) => r.tokensPerSec));
+const ranks2 = median(twos.map((r) => r.tokensPerSec));
+const halfBatch = Math.max(1, Math.floor(microBatchSize / 2));
+const halfRun = await launched(1, [`train.microBatchSize=${halfBatch}`]);
+const half = halfRun.tokensPerSec;
+console.log(`step phases, --ranks 1: ${showPhases(ones[ones.length - 1]!.phases)}`);
+console.log(`step phases, --ranks 1 at ${halfBatch} sequences: ${showPhases(halfRun.phases)}`);
+console.log(`step phases, --ranks 2 (rank 0): ${showPhases(twos[twos.length - 1]!.phases)}`);
+console.log(
+  `launch --ranks 1 at ${halfBatch} sequences per micro-batch (one rank's share): ${half.toFixed(0)} tokens/s, ` +
+    `${(half / ranks1).toFixed(2)} of the full batch's rate`,
+);
+console.log(
+  `ranks 2 / (2 x that rate): ${(ranks2 / (2 * half)).toFixed(2)} (the rest: two threads sharing memory bandwidth, ` +
+    'the gradient all-reduce, and the optimizer step each rank repeats)',
+);
+console.log(`launch --ranks 1 training tokens/s: ${ranks1.toFixed(0)} (median of ${rounds})`);
+console.log(`launch --ranks 2 training tokens/s: ${ranks2.toFixed(0)} (median of ${rounds})`);
 console.log(`ranks2/ranks1 tokens/s ratio: ${(ranks2 / ranks1).toFixed(2)}`);

@@ -32,13 +32,13 @@ export type { ArmResult, ClaimCheck, ExperimentOptions, ExperimentResult } from 
 export { runExperiment } from './experiments/run';
 export type { CliIO } from './main';
 export { main } from './main';
-export type { EvalRecord, StepRecord } from './report/records';
+export type { EvalRecord, StepPhases, StepRecord } from './report/records';
 export { chartToSvg, renderChart } from './report/render';
 export { writeRunReport } from './report/report';
 export type { ProgressInfo, ProgressMode, Reporter, ReporterOptions } from './reporter';
 export { collectingReporter, createReporter } from './reporter';
 export type { AdamWConfig } from './train/adamw';
-export { AdamW, clipByGlobalNorm, GradAccumulator } from './train/adamw';
+export { AdamW, clipByGlobalNorm, GradAccumulator, gradientClip } from './train/adamw';
 export type { BalanceSettings } from './train/balance';
 export { BalanceController } from './train/balance';
 export type { LrSchedule } from './train/schedule';

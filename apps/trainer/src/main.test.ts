@@ -117,6 +117,13 @@ describe('switchyard-train', () => {
       for (const s of steps) {
         for (const k of ['loss', 'lr', 'tokensPerSec', 'maxVioBatch'])
           expect(Number.isFinite(s[k])).toBe(true);
+        // The phases add up to no more than the step's wall time; one rank spends nothing on sync.
+        const p = s.phaseMs as { compute: number; sync: number; clip: number; optimizer: number };
+        expect(Object.keys(p).sort()).toEqual(['clip', 'compute', 'optimizer', 'sync']);
+        expect(p.sync).toBe(0);
+        expect(p.compute).toBeGreaterThan(0);
+        const stepMs = ((steps[0]!.tokens as number) * 1000) / (s.tokensPerSec as number);
+        expect(p.compute + p.clip + p.optimizer).toBeLessThanOrEqual(stepMs + 1);
       }
       const evals = jsonl(join(runDir, 'eval.jsonl'));
       expect(evals.map((e) => e.step)).toEqual([5, 10]);

@@ -85,6 +85,14 @@ describe('switchyard-train --ranks', () => {
       }
       // Training moved the loss: the comparison is not between two flat curves.
       expect(a[5]!.loss).toBeLessThan(a[0]!.loss);
+      // The step phases show the all-reduces on two ranks only.
+      const phases = (dir: string) =>
+        readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => (JSON.parse(l) as { phaseMs: { sync: number } }).phaseMs.sync);
+      expect(phases(one).every((ms) => ms === 0)).toBe(true);
+      expect(phases(two).every((ms) => ms > 0)).toBe(true);
       const v1 = Number(/final val_loss: ([\d.]+)/.exec(r1.out)![1]);
       const v2 = Number(/final val_loss: ([\d.]+)/.exec(r2.out)![1]);
       expect(Math.abs(v2 - v1)).toBeLessThan(2e-3 * v1);

@@ -31,6 +31,23 @@ export interface StepRecord {
   readonly expertLoad: readonly (readonly number[])[];
   /** Seconds since the run started (summed over resumed segments). */
   readonly time: number;
+  /**
+   * Where this step's time went, in milliseconds (rank 0's under data parallelism); absent in
+   * records written by versions before it was added.
+   */
+  readonly phaseMs?: StepPhases;
+}
+
+/** Wall time of the parts of one optimizer step, in milliseconds. */
+export interface StepPhases {
+  /** Data, forward and backward passes of every micro-batch, and gradient accumulation. */
+  readonly compute: number;
+  /** Data parallelism: the all-reduces of the step's metrics and of the gradients (0 on one rank). */
+  readonly sync: number;
+  /** Gradient norm and clipping factor. */
+  readonly clip: number;
+  /** The AdamW update and the balance controller's end-of-step work (loss-free bias, buffers). */
+  readonly optimizer: number;
 }
 
 /** One evaluation on the validation set. */

@@ -1,6 +1,6 @@
 import { expectNoLeaks, tf } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
-import { AdamW, clipByGlobalNorm, GradAccumulator } from './adamw';
+import { AdamW, clipByGlobalNorm, GradAccumulator, gradientClip } from './adamw';
 import { learningRate } from './schedule';
 
 /** Reference AdamW on plain numbers. */
@@ -105,7 +105,7 @@ describe('AdamW', () => {
   });
 });
 
-describe('clipByGlobalNorm and GradAccumulator', () => {
+describe('gradient clipping and GradAccumulator', () => {
   it('sums micro-batch gradients and clips to the global norm', () => {
     const acc = new GradAccumulator();
     acc.add({ a: tf.tensor1d([1, 2]), b: tf.tensor1d([2]) });
@@ -128,7 +128,47 @@ describe('clipByGlobalNorm and GradAccumulator', () => {
     const r = clipByGlobalNorm(grads, 1);
     expect(r.nonFinite).toEqual(['bad']);
     expect(Number.isFinite(r.norm)).toBe(false);
-    tf.dispose([...grads.values()]);
+    // Finite values whose squares overflow float32 are not called non-finite.
+    const huge = new Map<string, tf.Tensor>([['big', tf.tensor1d([3e20, 1])]]);
+    const h = gradientClip(huge, 1);
+    expect(h.nonFinite).toEqual([]);
+    expect(h.scale).toBe(1);
+    tf.dispose([...grads.values(), ...huge.values()]);
+  });
+
+  it('gradientClip leaves the gradients alone and AdamW folds its scale into the update', () => {
+    const make = (name: string) => tf.variable(tf.tensor2d([0.5, -1, 2, 0.1], [2, 2]), true, name);
+    const a = make('clip-fold-a');
+    const b = make('clip-fold-b');
+    const cfg = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 };
+    const optA = new AdamW(new Map([['w', a]]), cfg);
+    const optB = new AdamW(new Map([['w', b]]), cfg);
+    for (const g of [
+      [3, -4, 0, 12],
+      [0.1, 0.2, -0.1, 0.05],
+      [-6, 1, 2, 0],
+    ]) {
+      const gA = new Map([['w', tf.tensor2d(g, [2, 2])]]);
+      const gB = new Map([['w', tf.tensor2d(g, [2, 2])]]);
+      const before = gA.get('w')!;
+      const clip = gradientClip(gA, 1);
+      expect(gA.get('w')).toBe(before);
+      expect(Array.from(before.dataSync())).toEqual(Array.from(Float32Array.from(g)));
+      optA.step(gA, 0.01, clip.scale);
+      const ref = clipByGlobalNorm(gB, 1);
+      expect(clip.norm).toBeCloseTo(ref.norm, 5);
+      expect(clip.scale).toBe(ref.scale);
+      optB.step(gB, 0.01);
+      tf.dispose([...gA.values(), ...gB.values()]);
+    }
+    const bv = b.dataSync();
+    Array.from(a.dataSync()).forEach((x, i) => {
+      expect(x).toBeCloseTo(bv[i]!, 6);
+    });
+    optA.dispose();
+    optB.dispose();
+    a.dispose();
+    b.dispose();
   });
 });
 

@@ -47,26 +47,34 @@ export class AdamW {
     }
   }
 
-  /** Applies one update with learning rate `lr`; `grads` maps variable names to gradients (missing: zero). */
-  step(grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
+  /**
+   * Applies one update with learning rate `lr`; `grads` maps variable names to gradients (missing:
+   * zero), each multiplied by `gradScale` first (the clipping factor from {@link gradientClip}).
+   */
+  step(grads: ReadonlyMap<string, tf.Tensor>, lr: number, gradScale = 1): void {
     this.stepCount += 1;
     const { beta1, beta2, eps, weightDecay } = this.cfg;
     const bc1 = 1 - beta1 ** this.stepCount;
     const bc2 = 1 - beta2 ** this.stepCount;
+    // w -= lr * m^ / (sqrt(v^) + eps) + lr * wd * w, in 14 elementwise ops per variable:
+    // m^ / (sqrt(v^) + eps) = m * (1 / bc1) / (sqrt(v) / sqrt(bc2) + eps).
+    const mScale = (1 - beta1) * gradScale;
+    const vScale = (1 - beta2) * gradScale * gradScale;
+    const step = lr / bc1;
+    const vNorm = 1 / Math.sqrt(bc2);
     tf.tidy(() => {
       for (const [name, w] of this.vars) {
         const g = grads.get(name);
         if (!g) continue;
         const m = this.m.get(name)!;
         const v = this.v.get(name)!;
-        const m1 = m.mul(beta1).add(g.mul(1 - beta1));
-        const v1 = v.mul(beta2).add(g.square().mul(1 - beta2));
+        const m1 = m.mul(beta1).add(g.mul(mScale));
+        const v1 = v.mul(beta2).add(g.square().mul(vScale));
         m.assign(m1);
         v.assign(v1);
-        const update = m1.div(bc1).div(v1.div(bc2).sqrt().add(eps));
-        let w1 = w.sub(update.mul(lr));
-        if (weightDecay > 0 && this.decayed.has(name)) w1 = w1.sub(w.mul(lr * weightDecay));
-        w.assign(w1);
+        const update = m1.mul(step).div(v1.sqrt().mul(vNorm).add(eps));
+        const kept = weightDecay > 0 && this.decayed.has(name) ? w.mul(1 - lr * weightDecay) : w;
+        w.assign(kept.sub(update));
       }
     });
   }
@@ -189,11 +197,47 @@ export interface ClipResult {
 }
 
 /**
+ * The global L2 norm of `grads` and the clipping factor for `maxNorm`, without touching the gradients:
+ * pass `scale` to {@link AdamW.step}, which folds it into the update at no extra cost. `maxNorm` 0
+ * disables clipping; variables whose gradient holds NaN or Infinity are named in `nonFinite`.
+ *
+ * When to use: after accumulating a step's gradients and before `AdamW.step(grads, lr, scale)`.
+ *
+ * @example
+ * ```ts
+ * const clip = gradientClip(grads, 1.0);
+ * if (clip.nonFinite.length === 0) opt.step(grads, lr, clip.scale);
+ * ```
+ */
+export function gradientClip(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: number): ClipResult {
+  const names = [...grads.keys()];
+  // One sum of squares per variable: two ops each. A non-finite sum means a NaN or Infinity in the
+  // gradient, or (rarely) finite values whose squares overflow; only then is the gradient checked.
+  const packed = tf.tidy(() => tf.stack(names.map((n) => grads.get(n)!.square().sum())));
+  const sums = packed.dataSync() as Float32Array;
+  packed.dispose();
+  let total = 0;
+  const nonFinite: string[] = [];
+  names.forEach((n, i) => {
+    const sq = sums[i]!;
+    if (!Number.isFinite(sq)) {
+      const finite = tf.tidy(() => grads.get(n)!.isFinite().all().dataSync()[0]);
+      if (!finite) nonFinite.push(n);
+    }
+    total += sq;
+  });
+  const norm = Math.sqrt(total);
+  const scale = maxNorm > 0 && Number.isFinite(norm) && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
+  return { norm, nonFinite, scale };
+}
+
+/**
  * Measures the global gradient norm and scales the gradients in place (replacing the map's tensors)
  * so the norm is at most `maxNorm`; `maxNorm` 0 disables clipping. Non-finite gradients are reported,
- * not scaled.
+ * not scaled. {@link gradientClip} with `AdamW.step(grads, lr, scale)` does the same without the extra
+ * multiplication per variable.
  *
- * When to use: after accumulating a step's gradients and before `AdamW.step`.
+ * When to use: when the scaled gradients themselves are needed (e.g. for another optimizer).
  *
  * @example
  * ```ts
@@ -201,36 +245,15 @@ export interface ClipResult {
  * ```
  */
 export function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): ClipResult {
-  const names = [...grads.keys()];
-  // Per variable: sum of squares and a flag for NaN / Infinity (a sum can overflow while values are finite).
-  const packed = tf.tidy(() =>
-    tf.stack(
-      names.flatMap((n) => {
-        const g = grads.get(n)!;
-        return [g.square().sum(), g.isFinite().logicalNot().any().cast('float32')];
-      }),
-    ),
-  );
-  const stats = packed.dataSync() as Float32Array;
-  packed.dispose();
-  let total = 0;
-  const nonFinite: string[] = [];
-  names.forEach((n, i) => {
-    if (stats[2 * i + 1]! > 0) nonFinite.push(n);
-    total += stats[2 * i]!;
-  });
-  const norm = Math.sqrt(total);
-  let scale = 1;
-  if (maxNorm > 0 && Number.isFinite(norm) && norm > maxNorm) {
-    scale = maxNorm / (norm + 1e-6);
-    for (const n of names) {
-      const g = grads.get(n)!;
+  const clip = gradientClip(grads, maxNorm);
+  if (clip.scale !== 1) {
+    for (const [n, g] of grads) {
       grads.set(
         n,
-        tf.tidy(() => g.mul(scale)),
+        tf.tidy(() => g.mul(clip.scale)),
       );
       g.dispose();
     }
   }
-  return { norm, nonFinite, scale };
+  return clip;
 }

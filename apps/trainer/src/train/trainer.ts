@@ -56,7 +56,7 @@ import {
   RUN_FILES,
   resolveResume,
 } from '../run/outdir';
-import { AdamW, clipByGlobalNorm, GradAccumulator } from './adamw';
+import { AdamW, GradAccumulator, gradientClip } from './adamw';
 import { BalanceController } from './balance';
 import { learningRate } from './schedule';
 import { parseTrainerState, TRAINER_STATE_FORMAT, type TrainerState } from './state';
@@ -677,6 +677,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           }
         });
       }
+      const tComputed = performance.now();
+      let syncMs = 0;
       if (R > 1) {
         // One all-reduce per step for the logged metrics: shard-weighted losses (their sum is the
         // global mean) and every micro-batch's counts summed over ranks.
@@ -691,6 +693,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         auxSum = buf[1]!;
         microCountsMLE.set(buf.subarray(2, 2 + n));
         microKeptMLE.set(buf.subarray(2 + n));
+        syncMs += performance.now() - tComputed;
       }
       const countsLE = Array.from({ length: L }, () => new Float64Array(E));
       const keptL = new Float64Array(L);
@@ -710,11 +713,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
       let grads = acc.take();
       if (R > 1) {
+        const t0 = performance.now();
         const synced = allReduceGradients(comm, grads, named);
         tf.dispose([...grads.values()]);
         grads = synced;
+        syncMs += performance.now() - t0;
       }
-      const clip = clipByGlobalNorm(grads, config.train.clipNorm);
+      const tClip = performance.now();
+      const clip = gradientClip(grads, config.train.clipNorm);
       if (clip.nonFinite.length > 0) {
         tf.dispose([...grads.values()]);
         const name = clip.nonFinite[0]!;
@@ -725,9 +731,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           lastCheckpoint,
         );
       }
-      optimizer.step(grads, lr);
+      const tOptimizer = performance.now();
+      optimizer.step(grads, lr, clip.scale);
       tf.dispose([...grads.values()]);
       balance.afterStep();
+      const tEnd = performance.now();
       tokensSeen += tokensPerStep;
       const dt = (performance.now() - tStep) / 1000;
       const tokensPerSec = tokensPerStep / dt;
@@ -756,6 +764,12 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         dropRate: assigned > 0 ? dropped / assigned : 0,
         expertLoad,
         time: elapsed,
+        phaseMs: {
+          compute: round1(tComputed - tStep),
+          sync: round1(syncMs),
+          clip: round1(tOptimizer - tClip),
+          optimizer: round1(tEnd - tOptimizer),
+        },
       };
       if (lead) appendJsonl(metricsPath, rec);
       stepRecords.push(rec);
@@ -857,4 +871,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     optimizer.dispose();
     model.dispose();
   }
+}
+
+/** Milliseconds to 0.1 ms, as metrics.jsonl records them. */
+function round1(ms: number): number {
+  return Math.round(ms * 10) / 10;
 }
