@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Tokenizer } from 'tokenizers';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BYTE_TO_CHAR, preTokenize } from './internal/bytelevel';
@@ -89,6 +91,20 @@ describe('BpeTokenizer', () => {
     expect(fromFile.specialTokens).toEqual({ '<s>': 0, '</s>': 1 });
   });
 
+  it('prints nothing while training (the native trainer writes progress lines to stdout)', () => {
+    const source = fileURLToPath(new URL('./tokenizer.ts', import.meta.url));
+    const script = `import { BpeTokenizer } from ${JSON.stringify(source)};
+const t = BpeTokenizer.train({ texts: ${JSON.stringify(CORPUS)} }, { vocabSize: 280 });
+process.stderr.write('vocab ' + t.vocabSize);`;
+    const r = spawnSync(
+      process.execPath,
+      ['--conditions=@switchyard/source', '--import', 'tsx', '--input-type=module', '-e', script],
+      { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } },
+    );
+    expect(r.stderr).toContain('vocab 280');
+    expect(r.stdout).toBe('');
+  }, 30_000);
+
   it('returns a smaller vocabulary when the corpus supports fewer merges', () => {
     const t = BpeTokenizer.train({ texts: ['ab ab ab'] }, { vocabSize: 5000 });
     expect(t.vocabSize).toBeLessThan(300);
@@ -100,6 +116,9 @@ describe('BpeTokenizer', () => {
       /`vocabSize` passed to BpeTokenizer.train\(\) must be an integer >= 257/,
     );
     expect(() => BpeTokenizer.train({ texts: [] }, { vocabSize: 300 })).toThrow(/`input.texts`/);
+    expect(() => BpeTokenizer.train({ files: [join(tmp, 'nope.txt')] }, { vocabSize: 300 })).toThrow(
+      /could not train on .*nope\.txt: .+/,
+    );
     expect(() => BpeTokenizer.load('{"version": "1.0"}')).toThrow(/added_tokens.*\n?.*|model/s);
     const wrongModel = { ...tok.toJSON(), model: { ...tok.toJSON().model, type: 'WordPiece' } };
     expect(() => BpeTokenizer.load(wrongModel as never)).toThrow(/model\.type: expected "BPE"/);

@@ -3,11 +3,13 @@
  * `tokenizer.json`, encoded and decoded synchronously in JavaScript (the native binding's encode is
  * asynchronous; {@link BpeTokenizer.encodeBatch} uses it for large corpora).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { invalidArgument, SwitchyardError } from '@switchyard/tensor';
-import { BPE, byteLevelPreTokenizer, Tokenizer } from 'tokenizers';
+import { Tokenizer } from 'tokenizers';
 import { z } from 'zod';
 import {
   BYTE_TO_CHAR,
@@ -19,6 +21,40 @@ import {
   toByteChars,
 } from './internal/bytelevel';
 import { formatZodError } from './internal/zod';
+
+/**
+ * Runs the native BPE trainer in a child Node process whose stdout is discarded: the binding prints
+ * progress lines straight to file descriptor 1, which would otherwise land in the caller's output.
+ * Writes the trained tokenizer.json to `out`.
+ */
+function trainNative(fn: string, files: readonly string[], out: string): void {
+  const binding = createRequire(import.meta.url).resolve('tokenizers');
+  const script = [
+    'const [binding, out, ...files] = process.argv.slice(1);',
+    'const { BPE, byteLevelPreTokenizer, Tokenizer } = require(binding);',
+    'try {',
+    '  const t = new Tokenizer(BPE.empty());',
+    '  t.setPreTokenizer(byteLevelPreTokenizer(false, true));',
+    '  t.train(files);',
+    '  t.save(out, false);',
+    '} catch (e) {',
+    '  process.stderr.write(String(e && e.message ? e.message : e));',
+    '  process.exit(2);',
+    '}',
+  ].join('\n');
+  const r = spawnSync(process.execPath, ['-e', script, binding, out, ...files], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+    // The child needs none of the parent's loaders or conditions.
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  if (r.status !== 0 || !existsSync(out)) {
+    const why = r.error ? String(r.error) : (r.stderr ?? '').trim() || `exit status ${r.status}`;
+    throw new SwitchyardError('IO_ERROR', `${fn}() could not train on ${files.join(', ')}: ${why}`, {
+      ...(r.error ? { cause: r.error } : {}),
+    });
+  }
+}
 
 /** The end-of-text token added by default; use it to separate documents and as a stop token. */
 export const END_OF_TEXT = '<|endoftext|>';
@@ -196,21 +232,8 @@ export class BpeTokenizer {
       } else {
         throw invalidArgument(fn, 'input', '{ files: string[] } or { texts: string[] }, non-empty', input);
       }
-      const trainer = new Tokenizer(BPE.empty());
-      trainer.setPreTokenizer(byteLevelPreTokenizer(false, true));
-      try {
-        trainer.train(files);
-      } catch (e) {
-        throw new SwitchyardError(
-          'IO_ERROR',
-          `${fn}() could not train on ${files.join(', ')}: ${String(e)}`,
-          {
-            cause: e,
-          },
-        );
-      }
       const out = join(work, 'trained.json');
-      trainer.save(out, false);
+      trainNative(fn, files, out);
       const trained = JSON.parse(readFileSync(out, 'utf8')) as TokenizerJson;
       return new BpeTokenizer(buildJson(trained.model.merges, specials, options.vocabSize));
     } finally {
