@@ -11,6 +11,7 @@ import { initBackend, tf } from '@switchyard/tensor';
 import { resolveConfig } from '../src/config/load';
 import { RANK_MODULE_URL, type TrainRankArgs } from '../src/rank';
 import type { StepPhases } from '../src/report/records';
+import { median } from '../src/report/report';
 import { createReporter } from '../src/reporter';
 import { type TrainResult, train } from '../src/train/trainer';
 
@@ -58,11 +59,7 @@ const result = await train({ config, reporter: createReporter({ mode: 'quiet' })
 const matmulAfter = matMulGflops(1024, backend === 'cpu' ? 3 : 7);
 rmSync(out, { recursive: true, force: true });
 
-const rates = result.steps
-  .slice(warmup)
-  .map((s) => s.tokensPerSec)
-  .sort((x, y) => x - y);
-const tokensPerSec = rates[Math.floor(rates.length / 2)]!;
+const tokensPerSec = median(result.steps.slice(warmup).map((s) => s.tokensPerSec));
 const trainFlopsPerToken = 3 * result.flopsPerToken;
 const achieved = (tokensPerSec * trainFlopsPerToken) / 1e9;
 const matmul = (matmulBefore + matmulAfter) / 2;
@@ -85,6 +82,7 @@ console.log(`achieved / matMul: ${(achieved / matmul).toFixed(3)}`);
 // Data parallel through the launcher: the same global batch on 1 and on 2 worker ranks, alternated
 // over BENCH_ROUNDS rounds (default 2) so that a slow spell on the machine hits both; then 1 rank at
 // half the batch, the work each of 2 ranks does, to show where the rest of the time goes.
+const PHASES = ['compute', 'sync', 'clip', 'optimizer'] as const satisfies readonly (keyof StepPhases)[];
 interface Launched {
   readonly tokensPerSec: number;
   /** Median of each phase over the measured steps (rank 0), milliseconds. */
@@ -107,20 +105,11 @@ async function launched(ranks: number, extra: readonly string[] = []): Promise<L
   const phaseOf = (k: keyof StepPhases): number => median(measured.map((s) => s.phaseMs?.[k] ?? Number.NaN));
   return {
     tokensPerSec: median(measured.map((s) => s.tokensPerSec)),
-    phases: {
-      compute: phaseOf('compute'),
-      sync: phaseOf('sync'),
-      clip: phaseOf('clip'),
-      optimizer: phaseOf('optimizer'),
-    },
+    phases: Object.fromEntries(PHASES.map((k) => [k, phaseOf(k)])) as Launched['phases'],
   };
 }
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 const showPhases = (p: Launched['phases']): string =>
-  `compute ${p.compute.toFixed(0)} ms, sync ${p.sync.toFixed(0)} ms, clip ${p.clip.toFixed(0)} ms, optimizer ${p.optimizer.toFixed(0)} ms`;
+  PHASES.map((k) => `${k} ${p[k].toFixed(0)} ms`).join(', ');
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
 const ones: Launched[] = [];
 const twos: Launched[] = [];

@@ -309,6 +309,8 @@ describe('switchyard-train', () => {
       const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
       expect(results.arms).toHaveLength(4);
       expect(results.arms[3].trainDropRate).toBe(0);
+      // The unigram baseline comes from each arm's run.json (these arms write no report of their own).
+      for (const a of results.arms) expect(Number.isFinite(a.unigramValLoss)).toBe(true);
       expect(readdirSync(join(dir, 'plots'))).toContain('val-loss.svg');
       const again = await cli(args);
       expect(again.code).toBe(0);

@@ -254,7 +254,7 @@ export class MaxVioGlobal {
    */
   addCounts(flatLE: ArrayLike<number>): void {
     const { numLayers: L, numExperts: E } = this.config;
-    const c = checkFlat('MaxVioGlobal.addCounts', 'flatLE', flatLE, L * E, `[${L}, ${E}]`);
+    const c = checkCountsE('MaxVioGlobal.addCounts', 'flatLE', flatLE, L * E, `[${L}, ${E}] row-major`);
     this.loadLE.forEach((x, l) => {
       for (let e = 0; e < E; e++) x[e]! += c[l * E + e]!;
     });
@@ -264,28 +264,6 @@ export class MaxVioGlobal {
   reset(): void {
     for (const x of this.loadLE) x.fill(0);
   }
-}
-
-/** Checks a flat array of finite, non-negative counts of the expected length. */
-function checkFlat(
-  fn: string,
-  name: string,
-  v: ArrayLike<number>,
-  n: number,
-  shape: string,
-): ArrayLike<number> {
-  if (v?.length !== n) {
-    throw new SwitchyardError(
-      'SHAPE_MISMATCH',
-      `\`${name}\` passed to ${fn}() must hold ${n} counts (${shape} row-major), got ${v?.length ?? typeof v}`,
-    );
-  }
-  for (let i = 0; i < n; i++) {
-    if (!(v[i]! >= 0) || !Number.isFinite(v[i]!)) {
-      throw invalidArgument(fn, `${name}[${i}]`, 'a finite count >= 0', v[i]);
-    }
-  }
-  return v;
 }
 
 /** Settings of {@link SpecialisationAccumulator}. */
@@ -447,12 +425,12 @@ export class SpecialisationAccumulator {
   /** Adds counts from {@link SpecialisationAccumulator.counts} of an accumulator with the same shape. */
   addCounts(flat: ArrayLike<number>): void {
     const { numLayers: L, numDomains: G, numExperts: E } = this.config;
-    const c = checkFlat(
+    const c = checkCountsE(
       'SpecialisationAccumulator.addCounts',
       'flat',
       flat,
       L * G * E + L * G,
-      `[${L}, ${G}, ${E}] hits then [${L}, ${G}] tokens`,
+      `[${L}, ${G}, ${E}] hits then [${L}, ${G}] tokens row-major`,
     );
     for (let l = 0; l < L; l++) {
       const hits = this.hitsLGE[l]!;

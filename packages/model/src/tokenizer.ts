@@ -45,8 +45,6 @@ function trainNative(fn: string, files: readonly string[], out: string): void {
   const r = spawnSync(process.execPath, ['-e', script, binding, out, ...files], {
     stdio: ['ignore', 'ignore', 'pipe'],
     encoding: 'utf8',
-    // The child needs none of the parent's loaders or conditions.
-    env: { ...process.env, NODE_OPTIONS: '' },
   });
   if (r.status !== 0 || !existsSync(out)) {
     const why = r.error ? String(r.error) : (r.stderr ?? '').trim() || `exit status ${r.status}`;

@@ -14,7 +14,7 @@ import type { TrainConfig } from '../config/schema';
 import { barChart, ema, lineChart, type SeriesPoint, specializationHeatmap } from '../report/charts';
 import { type EvalRecord, readJsonl, type StepRecord } from '../report/records';
 import { renderChart } from '../report/render';
-import { fmt } from '../report/report';
+import { fmt, median } from '../report/report';
 import { createReporter, type Reporter } from '../reporter';
 import { listCheckpoints, RUN_FILES, timestamp } from '../run/outdir';
 import { buildModelConfig, routingShape, train } from '../train/trainer';
@@ -108,12 +108,6 @@ function meanOf(xs: readonly number[]): number {
   return s.length ? s.reduce((a, b) => a + b, 0) / s.length : Number.NaN;
 }
 
-function medianOf(xs: readonly number[]): number {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 /** Mean over layers and domains of the top-K share of each domain's selections. */
 export function topKShare(e: EvalRecord, k: number): number {
   const shares: number[] = [];
@@ -151,7 +145,7 @@ function summarise(
     topKShare: last ? topKShare(last, k) : Number.NaN,
     trainDropRate: meanOf(tail.map((s) => s.dropRate)),
     evalDropRate: last?.dropRate ?? Number.NaN,
-    tokensPerSec: medianOf(steps.map((s) => s.tokensPerSec)),
+    tokensPerSec: median(steps.map((s) => s.tokensPerSec)),
     wallSec: steps[steps.length - 1]?.time ?? Number.NaN,
     k,
     numExperts: E,
@@ -319,11 +313,14 @@ function loadArm(arm: ExperimentArm, config: TrainConfig): ArmRun {
   const armDir = resolve(config.out);
   const steps = readJsonl<StepRecord>(join(armDir, RUN_FILES.metrics));
   const evals = readJsonl<EvalRecord>(join(armDir, RUN_FILES.evals));
+  const run = JSON.parse(readFileSync(join(armDir, RUN_FILES.run), 'utf8')) as { unigramValLoss?: number };
+  // Run folders written before run.json held the unigram loss have it in their report only.
   const report = join(armDir, RUN_FILES.report);
-  const m = existsSync(report)
-    ? /\| unigram validation loss \(same tokens\) \| ([0-9.]+) \|/.exec(readFileSync(report, 'utf8'))
-    : null;
-  const unigram = m ? Number(m[1]) : Number.NaN;
+  const m =
+    run.unigramValLoss === undefined && existsSync(report)
+      ? /\| unigram validation loss \(same tokens\) \| ([0-9.]+) \|/.exec(readFileSync(report, 'utf8'))
+      : null;
+  const unigram = run.unigramValLoss ?? (m ? Number(m[1]) : Number.NaN);
   const { k, numExperts } = routingShape(buildModelConfig(config, config.tokenizer.vocabSize));
   return { arm, steps, evals, result: summarise(arm, steps, evals, unigram, k, numExperts) };
 }
@@ -614,19 +611,18 @@ export async function runExperiment(
   const reporter = options.reporter ?? createReporter({ mode: 'lines' });
   // Validate every arm's configuration before the first one starts.
   const configs = def.arms.map((arm) => armConfig(def, arm, outDir, options.sets, options.backend));
+  const configOf = (arm: ExperimentArm): TrainConfig => configs[def.arms.indexOf(arm)]!;
+  const finished = (arm: ExperimentArm): boolean => armStatus(resolve(configOf(arm).out)) === 'finished';
   mkdirSync(outDir, { recursive: true });
   const selected = def.arms.filter((a) => options.arms === undefined || options.arms.includes(a.id));
-  const toTrain = selected.filter((a) => armStatus(resolve(configs[ids.indexOf(a.id)]!.out)) !== 'finished');
+  const toTrain = selected.filter((a) => !finished(a));
   if (jobs > 1 && toTrain.length > 1) {
     await trainArmsInProcesses(def, toTrain, outDir, options, jobs, reporter);
   } else {
-    for (const arm of selected) await trainArm(def, arm, configs[ids.indexOf(arm.id)]!, reporter);
+    for (const arm of selected) await trainArm(def, arm, configOf(arm), reporter);
   }
-  const pending = def.arms
-    .filter((_a, i) => armStatus(resolve(configs[i]!.out)) !== 'finished')
-    .map((a) => a.id);
+  const pending = def.arms.filter((a) => !finished(a)).map((a) => a.id);
   if (pending.length > 0 || options.report === false) {
-    const finished = def.arms.filter((a) => !pending.includes(a.id));
     if (pending.length > 0) {
       reporter.info(
         `experiment ${name}: arms still to run: ${pending.join(', ')}; the report is written once every arm has finished`,
@@ -636,12 +632,12 @@ export async function runExperiment(
       name,
       outDir,
       reportPath: undefined,
-      arms: finished.map((a) => loadArm(a, configs[ids.indexOf(a.id)]!).result),
+      arms: def.arms.filter((a) => !pending.includes(a.id)).map((a) => loadArm(a, configOf(a)).result),
       checks: [],
       pending,
     };
   }
-  const runs = def.arms.map((arm, i) => loadArm(arm, configs[i]!));
+  const runs = def.arms.map((arm) => loadArm(arm, configOf(arm)));
   const checks = checkClaims(
     name,
     runs.map((r) => r.result),

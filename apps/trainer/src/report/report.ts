@@ -34,7 +34,8 @@ export function fmt(x: number | undefined, digits = 4): string {
   return Math.abs(x) >= 1000 ? x.toFixed(0) : x.toPrecision(digits);
 }
 
-function median(xs: readonly number[]): number {
+/** Median of the finite values (NaN when there are none). */
+export function median(xs: readonly number[]): number {
   const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
   if (s.length === 0) return Number.NaN;
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;

@@ -46,7 +46,7 @@ import { type PreparedData, prepareData } from '../data/prepare';
 import { buildEvalSet, type EvalSet, evaluateModel } from '../eval/evaluate';
 import { UnigramModel } from '../eval/unigram';
 import { appendJsonl, type EvalRecord, readJsonl, type StepRecord } from '../report/records';
-import { writeRunReport } from '../report/report';
+import { median, writeRunReport } from '../report/report';
 import { createReporter, formatDuration, formatRate, type Reporter } from '../reporter';
 import {
   checkOutDirFree,
@@ -243,12 +243,6 @@ function fingerprint(streams: readonly DomainStream[]): [string, number][] {
   return streams.map((s) => [s.domain, s.tokens.length]);
 }
 
-function median(xs: readonly number[]): number {
-  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 /** The backend saved in a checkpoint's trainer state, read before the checkpoint is loaded and verified. */
 function savedBackend(checkpointDir: string): TrainConfig['backend'] | undefined {
   try {
@@ -279,6 +273,8 @@ interface RunJson {
   updatedAt: string;
   error?: string;
   finalCheckpoint?: string;
+  /** The unigram baseline's validation loss (same tokenizer and tokens), set when the run finishes. */
+  unigramValLoss?: number;
   readonly config: TrainConfig;
 }
 
@@ -804,6 +800,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     await saveRunCheckpoint(finalDir, totalSteps, elapsed);
     run.status = 'finished';
     run.finalCheckpoint = finalDir;
+    run.unigramValLoss = unigramValLoss;
     if (lead) writeRunJson(outDir, run);
     let reportPath: string | undefined;
     if (config.log.plots && lead) {

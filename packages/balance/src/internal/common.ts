@@ -14,20 +14,25 @@ export function isPromiseLike<T>(v: MaybePromise<T>): v is Promise<T> {
   return typeof (v as { then?: unknown } | null)?.then === 'function';
 }
 
-/** Checks an E-vector of counts: the right length, finite, >= 0. Returns it as a Float64Array. */
+/**
+ * Checks an E-vector of counts (or, with `layout`, a flat array of `numExperts` counts laid out as
+ * described): the right length, finite, >= 0. Returns it as a Float64Array.
+ */
 export function checkCountsE(
   fn: string,
   arg: string,
   countsE: ArrayLike<number>,
   numExperts: number,
+  layout?: string,
 ): Float64Array {
   if (countsE === null || typeof countsE !== 'object' || typeof countsE.length !== 'number') {
     throw invalidArgument(fn, arg, `an array of ${numExperts} counts`, countsE);
   }
   if (countsE.length !== numExperts) {
+    const expected = layout ? `${numExperts} counts (${layout})` : `one count per expert (${numExperts})`;
     throw new SwitchyardError(
       'SHAPE_MISMATCH',
-      `\`${arg}\` passed to ${fn}() must hold one count per expert (${numExperts}), got ${countsE.length}`,
+      `\`${arg}\` passed to ${fn}() must hold ${expected}, got ${countsE.length}`,
     );
   }
   const out = new Float64Array(numExperts);
