@@ -42,10 +42,14 @@ export interface GradientSyncConfig {
 /** Defaults of {@link GradientSyncConfig}: 4 MiB buckets, mean over ranks. */
 export const defaultGradientSyncConfig: GradientSyncConfig = { bucketBytes: 4 * 1024 * 1024, reduce: 'mean' };
 
-function resolveSync(config: Partial<GradientSyncConfig>): GradientSyncConfig {
+/** The sync config with defaults filled in and checked. */
+export function resolveSync(
+  config: Partial<GradientSyncConfig>,
+  fn = 'allReduceGradients',
+): GradientSyncConfig {
   const c = { ...defaultGradientSyncConfig, ...config };
-  checkNumber('allReduceGradients', 'config.bucketBytes', c.bucketBytes, { min: 4 });
-  checkOneOf('allReduceGradients', 'config.reduce', c.reduce, ['mean', 'sum'] as const);
+  checkNumber(fn, 'config.bucketBytes', c.bucketBytes, { min: 4 });
+  checkOneOf(fn, 'config.reduce', c.reduce, ['mean', 'sum'] as const);
   return c;
 }
 
@@ -56,7 +60,7 @@ export type VariableSet = readonly tf.Variable[] | ReadonlyMap<string, tf.Variab
 export type GradientSet = Readonly<Record<string, Tensor>> | ReadonlyMap<string, Tensor>;
 
 /** [key, variable] pairs in order: list entries are keyed by the variable's own name. */
-function entriesOf(fn: string, variables: VariableSet): [string, tf.Variable][] {
+export function entriesOf(fn: string, variables: VariableSet): [string, tf.Variable][] {
   const entries: [string, tf.Variable][] =
     variables instanceof Map
       ? [...variables.entries()]
@@ -79,7 +83,8 @@ function entriesOf(fn: string, variables: VariableSet): [string, tf.Variable][] 
   return entries;
 }
 
-function lookup(grads: GradientSet, key: string): Tensor | undefined {
+/** The gradient stored under `key`, if any. */
+export function lookup(grads: GradientSet, key: string): Tensor | undefined {
   return grads instanceof Map ? grads.get(key) : (grads as Readonly<Record<string, Tensor>>)[key];
 }
 
@@ -236,7 +241,7 @@ export function broadcastVariables(
   const entries = entriesOf('broadcastVariables', variables);
   checkInt('broadcastVariables', 'root', root, { min: 0, max: comm.worldSize - 1 });
   if (comm.worldSize === 1) return;
-  const bucketBytes = resolveSync(config).bucketBytes;
+  const bucketBytes = resolveSync(config, 'broadcastVariables').bucketBytes;
   const replicated = entries.filter(([, v]) => !shards.has(v)).map(([, v]) => v);
   for (const bucket of buckets(replicated, bucketBytes)) {
     const flat = new Float32Array(bucket.reduce((s, v) => s + v.size, 0));

@@ -37,3 +37,13 @@ export type {
   ReduceOp,
   TransportKind,
 } from './types';
+export type { FlatEntry, FlatLayout, FlatRange } from './zero';
+export {
+  allGatherFlat,
+  allGatherVariables,
+  flatLayout,
+  flatRange,
+  readFlat,
+  reduceScatterGradients,
+  writeFlat,
+} from './zero';
