@@ -3,10 +3,11 @@
  * the one-rank run with the same seed and global batch, only rank 0 writes the run folder, and the
  * launcher flags are checked. Training runs only on wasm.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expectNoLeaks } from '@switchyard/tensor';
+import { loadCheckpoint } from '@switchyard/model';
+import { expectNoLeaks, tf } from '@switchyard/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from './main';
 
@@ -71,7 +72,7 @@ describe('switchyard-train --ranks', () => {
       const two = join(root, 'two');
       const r1 = await cli([...RUN, '--out', one]);
       expect(r1.code, r1.err).toBe(0);
-      const r2 = await cli([...RUN, '--out', two, '--ranks', '2']);
+      const r2 = await cli([...RUN, '--out', two, '--ranks', '2', '--set', 'checkpoint.every=3']);
       expect(r2.code, r2.err).toBe(0);
       expect(r2.out).toMatch(/final val_loss: \d/);
       expect(existsSync(join(two, 'checkpoints', 'final', 'trainer_state.json'))).toBe(true);
@@ -106,6 +107,70 @@ describe('switchyard-train --ranks', () => {
       }
       expect(Math.abs(e2.maxVioGlobal - e1.maxVioGlobal)).toBeLessThan(0.05);
       expect(e2.specialization.flat(2).length).toBe(e1.specialization.flat(2).length);
+    },
+    120_000,
+  );
+
+  it.skipIf(onCpu)(
+    'shards AdamW over the ranks: checkpointed moments match one rank, a resumed run continues exactly, the backend placement agrees',
+    async () => {
+      const one = join(root, 'one');
+      const two = join(root, 'two');
+      // 1. The moments in the final checkpoint, gathered from both ranks' halves, match the one-rank run's.
+      const moments = async (dir: string): Promise<Map<string, Float32Array>> => {
+        const { model, extraTensors } = await loadCheckpoint(join(dir, 'checkpoints', 'final'));
+        model.dispose();
+        const out = new Map<string, Float32Array>();
+        for (const [name, t] of Object.entries(extraTensors ?? {}))
+          out.set(name, t.dataSync() as Float32Array);
+        tf.dispose(Object.values(extraTensors ?? {}));
+        return out;
+      };
+      const relDiff = (a: Float32Array, b: Float32Array): number => {
+        let d = 0;
+        let n = 0;
+        for (let i = 0; i < a.length; i++) {
+          d += (a[i]! - b[i]!) ** 2;
+          n += a[i]! ** 2;
+        }
+        return Math.sqrt(d / Math.max(n, 1e-30));
+      };
+      const m1 = await moments(one);
+      const m2 = await moments(two);
+      expect([...m2.keys()].sort()).toEqual([...m1.keys()].sort());
+      expect(m1.size).toBeGreaterThan(10);
+      for (const [name, a] of m1) expect(relDiff(a, m2.get(name)!), name).toBeLessThan(2e-2);
+      // 2. Resuming the two-rank run from its step-3 checkpoint reproduces steps 4 to 6.
+      const copy = join(root, 'two-resumed');
+      cpSync(two, copy, { recursive: true });
+      rmSync(join(copy, 'checkpoints', 'final'), { recursive: true });
+      const r = await cli(['--resume', join(copy, 'checkpoints', 'step-000003'), '--ranks', '2']);
+      expect(r.code, r.err).toBe(0);
+      const a = losses(two);
+      const b = losses(copy);
+      expect(b).toHaveLength(6);
+      for (let i = 3; i < 6; i++) expect(b[i]!.loss).toBeCloseTo(a[i]!.loss, 5);
+      // 3. AdamW as tensor ops on every rank after an all-reduce follows the same curve.
+      const replicated = join(root, 'two-backend');
+      const r3 = await cli([
+        ...RUN,
+        '--out',
+        replicated,
+        '--ranks',
+        '2',
+        '--set',
+        'train.optimizerOn=backend',
+      ]);
+      expect(r3.code, r3.err).toBe(0);
+      expect(
+        JSON.stringify(JSON.parse(readFileSync(join(replicated, 'run.json'), 'utf8')).config.train),
+      ).toMatch(/"optimizerOn":"backend"/);
+      const c = losses(replicated);
+      const one1 = losses(one);
+      for (let i = 0; i < 6; i++)
+        expect(Math.abs(c[i]!.loss - one1[i]!.loss)).toBeLessThan(2e-3 * one1[i]!.loss);
+      const m3 = await moments(replicated);
+      for (const [name, x] of m1) expect(relDiff(x, m3.get(name)!), name).toBeLessThan(2e-2);
     },
     120_000,
   );

@@ -9,7 +9,7 @@
  *
  * Shape letters: N = values in the flat layout, n = values in one rank's range.
  */
-import { invalidArgument, SwitchyardError, type Tensor, tf } from '@switchyard/tensor';
+import { invalidArgument, readInto, SwitchyardError, type Tensor, tf } from '@switchyard/tensor';
 import {
   entriesOf,
   type GradientSet,
@@ -133,17 +133,36 @@ function piece(range: FlatRange, t: number, perRound: number): [number, number] 
   return [lo, Math.min(range.end, lo + perRound)];
 }
 
+/** Send buffers of {@link reduceScatterGradients}, reused from step to step (never handed out). */
+const packCache = new WeakMap<FlatLayout, Float32Array>();
+
+/** A Float32Array of `n` values: `given` when it has that length (else an error), or a new one. */
+function outputOf(fn: string, given: Float32Array | undefined, n: number, what: string): Float32Array {
+  if (given === undefined) return new Float32Array(n);
+  if (!(given instanceof Float32Array) || given.length !== n) {
+    throw invalidArgument(fn, 'out', `a Float32Array of ${n} values (${what})`, given);
+  }
+  return given;
+}
+
 /**
- * Packs this rank's gradients into one flat array in layout order; a variable missing from `grads`
- * counts as zeros.
+ * Packs this rank's gradients into `flatN` in layout order; a variable missing from `grads` counts
+ * as zeros.
  */
-function packGradients(fn: string, grads: GradientSet, layout: FlatLayout): Float32Array {
+function packGradients(
+  fn: string,
+  grads: GradientSet,
+  layout: FlatLayout,
+  flatN: Float32Array,
+): Float32Array {
   if (grads === null || typeof grads !== 'object')
     throw invalidArgument(fn, 'grads', 'gradients by name', grads);
-  const flatN = new Float32Array(layout.total);
   for (const { key, variable, offset, size } of layout.entries) {
     const g: Tensor | undefined = lookup(grads, key);
-    if (g === undefined) continue;
+    if (g === undefined) {
+      flatN.fill(0, offset, offset + size);
+      continue;
+    }
     if (g.size !== size || g.dtype !== 'float32') {
       throw invalidArgument(
         fn,
@@ -152,7 +171,7 @@ function packGradients(fn: string, grads: GradientSet, layout: FlatLayout): Floa
         g,
       );
     }
-    flatN.set(g.dataSync() as Float32Array, offset);
+    readInto(g, flatN, offset);
   }
   return flatN;
 }
@@ -161,7 +180,8 @@ function packGradients(fn: string, grads: GradientSet, layout: FlatLayout): Floa
  * Reduce-scatter of gradients: returns the gradient of this rank's range `flatRange(layout, rank, R)`,
  * averaged over ranks (`reduce: 'mean'`, the default) or summed. Ranks' contributions are added in
  * rank order. Messages carry at most `bucketBytes` (rounds of `allToAllV`). A variable missing from
- * `grads` counts as zeros. On one rank it returns the packed gradients.
+ * `grads` counts as zeros. On one rank it returns the packed gradients. The result is written to
+ * `out` when given (reused from step to step, it spares the allocation).
  *
  * When to use: in place of `allReduceGradients` when every rank updates only its own range (a
  * sharded optimizer); follow the update with {@link allGatherVariables}. A collective.
@@ -177,17 +197,23 @@ export function reduceScatterGradients(
   grads: GradientSet,
   layout: FlatLayout,
   config: Partial<GradientSyncConfig> = {},
+  out?: Float32Array,
 ): Float32Array {
   const fn = 'reduceScatterGradients';
   checkLayout(fn, layout);
   const perRound = bucketValues(config, fn);
   const { reduce } = resolveSync(config, fn);
-  const flatN = packGradients(fn, grads, layout);
   const R = comm.worldSize;
-  if (R === 1) return flatN;
   const { ranges, rounds } = plan(comm, layout.total, perRound);
   const mine = ranges[comm.rank]!;
-  const outN = new Float32Array(mine.end - mine.start);
+  const outN = outputOf(fn, out, mine.end - mine.start, `this rank's range [${mine.start}, ${mine.end})`);
+  if (R === 1) return packGradients(fn, grads, layout, outN);
+  let flatN = packCache.get(layout);
+  if (flatN === undefined) {
+    flatN = new Float32Array(layout.total);
+    packCache.set(layout, flatN);
+  }
+  packGradients(fn, grads, layout, flatN);
   for (let t = 0; t < rounds; t++) {
     const send = ranges.map((range) => {
       const [lo, hi] = piece(range, t, perRound);
@@ -200,15 +226,26 @@ export function reduceScatterGradients(
       const part = recv[r]!;
       if (part.length !== acc.length) throw layoutMismatch(fn, r, part.length, acc.length);
       if (r === 0) acc.set(part);
-      else for (let i = 0; i < acc.length; i++) acc[i]! += part[i]!;
+      else addInto(acc, part);
     }
-    if (reduce === 'mean') for (let i = 0; i < acc.length; i++) acc[i]! /= R;
+    if (reduce === 'mean') divideBy(acc, R);
   }
   return outN;
 }
 
+/** `acc += part`, element by element (a small function: the engine optimises it early). */
+function addInto(acc: Float32Array, part: Float32Array): void {
+  for (let i = 0; i < acc.length; i++) acc[i]! += part[i]!;
+}
+
+/** `acc /= R`, as allReduce's mean computes it. */
+function divideBy(acc: Float32Array, R: number): void {
+  for (let i = 0; i < acc.length; i++) acc[i]! /= R;
+}
+
 /**
- * The current values of `layout`'s variables in `[range.start, range.end)`, as one flat array.
+ * The current values of `layout`'s variables in `[range.start, range.end)`, as one flat array
+ * (written to `out` when given).
  *
  * When to use: to hand a sharded optimizer the parameters of its range.
  *
@@ -217,26 +254,26 @@ export function reduceScatterGradients(
  * const paramsN = readFlat(layout, flatRange(layout, ctx.rank, ctx.worldSize));
  * ```
  */
-export function readFlat(
-  layout: FlatLayout,
-  range: FlatRange = { start: 0, end: layout.total },
-): Float32Array {
-  checkLayout('readFlat', layout);
-  const { start, end } = range;
-  const outN = new Float32Array(Math.max(0, end - start));
+export function readFlat(layout: FlatLayout, range?: FlatRange, out?: Float32Array): Float32Array {
+  const fn = 'readFlat';
+  checkLayout(fn, layout);
+  const { start, end } = range ?? { start: 0, end: layout.total };
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > layout.total || start > end) {
+    throw invalidArgument(fn, 'range', `a range inside [0, ${layout.total}]`, `[${start}, ${end})`);
+  }
+  const outN = outputOf(fn, out, end - start, `the range [${start}, ${end})`);
   for (const { variable, offset, size } of layout.entries) {
     const lo = Math.max(start, offset);
     const hi = Math.min(end, offset + size);
-    if (lo >= hi) continue;
-    const values = variable.dataSync() as Float32Array;
-    outN.set(values.subarray(lo - offset, hi - offset), lo - start);
+    if (lo < hi) readInto(variable, outN, lo - start, lo - offset, hi - offset);
   }
   return outN;
 }
 
 /**
  * Every rank's range of values, gathered into one flat array of `layout.total` values on every rank
- * (rounds of `allGather` of at most `bucketBytes`). `part` holds this rank's range.
+ * (rounds of `allGather` of at most `bucketBytes`), written to `out` when given. `part` holds this
+ * rank's range.
  *
  * When to use: to assemble a sharded optimizer's state for a checkpoint; {@link allGatherVariables}
  * uses it for the updated parameters. A collective.
@@ -251,6 +288,7 @@ export function allGatherFlat(
   layout: FlatLayout,
   part: Float32Array,
   config: Pick<Partial<GradientSyncConfig>, 'bucketBytes'> = {},
+  out?: Float32Array,
 ): Float32Array {
   const fn = 'allGatherFlat';
   checkLayout(fn, layout);
@@ -265,8 +303,11 @@ export function allGatherFlat(
       part,
     );
   }
-  if (comm.worldSize === 1) return part.slice();
-  const outN = new Float32Array(layout.total);
+  const outN = outputOf(fn, out, layout.total, 'the whole layout');
+  if (comm.worldSize === 1) {
+    outN.set(part);
+    return outN;
+  }
   for (let t = 0; t < rounds; t++) {
     const [lo, hi] = piece(mine, t, perRound);
     const got = comm.allGather(part.subarray(lo - mine.start, hi - mine.start));
@@ -304,7 +345,8 @@ export function writeFlat(layout: FlatLayout, valuesN: Float32Array): void {
 
 /**
  * Gathers every rank's updated range (`part`, this rank's values of its `flatRange`) and assigns the
- * whole layout to this rank's variables, so every replica holds the same values.
+ * whole layout to this rank's variables, so every replica holds the same values. `scratch` (all
+ * `layout.total` values) holds the gathered values when given.
  *
  * When to use: after each rank has updated its range of a sharded optimizer step. A collective.
  *
@@ -321,6 +363,7 @@ export function allGatherVariables(
   layout: FlatLayout,
   part: Float32Array,
   config: Pick<Partial<GradientSyncConfig>, 'bucketBytes'> = {},
+  scratch?: Float32Array,
 ): void {
-  writeFlat(layout, comm.worldSize === 1 ? part : allGatherFlat(comm, layout, part, config));
+  writeFlat(layout, comm.worldSize === 1 ? part : allGatherFlat(comm, layout, part, config, scratch));
 }

@@ -24,6 +24,7 @@ export type { ErrorCode, SwitchyardErrorOptions } from './errors';
 export { describeValue, ERROR_CODES, invalidArgument, isSwitchyardError, SwitchyardError } from './errors';
 export type { GradCheckEntry, GradCheckOptions, GradCheckResult } from './gradcheck';
 export { checkGradients } from './gradcheck';
+export { readInto } from './host';
 export type { TensorContainer } from './memory';
 export { disposeAll, expectNoLeaks, liveTensors, scoped } from './memory';
 export type { GeluApproximation, IndexLike, TopKResult } from './ops';

@@ -137,6 +137,12 @@ const trainSchema = z
     beta2: z.number().min(0).lt(1).default(0.95).describe('AdamW beta2'),
     eps: z.number().positive().default(1e-8).describe('AdamW epsilon'),
     clipNorm: z.number().min(0).default(1).describe('clip gradients to this global L2 norm; 0: off'),
+    optimizerOn: z
+      .enum(['auto', 'host', 'backend'])
+      .default('auto')
+      .describe(
+        'where AdamW runs: host (one JavaScript pass, sharded over data-parallel ranks), backend (tensor ops), auto (host on wasm and cpu)',
+      ),
   })
   .prefault({});
 

@@ -23,7 +23,6 @@ import {
   saveCheckpoint,
 } from '@switchyard/model';
 import {
-  allReduceGradients,
   broadcastVariables,
   type Communicator,
   createLocalCommunicator,
@@ -56,8 +55,9 @@ import {
   RUN_FILES,
   resolveResume,
 } from '../run/outdir';
-import { AdamW, GradAccumulator, gradientClip } from './adamw';
+import { GradAccumulator } from './adamw';
 import { BalanceController } from './balance';
+import { OptimizerStep, resolvePlacement } from './optimizer-step';
 import { learningRate } from './schedule';
 import { parseTrainerState, TRAINER_STATE_FORMAT, type TrainerState } from './state';
 
@@ -400,12 +400,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const trainable = [...named.values()];
   const modelName = new Map<string, string>();
   for (const [name, v] of named) modelName.set(v.name, name);
-  const optimizer = new AdamW(named, {
-    beta1: config.train.beta1,
-    beta2: config.train.beta2,
-    eps: config.train.eps,
-    weightDecay: config.train.weightDecay,
-  });
+  const optimizer = new OptimizerStep(
+    comm,
+    named,
+    {
+      beta1: config.train.beta1,
+      beta2: config.train.beta2,
+      eps: config.train.eps,
+      weightDecay: config.train.weightDecay,
+    },
+    resolvePlacement(config.train.optimizerOn, backend.name),
+    config.train.clipNorm,
+  );
   const balance = new BalanceController({
     method: config.balance.method,
     alpha: config.balance.alpha,
@@ -500,8 +506,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       tokensSeen,
       dataFingerprint: fingerprint(data.trainStreams),
     };
-    if (lead) {
-      await saveCheckpoint(dir, { model, tokenizer, trainerState, extraTensors: optimizer.stateTensors() });
+    const moments = optimizer.stateTensors();
+    try {
+      if (lead) await saveCheckpoint(dir, { model, tokenizer, trainerState, extraTensors: moments });
+    } finally {
+      optimizer.releaseState(moments);
     }
     lastCheckpoint = dir;
   };
@@ -524,7 +533,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           const sr = shardRange(B, r, R);
           return sr.end - sr.start;
         },
-      ).join('/')}`,
+      ).join(
+        '/',
+      )}; AdamW ${optimizer.placement === 'host' ? `sharded ${R} ways (ZeRO-1, on the host)` : 'on every rank (backend)'}`,
     );
   }
   const trainTokens = data.trainStreams.reduce((a, s) => a + s.tokens.length, 0);
@@ -707,19 +718,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         }
         microVioSum += L > 0 ? vio / L : Number.NaN;
       }
-      let grads = acc.take();
-      if (R > 1) {
-        const t0 = performance.now();
-        const synced = allReduceGradients(comm, grads, named);
-        tf.dispose([...grads.values()]);
-        grads = synced;
-        syncMs += performance.now() - t0;
-      }
-      const tClip = performance.now();
-      const clip = gradientClip(grads, config.train.clipNorm);
-      if (clip.nonFinite.length > 0) {
-        tf.dispose([...grads.values()]);
-        const name = clip.nonFinite[0]!;
+      const applied = optimizer.apply(acc.take(), lr);
+      if (applied.nonFinite.length > 0) {
+        const name = applied.nonFinite[0]!;
         throw nonFiniteError(
           'gradient is non-finite',
           step + 1,
@@ -727,9 +728,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           lastCheckpoint,
         );
       }
-      const tOptimizer = performance.now();
-      optimizer.step(grads, lr, clip.scale);
-      tf.dispose([...grads.values()]);
+      const tBalance = performance.now();
       balance.afterStep();
       const tEnd = performance.now();
       tokensSeen += tokensPerStep;
@@ -752,7 +751,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         loss: lossSum / gradAccum,
         auxLoss: auxSum / gradAccum,
         lr,
-        gradNorm: clip.norm,
+        gradNorm: applied.norm,
         tokensPerSec,
         tokens: tokensSeen,
         maxVioBatch: L > 0 ? vioBatch / L : Number.NaN,
@@ -762,9 +761,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         time: elapsed,
         phaseMs: {
           compute: round1(tComputed - tStep),
-          sync: round1(syncMs),
-          clip: round1(tOptimizer - tClip),
-          optimizer: round1(tEnd - tOptimizer),
+          sync: round1(syncMs + applied.syncMs),
+          clip: round1(applied.clipMs),
+          optimizer: round1(applied.optimizerMs + tEnd - tBalance),
         },
       };
       if (lead) appendJsonl(metricsPath, rec);
@@ -822,7 +821,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
           [
             'optimizer',
             `AdamW lr ${config.train.lr} (warm-up ${config.train.warmupSteps}, cosine to ${config.train.minLrRatio}x), ` +
-              `wd ${config.train.weightDecay}, clip ${config.train.clipNorm}`,
+              `wd ${config.train.weightDecay}, clip ${config.train.clipNorm}, on the ${optimizer.placement}` +
+              (optimizer.placement === 'host' && R > 1 ? ` (sharded over ${R} ranks)` : ''),
           ],
           [
             'balance',
