@@ -152,8 +152,9 @@ const decayMatrices = (_name: string, v: tf.Variable): boolean => v.rank >= 2;
  * moments of that range only and updates those parameters only; on one rank the range is everything.
  * A variable with no gradient counts as a zero gradient (its moments decay, its weights still move).
  *
- * When to use: on backends whose tensors live in host memory (wasm, cpu), where one fused loop beats
- * 14 tensor ops per variable; the trainer picks it with `train.optimizerOn: auto`.
+ * When to use: for a data-parallel run on a backend whose tensors live in host memory (wasm, cpu),
+ * where each rank updates only its range; the trainer picks it there with `train.optimizerOn: auto`.
+ * On one rank {@link AdamW}'s vectorised tensor ops are faster.
  *
  * @example
  * ```ts

@@ -143,11 +143,13 @@ describe('OptimizerStep', () => {
     }
   });
 
-  it('runs on the host where tensors live in host memory', () => {
-    expect(resolvePlacement('auto', 'wasm')).toBe('host');
-    expect(resolvePlacement('auto', 'cpu')).toBe('host');
-    expect(resolvePlacement('auto', 'tensorflow')).toBe('backend');
-    expect(resolvePlacement('backend', 'wasm')).toBe('backend');
+  it('shards on the host when several ranks share a host-memory backend', () => {
+    expect(resolvePlacement('auto', 'wasm', 2)).toBe('host');
+    expect(resolvePlacement('auto', 'cpu', 4)).toBe('host');
+    expect(resolvePlacement('auto', 'wasm', 1)).toBe('backend');
+    expect(resolvePlacement('auto', 'tensorflow', 2)).toBe('backend');
+    expect(resolvePlacement('host', 'wasm', 1)).toBe('host');
+    expect(resolvePlacement('backend', 'wasm', 2)).toBe('backend');
   });
 
   it('leaks no tensors', async () => {

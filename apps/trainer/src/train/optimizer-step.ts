@@ -44,19 +44,24 @@ export interface AppliedStep {
 }
 
 /**
- * The `host` placement where tensors live in host memory (wasm, cpu), else `backend`.
+ * What `auto` means: the sharded `host` placement when several ranks share a backend whose tensors
+ * live in host memory (wasm, cpu), else `backend`. On one rank there is nothing to shard, and the
+ * backend's vectorised tensor ops run AdamW faster than the JavaScript loop; with several ranks the
+ * sharded step spares each rank the update of the other ranks' ranges.
  *
  * @example
  * ```ts
- * resolvePlacement('auto', 'wasm'); // 'host'
+ * resolvePlacement('auto', 'wasm', 2); // 'host'
+ * resolvePlacement('auto', 'wasm', 1); // 'backend'
  * ```
  */
 export function resolvePlacement(
   setting: 'auto' | OptimizerPlacement,
   backendName: string,
+  worldSize: number,
 ): OptimizerPlacement {
   if (setting !== 'auto') return setting;
-  return backendName === 'wasm' || backendName === 'cpu' ? 'host' : 'backend';
+  return worldSize > 1 && (backendName === 'wasm' || backendName === 'cpu') ? 'host' : 'backend';
 }
 
 /**
