@@ -1,7 +1,8 @@
 // Training throughput of the default preset (`small` on the Brown corpus) through the real training
 // loop, the model's achieved FLOP/s, and the backend's matMul GFLOP/s measured in the same process;
 // then the same preset through launch() at --ranks 1 and --ranks 2 (data parallel, worker threads,
-// the same global batch) and the ratio of their training tokens/s.
+// the same global batch; at 2 ranks also with AdamW replicated instead of sharded) and the ratio of
+// their training tokens/s.
 //   pnpm --filter switchyard-train bench   (SWITCHYARD_BACKEND=cpu to compare; BENCH_STEPS=20, BENCH_ROUNDS=2)
 // The first BENCH_WARMUP steps (default 4) are left out: JavaScript's hot loops (gradient exchange,
 // the host AdamW) are compiled while they run.
@@ -115,11 +116,16 @@ const showPhases = (p: Launched['phases']): string =>
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
 const ones: Launched[] = [];
 const twos: Launched[] = [];
+// The same 2-rank run with AdamW as tensor ops on every rank after an all-reduce (the placement
+// `auto` picks on one rank), against the default sharded host AdamW.
+const replicated: Launched[] = [];
 for (let i = 0; i < rounds; i++) {
   ones.push(await launched(1));
   twos.push(await launched(2));
+  replicated.push(await launched(2, ['train.optimizerOn=backend']));
   console.log(
-    `round ${i + 1}: launch --ranks 1 ${ones[i]!.tokensPerSec.toFixed(0)} tokens/s, --ranks 2 ${twos[i]!.tokensPerSec.toFixed(0)} tokens/s (global batch split 2 ways)`,
+    `round ${i + 1}: launch --ranks 1 ${ones[i]!.tokensPerSec.toFixed(0)} tokens/s, --ranks 2 ${twos[i]!.tokensPerSec.toFixed(0)} tokens/s ` +
+      `(global batch split 2 ways; AdamW sharded on the host), ${replicated[i]!.tokensPerSec.toFixed(0)} tokens/s with AdamW on every rank`,
   );
 }
 const ranks1 = median(ones.map((r) => r.tokensPerSec));
@@ -130,6 +136,13 @@ const half = halfRun.tokensPerSec;
 console.log(`step phases, --ranks 1: ${showPhases(ones[ones.length - 1]!.phases)}`);
 console.log(`step phases, --ranks 1 at ${halfBatch} sequences: ${showPhases(halfRun.phases)}`);
 console.log(`step phases, --ranks 2 (rank 0): ${showPhases(twos[twos.length - 1]!.phases)}`);
+console.log(
+  `step phases, --ranks 2 with AdamW on every rank (rank 0): ${showPhases(replicated[replicated.length - 1]!.phases)}`,
+);
+const ranks2Replicated = median(replicated.map((r) => r.tokensPerSec));
+console.log(
+  `--ranks 2 tokens/s, sharded host AdamW / AdamW on every rank: ${(ranks2 / ranks2Replicated).toFixed(2)} (medians of ${rounds})`,
+);
 console.log(
   `launch --ranks 1 at ${halfBatch} sequences per micro-batch (one rank's share): ${half.toFixed(0)} tokens/s, ` +
     `${(half / ranks1).toFixed(2)} of the full batch's rate`,
