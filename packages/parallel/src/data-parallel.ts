@@ -4,7 +4,15 @@
  * step, so the replicas stay identical bit for bit. Weights an expert-parallel layer shards across
  * ranks are never all-reduced: each rank's shard already holds the gradient of every rank's tokens.
  */
-import { checkInt, checkNumber, checkOneOf, invalidArgument, type Tensor, tf } from '@switchyard/tensor';
+import {
+  checkInt,
+  checkNumber,
+  checkOneOf,
+  invalidArgument,
+  readInto,
+  type Tensor,
+  tf,
+} from '@switchyard/tensor';
 import type { Communicator } from './types';
 
 const shards = new WeakSet<tf.Variable>();
@@ -179,7 +187,7 @@ export function allReduceGradients<G extends GradientSet>(
     let off = 0;
     for (const { key, v } of bucket) {
       const g = gradOf(key, v);
-      if (g !== undefined) flat.set(g.dataSync() as Float32Array, off);
+      if (g !== undefined) readInto(g, flat, off);
       else flat.fill(0, off, off + v.size);
       off += v.size;
     }
@@ -247,7 +255,7 @@ export function broadcastVariables(
     const flat = new Float32Array(bucket.reduce((s, v) => s + v.size, 0));
     let off = 0;
     for (const v of bucket) {
-      if (comm.rank === root) flat.set(v.dataSync() as Float32Array, off);
+      if (comm.rank === root) readInto(v, flat, off);
       off += v.size;
     }
     const got = comm.broadcast(flat, root);

@@ -93,22 +93,8 @@ export class AdamW {
       ['v', this.v],
     ] as const) {
       for (const [name, variable] of store) {
-        const saved = tensors[`${kind}/${name}`];
-        if (saved === undefined) {
-          throw new SwitchyardError('CHECKPOINT_INVALID', `optimizer state lacks ${kind}/${name}`);
-        }
-        const size = saved instanceof Float32Array ? saved.length : saved.size;
-        if (size !== variable.size) {
-          throw new SwitchyardError(
-            'CHECKPOINT_INVALID',
-            `optimizer state ${kind}/${name} has ${size} values, the model variable ${variable.size}`,
-          );
-        }
-        tf.tidy(() =>
-          variable.assign(
-            tf.tensor(saved instanceof Float32Array ? saved : saved.dataSync(), variable.shape, 'float32'),
-          ),
-        );
+        const saved = savedMoment(tensors, `${kind}/${name}`, variable.size);
+        tf.tidy(() => variable.assign(tf.tensor(saved, variable.shape, 'float32')));
       }
     }
     this.stepCount = stepCount;
@@ -238,18 +224,8 @@ export class HostAdamW {
       ['m', this.m],
       ['v', this.v],
     ] as const) {
-      for (const { key, variable, offset, size } of this.layout.entries) {
-        const saved = tensors[`${kind}/${key}`];
-        if (saved === undefined) {
-          throw new SwitchyardError('CHECKPOINT_INVALID', `optimizer state lacks ${kind}/${key}`);
-        }
-        const values = saved instanceof Float32Array ? saved : (saved.dataSync() as Float32Array);
-        if (values.length !== size) {
-          throw new SwitchyardError(
-            'CHECKPOINT_INVALID',
-            `optimizer state ${kind}/${key} has ${values.length} values, the model variable ${variable.size}`,
-          );
-        }
+      for (const { key, offset, size } of this.layout.entries) {
+        const values = savedMoment(tensors, `${kind}/${key}`, size);
         const lo = Math.max(start, offset);
         const hi = Math.min(end, offset + size);
         if (lo < hi) store.set(values.subarray(lo - offset, hi - offset), lo - start);
@@ -286,6 +262,24 @@ export function momentTensors(
     }
   }
   return out;
+}
+
+/** The values of moment `name` in saved optimizer state, checked to hold `size` values. */
+function savedMoment(
+  tensors: Readonly<Record<string, tf.Tensor | Float32Array>>,
+  name: string,
+  size: number,
+): Float32Array {
+  const saved = tensors[name];
+  if (saved === undefined) throw new SwitchyardError('CHECKPOINT_INVALID', `optimizer state lacks ${name}`);
+  const values = saved instanceof Float32Array ? saved : (saved.dataSync() as Float32Array);
+  if (values.length !== size) {
+    throw new SwitchyardError(
+      'CHECKPOINT_INVALID',
+      `optimizer state ${name} has ${values.length} values, the model variable ${size}`,
+    );
+  }
+  return values;
 }
 
 /** A non-trainable zero variable shaped like `like` (the initial tensor is released). */
