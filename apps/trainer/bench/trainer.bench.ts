@@ -1,7 +1,8 @@
 // Training throughput of the default preset (`small` on the Brown corpus) through the real training
 // loop, the model's achieved FLOP/s, and the backend's matMul GFLOP/s measured in the same process;
 // then the same preset through launch() at --ranks 1 and --ranks 2 (data parallel, worker threads,
-// the same global batch; at 2 ranks also with AdamW replicated instead of sharded) and the ratio of
+// the same global batch; at 2 ranks also with AdamW replicated instead of sharded), two independent
+// 1-rank runs at half the batch side by side (the machine's ceiling for 2 ranks), and the ratio of
 // their training tokens/s.
 //   pnpm --filter switchyard-train bench   (SWITCHYARD_BACKEND=cpu to compare; BENCH_STEPS=20, BENCH_ROUNDS=2)
 // The first BENCH_WARMUP steps (default 4) are left out: JavaScript's hot loops (gradient exchange,
@@ -91,9 +92,9 @@ interface Launched {
   /** Median of each phase over the measured steps (rank 0), milliseconds. */
   readonly phases: Record<keyof StepPhases, number>;
 }
-async function launched(ranks: number, extra: readonly string[] = []): Promise<Launched> {
+async function launched(ranks: number, extra: readonly string[] = [], runSteps = steps): Promise<Launched> {
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-  const cfg = benchConfig(dir, ['log.progress=quiet', ...extra]);
+  const cfg = benchConfig(dir, ['log.progress=quiet', ...extra, `train.steps=${runSteps}`]);
   const res = await launch<TrainRankArgs, TrainResult>({
     module: RANK_MODULE_URL,
     exportName: 'trainRank',
@@ -104,7 +105,7 @@ async function launched(ranks: number, extra: readonly string[] = []): Promise<L
     timeoutMs: 600_000,
   });
   rmSync(dir, { recursive: true, force: true });
-  const measured = res.results[0]!.steps.slice(warmup);
+  const measured = res.results[0]!.steps.slice(warmup, steps);
   const phaseOf = (k: keyof StepPhases): number => median(measured.map((s) => s.phaseMs?.[k] ?? Number.NaN));
   return {
     tokensPerSec: median(measured.map((s) => s.tokensPerSec)),
@@ -114,24 +115,37 @@ async function launched(ranks: number, extra: readonly string[] = []): Promise<L
 const showPhases = (p: Launched['phases']): string =>
   PHASES.map((k) => `${k} ${p[k].toFixed(0)} ms`).join(', ');
 const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+const halfBatch = Math.max(1, Math.floor(microBatchSize / 2));
+const halfSets = [`train.microBatchSize=${halfBatch}`];
+/**
+ * Two 1-rank launches at half the batch, side by side: each rank's share of the compute on its own
+ * worker with nothing exchanged, the most that data parallelism can reach on this machine at that
+ * moment. Both run 4 steps past the measured ones so that the measured steps overlap in time.
+ */
+async function independentPair(): Promise<number> {
+  const pair = await Promise.all([launched(1, halfSets, steps + 4), launched(1, halfSets, steps + 4)]);
+  return pair[0]!.tokensPerSec + pair[1]!.tokensPerSec;
+}
 const ones: Launched[] = [];
 const twos: Launched[] = [];
 // The same 2-rank run with AdamW as tensor ops on every rank after an all-reduce (the placement
 // `auto` picks on one rank), against the default sharded host AdamW.
 const replicated: Launched[] = [];
+const pairs: number[] = [];
 for (let i = 0; i < rounds; i++) {
   ones.push(await launched(1));
   twos.push(await launched(2));
   replicated.push(await launched(2, ['train.optimizerOn=backend']));
+  pairs.push(await independentPair());
   console.log(
     `round ${i + 1}: launch --ranks 1 ${ones[i]!.tokensPerSec.toFixed(0)} tokens/s, --ranks 2 ${twos[i]!.tokensPerSec.toFixed(0)} tokens/s ` +
-      `(global batch split 2 ways; AdamW sharded on the host), ${replicated[i]!.tokensPerSec.toFixed(0)} tokens/s with AdamW on every rank`,
+      `(global batch split 2 ways; AdamW sharded on the host), ${replicated[i]!.tokensPerSec.toFixed(0)} tokens/s with AdamW on every rank, ` +
+      `${pairs[i]!.toFixed(0)} tokens/s from two independent ranks at ${halfBatch} sequences`,
   );
 }
 const ranks1 = median(ones.map((r) => r.tokensPerSec));
 const ranks2 = median(twos.map((r) => r.tokensPerSec));
-const halfBatch = Math.max(1, Math.floor(microBatchSize / 2));
-const halfRun = await launched(1, [`train.microBatchSize=${halfBatch}`]);
+const halfRun = await launched(1, halfSets);
 const half = halfRun.tokensPerSec;
 console.log(`step phases, --ranks 1: ${showPhases(ones[ones.length - 1]!.phases)}`);
 console.log(`step phases, --ranks 1 at ${halfBatch} sequences: ${showPhases(halfRun.phases)}`);
@@ -151,6 +165,12 @@ console.log(
   `ranks 2 / (2 x that rate): ${(ranks2 / (2 * half)).toFixed(2)} (the rest: two threads sharing memory bandwidth, ` +
     'waiting for the slower rank, the gradient reduce-scatter and the parameter all-gather)',
 );
+const ceiling = median(pairs);
+console.log(
+  `two independent ranks at ${halfBatch} sequences, nothing exchanged (the most --ranks 2 can reach on this machine): ` +
+    `${ceiling.toFixed(0)} tokens/s (median of ${rounds}), ${(ceiling / ranks1).toFixed(2)} x --ranks 1`,
+);
+console.log(`data-parallel efficiency, --ranks 2 / that: ${(ranks2 / ceiling).toFixed(2)}`);
 console.log(`launch --ranks 1 training tokens/s: ${ranks1.toFixed(0)} (median of ${rounds})`);
 console.log(`launch --ranks 2 training tokens/s: ${ranks2.toFixed(0)} (median of ${rounds})`);
 console.log(`ranks2/ranks1 tokens/s ratio: ${(ranks2 / ranks1).toFixed(2)}`);

@@ -83,6 +83,32 @@ describe('kernel fixes', () => {
     tf.dispose([a, b]);
   });
 
+  it('a clone shares its source memory, keeps its values after the source is disposed, and frees it last', async () => {
+    const x = tf.tensor2d([
+      [1, 2],
+      [3, 4],
+    ]);
+    const buffers = tf.memory().numDataBuffers;
+    const c = tf.clone(x);
+    // The tape clones every tensor a gradient needs: a copy here was a copy of every saved activation.
+    expect(tf.memory().numDataBuffers).toBe(buffers);
+    x.dispose();
+    expect(c.arraySync()).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
+    const y = tf.add(c, 1);
+    c.dispose();
+    expect(tf.memory().numDataBuffers).toBe(buffers);
+    await expectNoLeaks(() => tf.clone(y));
+    const g = tf.grad((v: tf.Tensor) => tf.mul(tf.clone(v), v).sum())(y);
+    expect(g.arraySync()).toEqual([
+      [4, 6],
+      [8, 10],
+    ]);
+    tf.dispose([y, g]);
+  });
+
   it('batched products with transposes match and free their temporaries', async () => {
     const a = tf.randomNormal([4, 6, 5], 0, 1, 'float32', 5);
     const b = tf.randomNormal([4, 7, 6], 0, 1, 'float32', 6);

@@ -11,6 +11,10 @@
  *   operand: it is replaced by one that transposes explicitly and sums over broadcast batch dims.
  * - TopK and the comparison ops have no gradient: they are integer decisions, so a zero gradient is
  *   registered (their outputs act as constants on the tape) instead of an error deep in backprop.
+ * - wasm's Identity copies its input. The tape clones every tensor a gradient needs (each product's
+ *   operands, each custom gradient's saved activations), so training copied its activations once
+ *   more per step. Identity shares the input's memory instead (reference-counted, as on the cpu
+ *   backend): no kernel writes into its inputs, so a shared buffer is never changed under a clone.
  */
 
 import type {
@@ -35,7 +39,29 @@ export function installKernelFixes(backendName: string): void {
     if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) tf.registerKernel(wasmUnsortedSegmentSum);
     wrapTransposedMatMul('BatchMatMul');
     wrapTransposedMatMul('_FusedMatMul');
+    shareIdentity();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity for wasm without a copy
+
+function shareIdentity(): void {
+  const original = tf.getKernel('Identity', 'wasm');
+  if (!original || (original as { __switchyard?: boolean }).__switchyard) return;
+  const shared: KernelConfig & { __switchyard: boolean } = {
+    ...original,
+    kernelFunc: (args) => {
+      const x = args.inputs.x as TensorInfo;
+      // Strings live outside the heap: the original kernel copies them.
+      if (x.dtype === 'string') return original.kernelFunc(args);
+      (args.backend as BackendWasm).incRef(x.dataId);
+      return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+    },
+    __switchyard: true,
+  };
+  tf.unregisterKernel('Identity', 'wasm');
+  tf.registerKernel(shared);
 }
 
 // ---------------------------------------------------------------------------------------------
