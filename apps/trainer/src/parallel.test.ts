@@ -72,7 +72,17 @@ describe('switchyard-train --ranks', () => {
       const two = join(root, 'two');
       const r1 = await cli([...RUN, '--out', one]);
       expect(r1.code, r1.err).toBe(0);
-      const r2 = await cli([...RUN, '--out', two, '--ranks', '2', '--set', 'checkpoint.every=3']);
+      const r2 = await cli([
+        ...RUN,
+        '--out',
+        two,
+        '--ranks',
+        '2',
+        '--set',
+        'checkpoint.every=3',
+        '--set',
+        'train.optimizerOn=host',
+      ]);
       expect(r2.code, r2.err).toBe(0);
       expect(r2.out).toMatch(/final val_loss: \d/);
       expect(existsSync(join(two, 'checkpoints', 'final', 'trainer_state.json'))).toBe(true);

@@ -141,7 +141,7 @@ const trainSchema = z
       .enum(['auto', 'host', 'backend'])
       .default('auto')
       .describe(
-        'where AdamW runs: host (one JavaScript pass, sharded over data-parallel ranks), backend (tensor ops on every rank), auto (host with several ranks on wasm or cpu)',
+        'where AdamW runs: host (one JavaScript pass, sharded over data-parallel ranks: 1/R of the moments per rank), backend (tensor ops on every rank), auto (backend)',
       ),
   })
   .prefault({});

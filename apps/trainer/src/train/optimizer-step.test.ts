@@ -143,13 +143,10 @@ describe('OptimizerStep', () => {
     }
   });
 
-  it('shards on the host when several ranks share a host-memory backend', () => {
-    expect(resolvePlacement('auto', 'wasm', 2)).toBe('host');
-    expect(resolvePlacement('auto', 'cpu', 4)).toBe('host');
-    expect(resolvePlacement('auto', 'wasm', 1)).toBe('backend');
-    expect(resolvePlacement('auto', 'tensorflow', 2)).toBe('backend');
-    expect(resolvePlacement('host', 'wasm', 1)).toBe('host');
-    expect(resolvePlacement('backend', 'wasm', 2)).toBe('backend');
+  it('runs AdamW as tensor ops unless sharding on the host is asked for', () => {
+    expect(resolvePlacement('auto')).toBe('backend');
+    expect(resolvePlacement('host')).toBe('host');
+    expect(resolvePlacement('backend')).toBe('backend');
   });
 
   it('leaks no tensors', async () => {

@@ -409,7 +409,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       eps: config.train.eps,
       weightDecay: config.train.weightDecay,
     },
-    resolvePlacement(config.train.optimizerOn, backend.name, R),
+    resolvePlacement(config.train.optimizerOn),
     config.train.clipNorm,
   );
   const balance = new BalanceController({
