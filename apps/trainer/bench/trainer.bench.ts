@@ -165,12 +165,18 @@ console.log(
   `ranks 2 / (2 x that rate): ${(ranks2 / (2 * half)).toFixed(2)} (the rest: two threads sharing memory bandwidth, ` +
     'waiting for the slower rank, the gradient all-reduce and the update each rank repeats)',
 );
-const ceiling = median(pairs);
+// A round's launches run back to back: a ratio within a round is less exposed to the machine's slow
+// spells than a ratio of medians over rounds.
+const rates = (runs: readonly Launched[]): number[] => runs.map((r) => r.tokensPerSec);
+const perRound = (num: readonly number[], den: readonly number[]): number =>
+  median(num.map((x, i) => x / den[i]!));
 console.log(
   `two independent ranks at ${halfBatch} sequences, nothing exchanged (the most --ranks 2 can reach on this machine): ` +
-    `${ceiling.toFixed(0)} tokens/s (median of ${rounds}), ${(ceiling / ranks1).toFixed(2)} x --ranks 1`,
+    `${median(pairs).toFixed(0)} tokens/s (median of ${rounds}), ${perRound(pairs, rates(ones)).toFixed(2)} x --ranks 1 (median of the rounds' ratios)`,
 );
-console.log(`data-parallel efficiency, --ranks 2 / that: ${(ranks2 / ceiling).toFixed(2)}`);
+console.log(
+  `data-parallel efficiency, --ranks 2 / that: ${perRound(rates(twos), pairs).toFixed(2)} (median of the rounds' ratios)`,
+);
 console.log(`launch --ranks 1 training tokens/s: ${ranks1.toFixed(0)} (median of ${rounds})`);
 console.log(`launch --ranks 2 training tokens/s: ${ranks2.toFixed(0)} (median of ${rounds})`);
 console.log(`ranks2/ranks1 tokens/s ratio: ${(ranks2 / ranks1).toFixed(2)}`);
