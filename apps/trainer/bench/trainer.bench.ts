@@ -40,12 +40,12 @@ function matMulGflops(N: number, reps: number): number {
   return (2 * N * N * N) / (times[Math.floor(reps / 2)]! / 1000) / 1e9;
 }
 
-/** The default preset, shortened to `steps` optimizer steps without evaluation or plots, writing under `dir`. */
-function benchConfig(dir: string, extra: readonly string[] = []) {
+/** The default preset, shortened to `runSteps` optimizer steps without evaluation or plots, writing under `dir`. */
+function benchConfig(dir: string, extra: readonly string[] = [], runSteps = steps) {
   return resolveConfig({
     preset: 'small',
     sets: [
-      `train.steps=${steps}`,
+      `train.steps=${runSteps}`,
       'eval.every=0',
       'eval.tokensPerDomain=128',
       'log.plots=false',
@@ -94,7 +94,7 @@ interface Launched {
 }
 async function launched(ranks: number, extra: readonly string[] = [], runSteps = steps): Promise<Launched> {
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-  const cfg = benchConfig(dir, ['log.progress=quiet', ...extra, `train.steps=${runSteps}`]);
+  const cfg = benchConfig(dir, ['log.progress=quiet', ...extra], runSteps);
   const res = await launch<TrainRankArgs, TrainResult>({
     module: RANK_MODULE_URL,
     exportName: 'trainRank',

@@ -47,21 +47,27 @@ export function installKernelFixes(backendName: string): void {
 // Identity for wasm without a copy
 
 function shareIdentity(): void {
-  const original = tf.getKernel('Identity', 'wasm');
-  if (!original || (original as { __switchyard?: boolean }).__switchyard) return;
-  const shared: KernelConfig & { __switchyard: boolean } = {
-    ...original,
-    kernelFunc: (args) => {
-      const x = args.inputs.x as TensorInfo;
-      // Strings live outside the heap: the original kernel copies them.
-      if (x.dtype === 'string') return original.kernelFunc(args);
-      (args.backend as BackendWasm).incRef(x.dataId);
-      return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
-    },
-    __switchyard: true,
-  };
-  tf.unregisterKernel('Identity', 'wasm');
-  tf.registerKernel(shared);
+  const original = unreplacedWasmKernel('Identity');
+  if (!original) return;
+  replaceWasmKernel(original, (args) => {
+    const x = args.inputs.x as TensorInfo;
+    // Strings live outside the heap: the original kernel copies them.
+    if (x.dtype === 'string') return original.kernelFunc(args);
+    (args.backend as BackendWasm).incRef(x.dataId);
+    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+  });
+}
+
+/** The registered wasm kernel `name`, unless it is missing or already Switchyard's replacement. */
+function unreplacedWasmKernel(name: string): KernelConfig | undefined {
+  const kernel = tf.getKernel(name, 'wasm') as (KernelConfig & { __switchyard?: boolean }) | undefined;
+  return kernel && !kernel.__switchyard ? kernel : undefined;
+}
+
+/** Registers `kernelFunc` in place of `original`, marked so that it is replaced only once. */
+function replaceWasmKernel(original: KernelConfig, kernelFunc: KernelFunc): void {
+  tf.unregisterKernel(original.kernelName, 'wasm');
+  tf.registerKernel({ ...original, kernelFunc, __switchyard: true } as KernelConfig);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -112,9 +118,9 @@ function swapLastTwo(rank: number): number[] {
 }
 
 function wrapTransposedMatMul(kernelName: string): void {
-  const original = tf.getKernel(kernelName, 'wasm');
+  const original = unreplacedWasmKernel(kernelName);
   const transpose = tf.getKernel('Transpose', 'wasm');
-  if (!original || !transpose || (original as { __switchyard?: boolean }).__switchyard) return;
+  if (!original || !transpose) return;
   const kernelFunc: KernelFunc = (args) => {
     const attrs = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
     if (!attrs.transposeA && !attrs.transposeB) return original.kernelFunc(args);
@@ -163,13 +169,7 @@ function wrapTransposedMatMul(kernelName: string): void {
     for (const t of temps) backend.disposeData(t.dataId);
     return out;
   };
-  tf.unregisterKernel(kernelName, 'wasm');
-  const wrapped: KernelConfig & { __switchyard: boolean } = {
-    ...original,
-    kernelFunc: kernelName === 'BatchMatMul' ? batchedKernelFunc : kernelFunc,
-    __switchyard: true,
-  };
-  tf.registerKernel(wrapped);
+  replaceWasmKernel(original, kernelName === 'BatchMatMul' ? batchedKernelFunc : kernelFunc);
 }
 
 /**
