@@ -51,6 +51,16 @@ interface DispatchMaps {
 
 const maps = new WeakMap<DispatchPlan, DispatchMaps>();
 
+/**
+ * What {@link buildDispatch} reads of a routing plan: its integer assignments. A routing plan is
+ * one; so is any grouping of rows by expert built by hand (e.g. rows received from other ranks, one
+ * slot each, all kept).
+ */
+export type DispatchSource = Pick<
+  RoutingPlan,
+  'numTokens' | 'numExperts' | 'k' | 'expertIdx' | 'kept' | 'capacity'
+>;
+
 const FN = 'buildDispatch';
 
 /**
@@ -65,7 +75,7 @@ const FN = 'buildDispatch';
  * const d = buildDispatch(plan); // d.offsetsE[e] .. d.offsetsE[e + 1] are expert e's rows
  * ```
  */
-export function buildDispatch(plan: RoutingPlan): DispatchPlan {
+export function buildDispatch(plan: DispatchSource): DispatchPlan {
   if (plan === null || typeof plan !== 'object') throw invalidArgument(FN, 'plan', 'a RoutingPlan', plan);
   const { numTokens: T, numExperts: E, k: K, expertIdx, kept } = plan;
   if (!Number.isInteger(E) || E < 1) throw invalidArgument(FN, 'plan.numExperts', 'an integer >= 1', E);

@@ -6,7 +6,8 @@
  * S kept assignments.
  */
 import type { RoutingPlan } from '@switchyard/routing';
-import { type Rng, SwitchyardError, type Tensor2D, type Tensor3D, tf } from '@switchyard/tensor';
+import { invalidArgument, Rng, SwitchyardError, type Tensor2D, type Tensor3D, tf } from '@switchyard/tensor';
+import { type BankOutput, checkBankInput, type ExpertBank } from './bank';
 import {
   type ComputeMode,
   type ExpertActivation,
@@ -15,15 +16,39 @@ import {
   resolveExpertsConfig,
 } from './config';
 import { buildDispatch, combine, type DispatchPlan, dispatch } from './dispatch';
-import { checkTokens } from './ffn';
-import { type ExpertWeights, groupedExperts, type ResolvedComputeMode, resolveComputeMode } from './grouped';
+import { type ExpertWeights, groupedExperts, resolveComputeMode } from './grouped';
+
+/** Names of the stacked expert weights: `w1` [E, D, F], `w3` [E, D, F] (SwiGLU only), `w2` [E, F, D]. */
+export type ExpertWeightName = 'w1' | 'w3' | 'w2';
+
+/**
+ * Stacked expert weights held as variables named `w1`, `w3` (SwiGLU only) and `w2`, as
+ * {@link groupedExperts} takes them. Throws when a weight is missing or not 3-D.
+ *
+ * When to use: in a bank of your own that keeps stacked weights (all experts, or one rank's shard).
+ *
+ * @example
+ * ```ts
+ * const ySD = groupedExperts(xSD, d, expertWeightsOf(bank.variables), 'swiglu', 'dropless');
+ * ```
+ */
+export function expertWeightsOf(vars: Readonly<Record<string, tf.Variable>>): ExpertWeights {
+  const fn = 'expertWeightsOf';
+  const get = (name: ExpertWeightName): Tensor3D => {
+    const v = vars[name];
+    if (!(v instanceof tf.Variable) || v.rank !== 3)
+      throw invalidArgument(fn, `vars.${name}`, 'a 3-D variable of stacked expert weights', v);
+    return v as tf.Variable<tf.Rank.R3>;
+  };
+  return { w1EDF: get('w1'), w2EFD: get('w2'), ...(vars.w3 ? { w3EDF: get('w3') } : {}) };
+}
 
 /**
  * E expert FFNs (SwiGLU, GELU or ReLU) with stacked weights: variables `w1` [E, D, F],
  * `w3` [E, D, F] (SwiGLU only) and `w2` [E, F, D].
  *
  * When to use: to run experts behind a router of your own; {@link MoELayer} composes it with a
- * router and shared experts.
+ * router and shared experts. It is the layer's default {@link ExpertBank}: all E experts, local.
  *
  * @example
  * ```ts
@@ -32,7 +57,7 @@ import { type ExpertWeights, groupedExperts, type ResolvedComputeMode, resolveCo
  * const yTD = experts.forward(xTD, plan); // sum_k weight_tk * expert_{idx_tk}(x_t) over kept slots
  * ```
  */
-export class RoutedExperts {
+export class RoutedExperts implements ExpertBank {
   readonly numExperts: number;
   readonly dModel: number;
   readonly dFF: number;
@@ -41,34 +66,40 @@ export class RoutedExperts {
   readonly variables: Readonly<Record<string, tf.Variable>>;
   private disposed = false;
 
-  constructor(config: ExpertsConfig, rng: Rng) {
-    const cfg = resolveExpertsConfig('RoutedExperts', config);
-    this.numExperts = cfg.numExperts;
-    this.dModel = cfg.dModel;
-    this.dFF = cfg.dFF;
-    this.activation = cfg.activation;
+  /**
+   * New experts from `config`: initialised from `init` (a seeded generator: normal with the config's
+   * `initStd`), or holding copies of given stacked weights (`w1EDF`, `w3EDF` for SwiGLU, `w2EFD`,
+   * shaped as the config says; the caller keeps ownership of the tensors passed in).
+   */
+  constructor(config: ExpertsConfig, init: Rng | ExpertWeights) {
+    const fn = 'RoutedExperts';
+    const cfg = resolveExpertsConfig(fn, config);
     const { numExperts: E, dModel: D, dFF: F, initStd } = cfg;
-    const make = (name: string, shape: number[]): tf.Variable => {
-      const init = rng.fork(name).normalTensor(shape, 0, initStd);
-      const v = tf.variable(init, true, undefined, 'float32');
-      init.dispose();
-      return v;
+    const make = (name: keyof ExpertWeights, shape: number[]): tf.Variable => {
+      if (init instanceof Rng) {
+        const t = init.fork(name.slice(0, 2)).normalTensor(shape, 0, initStd);
+        const v = tf.variable(t, true, undefined, 'float32');
+        t.dispose();
+        return v;
+      }
+      const t = init?.[name];
+      if (!(t instanceof tf.Tensor) || t.shape.join() !== shape.join())
+        throw invalidArgument(fn, `init.${name}`, `a tensor [${shape.join(', ')}]`, t?.shape ?? t);
+      return tf.variable(t, true, undefined, 'float32');
     };
-    const vars: Record<string, tf.Variable> = { w1: make('w1', [E, D, F]) };
-    if (cfg.activation === 'swiglu') vars.w3 = make('w3', [E, D, F]);
-    vars.w2 = make('w2', [E, F, D]);
+    const vars: Record<string, tf.Variable> = { w1: make('w1EDF', [E, D, F]) };
+    if (cfg.activation === 'swiglu') vars.w3 = make('w3EDF', [E, D, F]);
+    vars.w2 = make('w2EFD', [E, F, D]);
+    this.numExperts = E;
+    this.dModel = D;
+    this.dFF = F;
+    this.activation = cfg.activation;
     this.variables = vars;
   }
 
   /** The stacked weights as {@link groupedExperts} takes them. */
   weights(): ExpertWeights {
-    const v = this.variables;
-    const w: { w1EDF: Tensor3D; w3EDF?: Tensor3D; w2EFD: Tensor3D } = {
-      w1EDF: v.w1 as unknown as Tensor3D,
-      w2EFD: v.w2 as unknown as Tensor3D,
-    };
-    if (v.w3) w.w3EDF = v.w3 as unknown as Tensor3D;
-    return w;
+    return expertWeightsOf(this.variables);
   }
 
   /**
@@ -86,22 +117,10 @@ export class RoutedExperts {
     plan: RoutingPlan,
     d: DispatchPlan,
     computeMode: ComputeMode = 'auto',
-  ): { yTD: Tensor2D; computeMode: ResolvedComputeMode } {
+  ): BankOutput {
     if (this.disposed)
       throw new SwitchyardError('STATE_INVALID', 'RoutedExperts was disposed; it cannot run forward()');
-    checkTokens('RoutedExperts.forward', xTD, this.dModel);
-    if (plan.numExperts !== this.numExperts) {
-      throw new SwitchyardError(
-        'SHAPE_MISMATCH',
-        `\`plan\` passed to RoutedExperts.forward() must route to numExperts (${this.numExperts}) experts, got ${plan.numExperts}`,
-      );
-    }
-    if (plan.numTokens !== xTD.shape[0]) {
-      throw new SwitchyardError(
-        'SHAPE_MISMATCH',
-        `\`plan\` passed to RoutedExperts.forward() must cover the ${xTD.shape[0]} tokens of xTD, got ${plan.numTokens}`,
-      );
-    }
+    checkBankInput('RoutedExperts.forward', this, xTD, plan, d);
     const mode = resolveComputeMode(computeMode, d.capacity);
     const yTD = tf.tidy(() => {
       const xSD = dispatch(xTD, d);

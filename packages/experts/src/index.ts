@@ -1,10 +1,14 @@
 /**
  * @switchyard/experts: expert FFNs with stacked weights, dispatch (tokens permuted so each expert's
  * rows are contiguous), grouped expert compute (dropless and capacity-padded), combine, shared
- * experts, a dense FFN baseline, and the MoE layer that composes them with a router.
+ * experts, a dense FFN baseline, the expert bank (how a layer holds its routed experts) and the MoE
+ * layer that composes them with a router.
  *
  * @packageDocumentation
  */
+
+export type { BankOutput, ExpertBank } from './bank';
+export { checkBankInput } from './bank';
 export type {
   ComputeMode,
   DenseFFNConfig,
@@ -25,12 +29,13 @@ export {
   EXPERT_ACTIVATIONS,
   fineGrainedExperts,
 } from './config';
-export type { DispatchPlan } from './dispatch';
+export type { DispatchPlan, DispatchSource } from './dispatch';
 export { buildDispatch, combine, dispatch, dispatchedWeights } from './dispatch';
-export { RoutedExperts } from './experts';
+export type { ExpertWeightName } from './experts';
+export { expertWeightsOf, RoutedExperts } from './experts';
 export type { SharedExpertsOptions } from './ffn';
 export { DenseFFN, SharedExperts } from './ffn';
 export type { ExpertWeights, ResolvedComputeMode } from './grouped';
 export { groupedExperts, resolveComputeMode } from './grouped';
-export type { MoEForwardResult } from './layer';
+export type { MoEForwardResult, MoELayerOptions } from './layer';
 export { MoELayer } from './layer';

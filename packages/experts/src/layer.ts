@@ -19,6 +19,7 @@ import {
   type Tensor2D,
   tf,
 } from '@switchyard/tensor';
+import type { ExpertBank } from './bank';
 import {
   COMPUTE_MODES,
   type ComputeMode,
@@ -48,13 +49,24 @@ export interface MoEForwardResult {
   readonly computeMode: ResolvedComputeMode;
 }
 
+/** Options of the {@link MoELayer} constructor. */
+export interface MoELayerOptions {
+  /**
+   * The routed experts to use instead of new local ones (the layer then owns it); its E and D must
+   * match the config.
+   */
+  readonly experts?: ExpertBank;
+}
+
 /**
- * One Mixture-of-Experts layer: a router (any of @switchyard/routing), E routed experts with stacked
- * weights computed grouped per expert, and optional shared experts. Variables are named
+ * One Mixture-of-Experts layer: a router (any of @switchyard/routing), E routed experts held by an
+ * {@link ExpertBank} (by default {@link RoutedExperts}: stacked weights computed grouped per expert),
+ * and optional shared experts. Variables are named
  * `router.<name>` (e.g. `router.weight` [D, E]), `experts.w1` [E, D, F], `experts.w3` [E, D, F]
  * (SwiGLU), `experts.w2` [E, F, D], `shared.w1` [D, Fs], `shared.w3`, `shared.w2` [Fs, D], `shared.gate` [D, 1].
  *
- * When to use: as the FFN of a transformer block; feed `plan` to the balance losses.
+ * When to use: as the FFN of a transformer block; feed `plan` to the balance losses. Strategies that
+ * change where experts compute (expert parallelism, compression) swap the bank with {@link setExperts}.
  *
  * @example
  * ```ts
@@ -75,13 +87,11 @@ export class MoELayer {
   readonly dModel: number;
   readonly computeMode: ComputeMode;
   readonly router: Router & { readonly config: ResolvedRouterConfig };
-  readonly experts: RoutedExperts;
   readonly shared: SharedExperts | undefined;
-  /** Every trainable variable of the layer, by name. */
-  readonly variables: Readonly<Record<string, tf.Variable>>;
+  private bank: ExpertBank;
   private disposed = false;
 
-  constructor(config: MoELayerConfig, rng: Rng) {
+  constructor(config: MoELayerConfig, rng: Rng, options: MoELayerOptions = {}) {
     if (config === null || typeof config !== 'object')
       throw invalidArgument(FN, 'config', 'a MoELayerConfig object', config);
     const D = config.dModel;
@@ -111,7 +121,8 @@ export class MoELayer {
     const seed = routerCfg.seed ?? rng.fork('router').nextUint32();
     this.router = createRouter({ ...routerCfg, seed });
     try {
-      this.experts = new RoutedExperts(experts, rng.fork('experts'));
+      if (options.experts !== undefined) checkBank(FN, 'options.experts', options.experts, experts);
+      this.bank = options.experts ?? new RoutedExperts(experts, rng.fork('experts'));
       this.shared =
         shared && shared.count > 0
           ? new SharedExperts(
@@ -123,12 +134,46 @@ export class MoELayer {
       this.router.dispose();
       throw e;
     }
+  }
+
+  /** The bank holding the routed experts. */
+  get experts(): ExpertBank {
+    return this.bank;
+  }
+
+  /**
+   * Every trainable variable of the layer, by name: `router.*`, `experts.*` (the bank's, so after
+   * {@link setExperts} the new bank's) and `shared.*`.
+   */
+  get variables(): Readonly<Record<string, tf.Variable>> {
     const vars: Record<string, tf.Variable> = {};
     for (const [name, v] of Object.entries(this.router.variables)) vars[`router.${name}`] = v;
-    for (const [name, v] of Object.entries(this.experts.variables)) vars[`experts.${name}`] = v;
+    for (const [name, v] of Object.entries(this.bank.variables)) vars[`experts.${name}`] = v;
     if (this.shared)
       for (const [name, v] of Object.entries(this.shared.variables)) vars[`shared.${name}`] = v;
-    this.variables = vars;
+    return vars;
+  }
+
+  /**
+   * Installs `bank` as the layer's routed experts and returns the bank it replaces (now the
+   * caller's: dispose it, keep it, or install it again). Its E, D, F and activation must match.
+   *
+   * When to use: to apply a strategy from outside (expert parallelism, replicas, compression)
+   * through the layer's seam instead of patching it.
+   *
+   * @example
+   * ```ts
+   * const local = layer.setExperts(new ExpertParallelBank(layer.experts, comm));
+   * local.dispose();
+   * ```
+   */
+  setExperts(bank: ExpertBank): ExpertBank {
+    if (this.disposed)
+      throw new SwitchyardError('STATE_INVALID', 'MoELayer was disposed; it cannot take new experts');
+    checkBank(`${FN}.setExperts`, 'bank', bank, this.bank);
+    const old = this.bank;
+    this.bank = bank;
+    return old;
   }
 
   /**
@@ -159,7 +204,7 @@ export class MoELayer {
       const d = buildDispatch(plan);
       let computeMode: ResolvedComputeMode = 'dropless';
       const yTD = tf.tidy(() => {
-        const routed = this.experts.forwardWithDispatch(xTD, plan, d, this.computeMode);
+        const routed = this.bank.forwardWithDispatch(xTD, plan, d, this.computeMode);
         computeMode = routed.computeMode;
         return this.shared ? (tf.add(routed.yTD, this.shared.forward(xTD)) as Tensor2D) : routed.yTD;
       });
@@ -172,15 +217,13 @@ export class MoELayer {
 
   /** Total weights: router, all routed experts and shared experts. */
   numParams(): number {
-    return this.router.numParams() + this.experts.numParams() + (this.shared?.numParams() ?? 0);
+    return this.router.numParams() + this.bank.numParams() + (this.shared?.numParams() ?? 0);
   }
 
   /** Weights one token uses: router, K routed experts (the router's expected K) and shared experts. */
   activeParamsPerToken(): number {
     return (
-      this.router.numParams() +
-      this.router.k * this.experts.paramsPerExpert() +
-      (this.shared?.numParams() ?? 0)
+      this.router.numParams() + this.router.k * this.bank.paramsPerExpert() + (this.shared?.numParams() ?? 0)
     );
   }
 
@@ -188,7 +231,7 @@ export class MoELayer {
   flopsPerToken(): number {
     return (
       this.router.flopsPerToken() +
-      this.router.k * this.experts.flopsPerAssignment() +
+      this.router.k * this.bank.flopsPerAssignment() +
       (this.shared?.flopsPerToken() ?? 0)
     );
   }
@@ -198,7 +241,7 @@ export class MoELayer {
     if (this.disposed) return;
     this.disposed = true;
     this.router.dispose();
-    this.experts.dispose();
+    this.bank.dispose();
     this.shared?.dispose();
   }
 
@@ -225,5 +268,25 @@ export class MoELayer {
       router: cfg.type,
       capacityFactor: factor,
     };
+  }
+}
+
+/** Throws unless `bank` is an ExpertBank with the E, D, F and activation of `like`. */
+function checkBank(
+  fn: string,
+  arg: string,
+  bank: ExpertBank,
+  like: Pick<ExpertBank, 'numExperts' | 'dModel' | 'dFF' | 'activation'>,
+): void {
+  if (bank === null || typeof bank !== 'object' || typeof bank.forwardWithDispatch !== 'function')
+    throw invalidArgument(fn, arg, 'an ExpertBank', bank);
+  for (const key of ['numExperts', 'dModel', 'dFF', 'activation'] as const) {
+    if (bank[key] !== like[key])
+      throw invalidArgument(
+        fn,
+        `${arg}.${key}`,
+        `${JSON.stringify(like[key])} like the layer's experts`,
+        bank[key],
+      );
   }
 }
