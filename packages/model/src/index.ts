@@ -33,7 +33,7 @@ export {
 export { CHECKPOINT_FORMAT_VERSION, fromHfConfig, mixtralIncompatibilities, toHfConfig } from './hfconfig';
 export type { LayerKV } from './internal/layers';
 export type { GenerateOptions } from './internal/sampling';
-export type { ForwardOptions, ForwardResult, LossResult } from './model';
+export type { BlockRangeOptions, BlockRangeResult, ForwardOptions, ForwardResult, LossResult } from './model';
 export { KVCache, MoETransformerLM } from './model';
 export type { PresetInfo, PresetName } from './presets';
 export { presetInfo, presets } from './presets';

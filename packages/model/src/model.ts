@@ -9,6 +9,7 @@ import { disposeRoutingPlan, type RouterConfig, type RoutingPlan } from '@switch
 import {
   checkDtype,
   checkInt,
+  checkShape,
   gatherRows,
   invalidArgument,
   logSoftmax,
@@ -62,6 +63,27 @@ export interface LossResult {
   /** Mean next-token cross-entropy over all target positions (nats). */
   readonly loss: Scalar;
   /** One routing plan per MoE layer, in layer order. */
+  readonly plans: RoutingPlan[];
+}
+
+/** Options of {@link MoETransformerLM.forwardBlocks}: the forward options plus the batch's shape. */
+export interface BlockRangeOptions extends ForwardOptions {
+  /** B: sequences in the batch (`xTD` holds B * S rows). */
+  readonly batch: number;
+  /** S: positions per sequence. */
+  readonly seqLen: number;
+  /**
+   * The batch's token ids [B * S] (row-major); needed only by routers that route on token ids (the
+   * `balanced` router with hash assignment), whose stage may not see the tokens otherwise.
+   */
+  readonly tokenIds?: Int32Array;
+}
+
+/** What {@link MoETransformerLM.forwardBlocks} returns. */
+export interface BlockRangeResult {
+  /** The residual stream after the last block of the range [B * S, D]. */
+  readonly xTD: Tensor2D;
+  /** One routing plan per MoE layer inside the range, in layer order. */
   readonly plans: RoutingPlan[];
 }
 
@@ -144,6 +166,8 @@ export class MoETransformerLM {
   private readonly finalNorm: RMSNorm;
   private readonly rope: RotaryEmbedding;
   private readonly selectionBiases: (Float32Array | undefined)[];
+  /** Per block: its index among the MoE layers, or -1 for a dense block. */
+  private readonly moeIndexOfBlock: number[] = [];
   private readonly tableCache = new Map<string, { cosSA: Tensor2D; sinSA: Tensor2D; maskST: Tensor2D }>();
   private readonly needsTokenIds: boolean;
   private disposed = false;
@@ -162,6 +186,7 @@ export class MoETransformerLM {
     for (let l = 0; l < c.numLayers; l++) {
       const lr = rng.fork(`layers.${l}`);
       let ffn: FFNBlock;
+      this.moeIndexOfBlock.push(isMoELayer(c, l) ? this.moeLayerIndices.length : -1);
       if (isMoELayer(c, l)) {
         this.moeLayerIndices.push(l);
         ffn = {
@@ -211,8 +236,8 @@ export class MoETransformerLM {
   forward(tokensBS: Tensor2D, opts: ForwardOptions): ForwardResult {
     const [B, S] = this.checkTokens('forward', 'tokensBS', tokensBS);
     return tidy(() => {
-      const { logitsBSV, plans } = this.run(tokensBS, B, S, opts, undefined);
-      return { logitsBSV, plans };
+      const { xTD, plans } = this.trunk(tokensBS, B, S, opts);
+      return { logitsBSV: this.headLogits(xTD, B, S), plans };
     });
   }
 
@@ -227,19 +252,130 @@ export class MoETransformerLM {
    */
   loss(inputsBS: Tensor2D, targetsBS: Tensor2D, opts: ForwardOptions): LossResult {
     const [B, S] = this.checkTokens('loss', 'inputsBS', inputsBS);
-    checkDtype(`${FN}.loss`, 'targetsBS', targetsBS, ['int32']);
-    if (targetsBS.rank !== 2 || targetsBS.shape[0] !== B || targetsBS.shape[1] !== S) {
-      throw new SwitchyardError(
-        'SHAPE_MISMATCH',
-        `\`targetsBS\` passed to ${FN}.loss() must have shape [${B}, ${S}] like inputsBS, got [${targetsBS.shape.join(', ')}]`,
+    this.checkTargets('loss', targetsBS, B, S);
+    return tidy(() => {
+      const { xTD, plans } = this.trunk(inputsBS, B, S, opts);
+      return { loss: this.headLoss(xTD, targetsBS), plans };
+    });
+  }
+
+  /**
+   * The MoE layers, in layer order (`moeLayers()[i]` sits in block `moeLayerIndices[i]`).
+   *
+   * When to use: to apply a strategy to every MoE layer from outside, e.g. swap each layer's
+   * `ExpertBank` with `layer.setExperts(...)` for expert parallelism or compression.
+   *
+   * @example
+   * ```ts
+   * for (const layer of model.moeLayers()) console.log(layer.experts.numExperts);
+   * ```
+   */
+  moeLayers(): MoELayer[] {
+    this.assertLive('moeLayers');
+    return this.blocks.flatMap((b) => (b.ffn.kind === 'moe' ? [b.ffn.layer] : []));
+  }
+
+  /**
+   * The token embedding of a batch: the residual stream entering block 0, [B * S, D] (row
+   * `b * S + s` is sequence b, position s). With {@link forwardBlocks} and {@link headLoss} or
+   * {@link headLogits} it is the model's forward cut into parts: calling the three in order
+   * computes exactly what {@link loss} and {@link forward} compute.
+   *
+   * When to use: to run a model in stages (a pipeline stage holds a range of blocks).
+   *
+   * @example
+   * ```ts
+   * const x0 = model.embed(inputsBS);
+   * const { xTD: x1 } = model.forwardBlocks(x0, 0, 2, { training: true, batch: B, seqLen: S });
+   * const { xTD: x2 } = model.forwardBlocks(x1, 2, model.config.numLayers, { training: true, batch: B, seqLen: S });
+   * const loss = model.headLoss(x2, targetsBS);
+   * ```
+   */
+  embed(tokensBS: Tensor2D): Tensor2D {
+    const [B, S] = this.checkTokens('embed', 'tokensBS', tokensBS);
+    return tf.tidy(() => gatherRows(this.embedVD, tokensBS.reshape([B * S]) as tf.Tensor1D) as Tensor2D);
+  }
+
+  /**
+   * Runs blocks `[from, to)` on the residual stream `xTD` [B * S, D] and returns the stream after
+   * them, with the routing plans of the MoE layers in the range. Each MoE layer takes
+   * `opts.rng.split()` in block order, so running the ranges in order draws what one forward does.
+   *
+   * When to use: a pipeline stage's part of the forward (see {@link embed}).
+   *
+   * @example
+   * ```ts
+   * const { xTD, plans } = model.forwardBlocks(x0, 0, 2, { training: false, batch: 1, seqLen: 4 });
+   * ```
+   */
+  forwardBlocks(xTD: Tensor2D, from: number, to: number, opts: BlockRangeOptions): BlockRangeResult {
+    this.assertLive('forwardBlocks');
+    const fn = `${FN}.forwardBlocks`;
+    const N = this.config.numLayers;
+    checkInt(fn, 'from', from, { min: 0, max: N });
+    checkInt(fn, 'to', to, { min: from, max: N });
+    if (opts === null || typeof opts !== 'object')
+      throw invalidArgument(fn, 'opts', 'a BlockRangeOptions object', opts);
+    const B = checkInt(fn, 'opts.batch', opts.batch, { min: 1 });
+    const S = checkInt(fn, 'opts.seqLen', opts.seqLen, { min: 1, max: this.config.maxSeqLen });
+    this.checkStream(fn, xTD, B, S);
+    if (this.needsTokenIds && !(opts.tokenIds instanceof Int32Array && opts.tokenIds.length === B * S)) {
+      throw invalidArgument(
+        fn,
+        'opts.tokenIds',
+        `an Int32Array of the batch's ${B * S} token ids (the hash router routes on them)`,
+        opts.tokenIds,
       );
     }
     return tidy(() => {
-      const { logitsBSV, plans } = this.forward(inputsBS, opts);
-      const V = this.config.vocabSize;
-      const logProbsTV = logSoftmax(logitsBSV.reshape([B * S, V])) as Tensor2D;
+      const r = this.runBlocks(xTD, from, to, B, S, opts, opts.tokenIds, undefined);
+      return { xTD: r.xTD, plans: r.plans };
+    });
+  }
+
+  /**
+   * Next-token logits [B, S, V] from the residual stream after the last block: final RMSNorm and
+   * the LM head.
+   *
+   * When to use: the last pipeline stage's output at inference (see {@link embed}).
+   *
+   * @example
+   * ```ts
+   * const logitsBSV = model.headLogits(xTD, B, S);
+   * ```
+   */
+  headLogits(xTD: Tensor2D, batch: number, seqLen: number): Tensor3D {
+    this.assertLive('headLogits');
+    const fn = `${FN}.headLogits`;
+    checkInt(fn, 'batch', batch, { min: 1 });
+    checkInt(fn, 'seqLen', seqLen, { min: 1 });
+    this.checkStream(fn, xTD, batch, seqLen);
+    return tf.tidy(() => this.logitsOf(xTD).reshape([batch, seqLen, this.config.vocabSize]) as Tensor3D);
+  }
+
+  /**
+   * Mean next-token cross-entropy of `targetsBS` [B, S] from the residual stream after the last
+   * block: final RMSNorm, LM head, log-softmax over V in float32.
+   *
+   * When to use: the last pipeline stage's loss in training (see {@link embed}).
+   *
+   * @example
+   * ```ts
+   * const loss = model.headLoss(xTD, targetsBS);
+   * ```
+   */
+  headLoss(xTD: Tensor2D, targetsBS: Tensor2D): Scalar {
+    this.assertLive('headLoss');
+    const fn = `${FN}.headLoss`;
+    if (!(targetsBS instanceof tf.Tensor) || targetsBS.rank !== 2)
+      throw invalidArgument(fn, 'targetsBS', 'a 2-D int32 tensor [batch, seqLen]', targetsBS);
+    const [B, S] = targetsBS.shape;
+    this.checkTargets('headLoss', targetsBS, B, S);
+    this.checkStream(fn, xTD, B, S);
+    return tf.tidy(() => {
+      const logProbsTV = logSoftmax(this.logitsOf(xTD)) as Tensor2D;
       const pickedT1 = takeAlongLastAxis(logProbsTV, targetsBS.reshape([B * S, 1]) as Tensor2D);
-      return { loss: tf.neg(tf.mean(pickedT1)) as Scalar, plans };
+      return tf.neg(tf.mean(pickedT1)) as Scalar;
     });
   }
 
@@ -279,9 +415,24 @@ export class MoETransformerLM {
     }
     const P = cache.length;
     const { logitsBSV, kvs } = tidy(() => {
-      const r = this.run(tokensBS, B, S, { ...opts, training: false }, cache.layers ?? []);
+      const tokenIds = this.needsTokenIds ? (tokensBS.dataSync() as Int32Array) : undefined;
+      const x0TD = gatherRows(this.embedVD, tokensBS.reshape([B * S]) as tf.Tensor1D) as Tensor2D;
+      const past = cache.layers ?? [];
+      const r = this.runBlocks(
+        x0TD,
+        0,
+        this.blocks.length,
+        B,
+        S,
+        { ...opts, training: false },
+        tokenIds,
+        past,
+      );
       for (const plan of r.plans) disposeRoutingPlan(plan);
-      return { logitsBSV: r.logitsBSV, kvs: r.kvs };
+      return {
+        logitsBSV: this.logitsOf(r.xTD).reshape([B, S, this.config.vocabSize]) as Tensor3D,
+        kvs: r.kvs,
+      };
     });
     cache.dispose();
     cache.layers = kvs;
@@ -460,31 +611,42 @@ export class MoETransformerLM {
     this.tableCache.clear();
   }
 
+  /** Embedding and every block: what {@link forward} and {@link loss} share. */
+  private trunk(tokensBS: Tensor2D, B: number, S: number, opts: ForwardOptions): BlockRangeResult {
+    const tokenIds = this.needsTokenIds ? (tokensBS.dataSync() as Int32Array) : undefined;
+    const x0TD = gatherRows(this.embedVD, tokensBS.reshape([B * S]) as tf.Tensor1D) as Tensor2D;
+    const { xTD, plans } = this.runBlocks(x0TD, 0, this.blocks.length, B, S, opts, tokenIds, undefined);
+    return { xTD, plans };
+  }
+
   /**
-   * The forward pass over S new positions per sequence. `past` holds each attention layer's cached
-   * keys/values (an empty array: none; undefined: plain training/evaluation without a cache).
+   * Blocks `[from, to)` over S new positions per sequence. `past` holds each attention layer's
+   * cached keys/values (an empty array: none; undefined: plain training/evaluation without a cache);
+   * the result's `kvs` has one entry per block of the range.
    */
-  private run(
-    tokensBS: Tensor2D,
+  private runBlocks(
+    xTD: Tensor2D,
+    from: number,
+    to: number,
     B: number,
     S: number,
     opts: ForwardOptions,
+    tokenIds: Int32Array | undefined,
     past: readonly LayerKV[] | undefined,
-  ): { logitsBSV: Tensor3D; plans: RoutingPlan[]; kvs: LayerKV[] } {
+  ): BlockRangeResult & { kvs: LayerKV[] } {
     const P = past?.[0]?.kBGPA.shape[2] ?? 0;
     const { cosSA, sinSA, maskST } = this.tables(P, S);
-    const tokenIds = this.needsTokenIds ? (tokensBS.dataSync() as Int32Array) : undefined;
-    let xTD = gatherRows(this.embedVD, tokensBS.reshape([B * S]) as tf.Tensor1D) as Tensor2D;
     const plans: RoutingPlan[] = [];
     const kvs: LayerKV[] = [];
-    this.blocks.forEach((block, l) => {
+    for (let l = from; l < to; l++) {
+      const block = this.blocks[l]!;
       const hTD = block.inputNorm.forward(xTD);
       const { yTD, kv } = block.attn.forward(hTD, B, S, this.rope, cosSA, sinSA, maskST, past?.[l]);
       kvs.push(kv);
       xTD = tf.add(xTD, yTD);
       const h2TD = block.postAttentionNorm.forward(xTD);
       if (block.ffn.kind === 'moe') {
-        const moeIndex = plans.length;
+        const moeIndex = this.moeIndexOfBlock[l]!;
         const bias = opts.selectionBias?.(moeIndex) ?? this.selectionBiases[moeIndex];
         const { yTD: moeTD, plan } = block.ffn.layer.forward(h2TD, {
           training: opts.training,
@@ -500,13 +662,33 @@ export class MoETransformerLM {
       } else {
         xTD = tf.add(xTD, block.ffn.ffn.forward(h2TD));
       }
-    });
-    const logitsTV = this.head(this.finalNorm.forward(xTD));
-    return { logitsBSV: logitsTV.reshape([B, S, this.config.vocabSize]) as Tensor3D, plans, kvs };
+    }
+    return { xTD, plans, kvs };
   }
 
-  private head(hTD: Tensor2D): Tensor2D {
+  /** Logits [B * S, V] of the residual stream after the last block: final norm, then the LM head. */
+  private logitsOf(xTD: Tensor2D): Tensor2D {
+    const hTD = this.finalNorm.forward(xTD);
     return (this.lmHeadDV ? matMul(hTD, this.lmHeadDV) : matMul(hTD, this.embedVD, false, true)) as Tensor2D;
+  }
+
+  /** Throws unless `xTD` is a float32 residual stream [B * S, D]. */
+  private checkStream(fn: string, xTD: Tensor2D, B: number, S: number): void {
+    if (!(xTD instanceof tf.Tensor))
+      throw invalidArgument(fn, 'xTD', `a float32 tensor [${B * S}, ${this.config.dModel}]`, xTD);
+    checkShape(fn, 'xTD', xTD, [B * S, this.config.dModel], 'TD');
+    checkDtype(fn, 'xTD', xTD, ['float32']);
+  }
+
+  /** Throws unless `targetsBS` is int32 [B, S]. */
+  private checkTargets(method: string, targetsBS: Tensor2D, B: number, S: number): void {
+    checkDtype(`${FN}.${method}`, 'targetsBS', targetsBS, ['int32']);
+    if (targetsBS.rank !== 2 || targetsBS.shape[0] !== B || targetsBS.shape[1] !== S) {
+      throw new SwitchyardError(
+        'SHAPE_MISMATCH',
+        `\`targetsBS\` passed to ${FN}.${method}() must have shape [${B}, ${S}] like inputsBS, got [${targetsBS.shape.join(', ')}]`,
+      );
+    }
   }
 
   /** RoPE tables and the causal mask for S positions after P cached ones; those with P = 0 are kept. */
