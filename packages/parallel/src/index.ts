@@ -6,27 +6,9 @@
  * @packageDocumentation
  */
 
-export type { GradientSet, GradientSyncConfig, VariableSet } from './data-parallel';
-export {
-  allReduceGradients,
-  broadcastVariables,
-  defaultGradientSyncConfig,
-  globalGradNorm,
-  isShardedVariable,
-  shardRange,
-  sumOverRanks,
-} from './data-parallel';
-export type { ExpertParallelConfig, ExpertWeightName } from './expert-parallel';
-export {
-  allToAllRows,
-  applyExpertParallel,
-  defaultExpertParallelConfig,
-  ExpertParallelMoE,
-  withFullExperts,
-} from './expert-parallel';
-export type { LaunchConfig, LaunchEvent, LaunchOptions, LaunchResult, MasterAddress } from './launch';
-export { defaultLaunchConfig, LAUNCH_FLAGS, launch, parseLaunchArgs, parseMaster } from './launch';
-export { createLocalCommunicator, DEFAULT_COLLECTIVE_TIMEOUT_MS } from './local';
+export type { LaunchConfig, LaunchEvent, LaunchOptions, LaunchResult, MasterAddress } from './comm/launch';
+export { defaultLaunchConfig, LAUNCH_FLAGS, launch, parseLaunchArgs, parseMaster } from './comm/launch';
+export { createLocalCommunicator, DEFAULT_COLLECTIVE_TIMEOUT_MS } from './comm/local';
 export type {
   CollectiveOptions,
   Communicator,
@@ -36,8 +18,20 @@ export type {
   RankFunction,
   ReduceOp,
   TransportKind,
-} from './types';
-export type { FlatEntry, FlatLayout, FlatRange } from './zero';
+} from './comm/types';
+export type { GradientSet, GradientSyncConfig, VariableSet } from './strategies/data';
+export {
+  allReduceGradients,
+  broadcastVariables,
+  defaultGradientSyncConfig,
+  globalGradNorm,
+  isShardedVariable,
+  shardRange,
+  sumOverRanks,
+} from './strategies/data';
+export type { MoELayerHost } from './strategies/expert';
+export { allToAllRows, applyExpertParallel, ExpertParallelBank, withFullExperts } from './strategies/expert';
+export type { FlatEntry, FlatLayout, FlatRange } from './strategies/zero';
 export {
   allGatherFlat,
   allGatherVariables,
@@ -46,4 +40,4 @@ export {
   readFlat,
   reduceScatterGradients,
   writeFlat,
-} from './zero';
+} from './strategies/zero';

@@ -1,5 +1,7 @@
 import { expectNoLeaks, type Tensor, tf } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
+import { createLocalCommunicator } from '../comm/local';
+import type { CollectiveOptions, Communicator, HostBuffer, ReduceOp } from '../comm/types';
 import {
   allReduceGradients,
   broadcastVariables,
@@ -8,9 +10,7 @@ import {
   markShard,
   shardRange,
   sumOverRanks,
-} from './data-parallel';
-import { createLocalCommunicator } from './local';
-import type { CollectiveOptions, Communicator, HostBuffer, ReduceOp } from './types';
+} from './data';
 
 /**
  * A stand-in for rank 0 of R ranks whose peers all hold `peerScale` times this rank's values: lets the

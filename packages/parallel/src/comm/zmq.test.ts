@@ -4,10 +4,10 @@ import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { expectNoLeaks } from '@switchyard/tensor';
 import { afterEach, describe, expect, it } from 'vitest';
-import { pattern } from '../test/fixtures/collectives.rank';
+import { pattern } from '../../test/fixtures/collectives.rank';
 
-const nodeScript = fileURLToPath(new URL('../test/fixtures/node.ts', import.meta.url));
-const packageDir = fileURLToPath(new URL('..', import.meta.url));
+const nodeScript = fileURLToPath(new URL('../../test/fixtures/node.ts', import.meta.url));
+const packageDir = fileURLToPath(new URL('../..', import.meta.url));
 const children: ChildProcess[] = [];
 /** Hard limit on each child process (startup on a loaded 2-core machine can take tens of seconds). */
 const LIMIT_MS = 100_000;

@@ -1,5 +1,14 @@
 import { MoELayer } from '@switchyard/experts';
 import { MoETransformerLM, presets } from '@switchyard/model';
+import {
+  applyExpertParallel,
+  type Communicator,
+  createLocalCommunicator,
+  ExpertParallelBank,
+  isShardedVariable,
+  launch,
+  withFullExperts,
+} from '@switchyard/parallel';
 import { expectNoLeaks, Rng, tf } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
 import {
@@ -10,14 +19,9 @@ import {
   type TrainArgs,
   type TrainResult,
   train,
-} from '../test/fixtures/moe.rank';
-import { isShardedVariable } from './data-parallel';
-import { applyExpertParallel, ExpertParallelMoE, withFullExperts } from './expert-parallel';
-import { launch } from './launch';
-import { createLocalCommunicator } from './local';
-import type { Communicator } from './types';
+} from './fixtures/moe.rank';
 
-const fixture = new URL('../test/fixtures/moe.rank.ts', import.meta.url);
+const fixture = new URL('./fixtures/moe.rank.ts', import.meta.url);
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 
 /** The single-rank reference: the plain MoE layer on the whole batch, loss sum(y * g) / T. */
@@ -74,7 +78,7 @@ function compare(results: LayerStepResult[], ref: ReturnType<typeof reference>):
   }
 }
 
-describe('ExpertParallelMoE', () => {
+describe('ExpertParallelBank', () => {
   const args: LayerStepArgs = { seed: 7, tokens: 24 };
 
   it('on 2 worker ranks (2 experts each, tokens split) gives the outputs and gradients of one MoE layer', async () => {
@@ -105,8 +109,8 @@ describe('ExpertParallelMoE', () => {
   it('rejects a world size that does not divide the experts', () => {
     const layer = new MoELayer(layerConfig, new Rng(1));
     const comm3 = { rank: 0, worldSize: 3, allToAllV: () => [] } as unknown as Communicator;
-    expect(() => new ExpertParallelMoE(layer, comm3, { releaseFullExperts: false })).toThrow(
-      /`comm` passed to ExpertParallelMoE\(\) must be a communicator whose world size divides numExperts \(4\), got "world size 3"/,
+    expect(() => new ExpertParallelBank(layer.experts, comm3)).toThrow(
+      /`comm` passed to ExpertParallelBank\(\) must be a communicator whose world size divides numExperts \(4\), got "world size 3"/,
     );
     layer.dispose();
   });
@@ -114,21 +118,20 @@ describe('ExpertParallelMoE', () => {
   it('releases everything it allocates', async () => {
     await expectNoLeaks(() => {
       const layer = new MoELayer(layerConfig, new Rng(2));
-      const ep = new ExpertParallelMoE(layer, createLocalCommunicator());
+      applyExpertParallel(layer, createLocalCommunicator());
       const x = tf.ones([5, layerConfig.dModel]) as tf.Tensor2D;
       const { value, grads } = tf.variableGrads(
-        () => tf.sum(ep.forward(x, { training: true }).yTD) as tf.Scalar,
-        Object.values(ep.variables),
+        () => tf.sum(layer.forward(x, { training: true }).yTD) as tf.Scalar,
+        Object.values(layer.variables),
       );
       tf.dispose([x, value, grads]);
-      ep.dispose();
       layer.dispose();
     });
   });
 });
 
 describe('applyExpertParallel', () => {
-  it('makes a whole model expert-parallel in place without changing what it computes', async () => {
+  it('makes a whole model expert-parallel through its banks without changing what it computes', async () => {
     const config = { ...presets.tiny, vocabSize: 32 };
     const plain = new MoETransformerLM(config, new Rng(4));
     const model = new MoETransformerLM(config, new Rng(4));
@@ -141,15 +144,13 @@ describe('applyExpertParallel', () => {
     const a = tf.tidy(() => plain.loss(x, y, { training: false }).loss.dataSync()[0]!);
     const b = tf.tidy(() => model.loss(x, y, { training: false }).loss.dataSync()[0]!);
     expect(b).toBeCloseTo(a, 5);
-    const shape = await withFullExperts(eps, () => model.namedVariables().get(w1[0])!.shape);
+    const shape = await withFullExperts(model, () => model.namedVariables().get(w1[0])!.shape);
     expect(shape).toEqual([config.moe.experts.numExperts, config.dModel, config.moe.experts.dFF]);
     expect(model.namedVariables().get(w1[0])).toBe(w1[1]); // the shard is back
-    const stray = new ExpertParallelMoE(new MoELayer(layerConfig, new Rng(0)), createLocalCommunicator());
-    await expect(withFullExperts([stray], () => 0)).rejects.toThrow(
-      /`eps\[0\]` passed to withFullExperts\(\) must be a wrapper returned by applyExpertParallel\(\)/,
+    expect(model.moeLayers().map((l) => l.experts)).toEqual(eps);
+    await expect(withFullExperts({} as MoETransformerLM, () => 0)).rejects.toThrow(
+      /`target` passed to withFullExperts\(\) must be a model with moeLayers\(\) or an MoELayer/,
     );
-    stray.dispose();
-    stray.layer.dispose();
     tf.dispose([x, y]);
     plain.dispose();
     model.dispose();

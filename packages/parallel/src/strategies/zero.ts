@@ -10,6 +10,7 @@
  * Shape letters: N = values in the flat layout, n = values in one rank's range.
  */
 import { invalidArgument, readInto, SwitchyardError, type Tensor, tf } from '@switchyard/tensor';
+import type { Communicator } from '../comm/types';
 import {
   entriesOf,
   type GradientSet,
@@ -19,8 +20,7 @@ import {
   resolveSync,
   shardRange,
   type VariableSet,
-} from './data-parallel';
-import type { Communicator } from './types';
+} from './data';
 
 /** One variable's place in a {@link FlatLayout}. */
 export interface FlatEntry {

@@ -1,9 +1,9 @@
 import { expectNoLeaks, tf } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
-import { gradOf, initOf, type ZeroArgs } from '../test/fixtures/zero.rank';
-import { markShard } from './data-parallel';
-import { launch } from './launch';
-import { createLocalCommunicator } from './local';
+import { gradOf, initOf, type ZeroArgs } from '../../test/fixtures/zero.rank';
+import { launch } from '../comm/launch';
+import { createLocalCommunicator } from '../comm/local';
+import { markShard } from './data';
 import {
   allGatherFlat,
   allGatherVariables,
@@ -14,7 +14,7 @@ import {
   writeFlat,
 } from './zero';
 
-const fixture = new URL('../test/fixtures/zero.rank.ts', import.meta.url);
+const fixture = new URL('../../test/fixtures/zero.rank.ts', import.meta.url);
 
 describe('sharded optimizer steps (ZeRO-1)', () => {
   it('reduce-scatters, updates each range once and gathers identical replicas on 3 worker ranks', async () => {

@@ -13,7 +13,7 @@ import {
   type Tensor,
   tf,
 } from '@switchyard/tensor';
-import type { Communicator } from './types';
+import type { Communicator } from '../comm/types';
 
 const shards = new WeakSet<tf.Variable>();
 /** Bucket buffers kept between steps (wasm only: other backends may keep a reference to a tensor's source array). */

@@ -1,9 +1,9 @@
 import { isSwitchyardError, type SwitchyardError } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
-import { type CollectivesArgs, type FailureArgs, pattern } from '../test/fixtures/collectives.rank';
+import { type CollectivesArgs, type FailureArgs, pattern } from '../../test/fixtures/collectives.rank';
 import { launch, parseLaunchArgs, parseMaster } from './launch';
 
-const fixture = new URL('../test/fixtures/collectives.rank.ts', import.meta.url);
+const fixture = new URL('../../test/fixtures/collectives.rank.ts', import.meta.url);
 
 async function failure(p: Promise<unknown>): Promise<SwitchyardError> {
   try {

@@ -1,0 +1,422 @@
+/**
+ * Expert parallelism as an expert bank: each of R ranks owns E/R of an MoE layer's experts. The
+ * layer routes its local tokens and builds the dispatch as always; the bank exchanges per-expert
+ * counts, sends each token copy to the rank owning its expert (allToAllV of rows), runs the local
+ * experts grouped per expert, sends the results back (the reverse allToAllV) and combines them with
+ * the gate weights. Backward mirrors it: the gradient of each row exchange is the exchange in the
+ * other direction. Router and shared experts stay the layer's own, replicated (data parallel).
+ *
+ * Shape letters: T local tokens, D model width, E experts, L = E / R experts per rank, S dispatched
+ * rows of the local tokens, M rows received for the local experts, N rows sent.
+ */
+import {
+  type BankOutput,
+  buildDispatch,
+  type ComputeMode,
+  checkBankInput,
+  combine,
+  type DispatchPlan,
+  dispatch,
+  type ExpertActivation,
+  type ExpertBank,
+  type ExpertWeightName,
+  expertWeightsOf,
+  groupedExperts,
+  MoELayer,
+  type ResolvedComputeMode,
+  RoutedExperts,
+  resolveComputeMode,
+} from '@switchyard/experts';
+import type { RoutingPlan } from '@switchyard/routing';
+import {
+  checkDtype,
+  checkShape,
+  invalidArgument,
+  SwitchyardError,
+  type Tensor2D,
+  tf,
+} from '@switchyard/tensor';
+import type { Communicator } from '../comm/types';
+import { markShard } from './data';
+
+/** TEMP until the tensor helper lands. */
+function concatParts(parts: readonly Float32Array[]): Float32Array {
+  const flat = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    flat.set(p, off);
+    off += p.length;
+  }
+  return flat;
+}
+
+/** Exchanges row blocks: `xND`'s first `sendRows[0]` rows go to rank 0, the next `sendRows[1]` to rank 1, ... */
+function exchangeRows(
+  comm: Communicator,
+  xND: tf.Tensor,
+  sendRows: Int32Array,
+  D: number,
+): [tf.Tensor2D, Int32Array] {
+  const data = xND.dataSync() as Float32Array;
+  const parts: Float32Array[] = [];
+  let off = 0;
+  for (const rows of sendRows) {
+    parts.push(data.subarray(off * D, (off + rows) * D));
+    off += rows;
+  }
+  const recv = comm.allToAllV(parts);
+  const recvRows = new Int32Array(recv.length);
+  let M = 0;
+  recv.forEach((b, s) => {
+    if (b.length % D !== 0) {
+      throw new SwitchyardError(
+        'SHAPE_MISMATCH',
+        `allToAllRows(): rank ${s} sent ${b.length} values to rank ${comm.rank}, not a whole number of rows of width ${D}`,
+      );
+    }
+    recvRows[s] = b.length / D;
+    M += recvRows[s]!;
+  });
+  const flat = new Float32Array(M * D);
+  off = 0;
+  for (const b of recv) {
+    flat.set(b, off);
+    off += b.length;
+  }
+  return [tf.tensor2d(flat, [M, D], 'float32'), recvRows];
+}
+
+/**
+ * Differentiable all-to-all of tensor rows with variable sizes: rows `[o_j, o_j + sendRows[j])` of
+ * `xND` go to rank j; the result stacks the rows received from rank 0, then rank 1, and so on, and
+ * `recvRows[i]` says how many came from rank i. The gradient is the exchange in the other direction.
+ * A collective, in the forward and (when differentiated) in the backward pass.
+ *
+ * When to use: to move token rows between ranks inside a differentiated computation (expert
+ * parallelism's dispatch and combine).
+ *
+ * @example
+ * ```ts
+ * // 2 ranks: send the first 3 rows to rank 0 and the other 2 to rank 1
+ * const { yMD, recvRows } = allToAllRows(ctx.comm, xND, [3, 2]);
+ * ```
+ */
+export function allToAllRows(
+  comm: Communicator,
+  xND: Tensor2D,
+  sendRows: ArrayLike<number>,
+): { yMD: Tensor2D; recvRows: Int32Array } {
+  const fn = 'allToAllRows';
+  if (!(xND instanceof tf.Tensor)) throw invalidArgument(fn, 'xND', 'a 2-D float32 tensor', xND);
+  checkShape(fn, 'xND', xND, [null, null], 'ND');
+  checkDtype(fn, 'xND', xND, ['float32']);
+  const [N, D] = xND.shape;
+  const rows = Int32Array.from(sendRows ?? [], (v) => v);
+  let total = 0;
+  for (let j = 0; j < rows.length; j++) {
+    if (!Number.isInteger(sendRows[j]) || sendRows[j]! < 0)
+      throw invalidArgument(fn, `sendRows[${j}]`, 'an integer >= 0', sendRows[j]);
+    total += rows[j]!;
+  }
+  if (rows.length !== comm.worldSize)
+    throw invalidArgument(fn, 'sendRows', `${comm.worldSize} counts (one per rank)`, Array.from(rows));
+  if (total !== N)
+    throw invalidArgument(fn, 'sendRows', `counts summing to the ${N} rows of xND`, Array.from(rows));
+  let recvRows: Int32Array = new Int32Array(comm.worldSize);
+  const op = tf.customGrad(((x: tf.Tensor) => {
+    const [value, got] = exchangeRows(comm, x, rows, D);
+    recvRows = got;
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor) => {
+        const [dx, back] = exchangeRows(comm, dy, got, D);
+        if (back.some((r, j) => r !== rows[j])) {
+          throw new SwitchyardError(
+            'STATE_INVALID',
+            `allToAllRows() backward on rank ${comm.rank} got rows ${back} back, sent ${rows}`,
+          );
+        }
+        return dx;
+      },
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  const yMD = (op as unknown as (x: tf.Tensor) => Tensor2D)(xND);
+  return { yMD, recvRows };
+}
+
+/** Anything whose MoE layers a strategy can reach: a model (`MoETransformerLM`) or one layer. */
+export type MoELayerHost = MoELayer | { moeLayers(): readonly MoELayer[] };
+
+/** The MoE layers of `target`: the layer itself, or the model's `moeLayers()`. */
+function moeLayersOf(fn: string, target: MoELayerHost): readonly MoELayer[] {
+  if (target instanceof MoELayer) return [target];
+  if (target !== null && typeof target === 'object' && typeof target.moeLayers === 'function')
+    return target.moeLayers();
+  throw invalidArgument(fn, 'target', 'a model with moeLayers() or an MoELayer', target);
+}
+
+/**
+ * An {@link ExpertBank} whose experts are split over the ranks of a communicator: rank r owns
+ * experts `[r L, (r + 1) L)` with L = E / R (variables `w1` [L, D, F], `w3`, `w2` [L, F, D], marked
+ * as shards so {@link allReduceGradients} leaves them local). Its forward exchanges rows with the
+ * other ranks: every rank must run the layer's forward (and backward) together.
+ *
+ * When to use: install it in a layer with {@link applyExpertParallel} (or `layer.setExperts`) to
+ * train with E/R experts per rank; on one rank it computes exactly what the local experts compute.
+ *
+ * @example
+ * ```ts
+ * const layer = new MoELayer(config, new Rng(seed)); // same seed on every rank
+ * layer.setExperts(new ExpertParallelBank(layer.experts, ctx.comm)).dispose();
+ * const { value, grads } = tf.variableGrads(() => lossOf(layer.forward(xTD, { training: true }).yTD));
+ * optimizer.applyGradients(allReduceGradients(ctx.comm, grads, Object.values(layer.variables)));
+ * ```
+ */
+export class ExpertParallelBank implements ExpertBank {
+  readonly comm: Communicator;
+  readonly numExperts: number;
+  readonly dModel: number;
+  readonly dFF: number;
+  readonly activation: ExpertActivation;
+  /** L = E / R experts on each rank. */
+  readonly expertsPerRank: number;
+  /** Global index of this rank's first expert. */
+  readonly firstExpert: number;
+  /** This rank's shard of the stacked weights: `w1` [L, D, F], `w3` (SwiGLU), `w2` [L, F, D]. */
+  readonly variables: Readonly<Record<string, tf.Variable>>;
+  private disposed = false;
+
+  /**
+   * Copies this rank's shard out of `experts`, a bank holding all E experts as stacked weights
+   * (the layer's local {@link RoutedExperts}); `experts` is left as it was.
+   */
+  constructor(experts: ExpertBank, comm: Communicator) {
+    const fn = 'ExpertParallelBank';
+    if (experts === null || typeof experts !== 'object' || typeof experts.forwardWithDispatch !== 'function')
+      throw invalidArgument(fn, 'experts', 'an ExpertBank holding every expert', experts);
+    if (comm === null || typeof comm !== 'object' || typeof comm.allToAllV !== 'function')
+      throw invalidArgument(fn, 'comm', 'a Communicator', comm);
+    const E = experts.numExperts;
+    const R = comm.worldSize;
+    if (E % R !== 0) {
+      throw invalidArgument(
+        fn,
+        'comm',
+        `a communicator whose world size divides numExperts (${E})`,
+        `world size ${R}`,
+      );
+    }
+    const full = expertWeightsOf(experts.variables);
+    if (full.w1EDF.shape[0] !== E)
+      throw invalidArgument(
+        fn,
+        'experts',
+        `a bank holding all ${E} experts`,
+        `${full.w1EDF.shape[0]} experts`,
+      );
+    this.comm = comm;
+    this.numExperts = E;
+    this.dModel = experts.dModel;
+    this.dFF = experts.dFF;
+    this.activation = experts.activation;
+    this.expertsPerRank = E / R;
+    this.firstExpert = comm.rank * this.expertsPerRank;
+    const L = this.expertsPerRank;
+    const shard = (w: tf.Tensor): tf.Variable => {
+      const [, a, b] = w.shape as [number, number, number];
+      const v = tf.tidy(() => tf.variable(tf.slice(w, [this.firstExpert, 0, 0], [L, a, b]), true));
+      markShard(v);
+      return v;
+    };
+    const vars: Record<string, tf.Variable> = { w1: shard(full.w1EDF) };
+    if (full.w3EDF) vars.w3 = shard(full.w3EDF);
+    vars.w2 = shard(full.w2EFD);
+    this.variables = vars;
+  }
+
+  /**
+   * The routed output of this rank's tokens, with every expert computed on the rank that owns it.
+   * A collective: every rank calls it (and differentiates it) together.
+   */
+  forwardWithDispatch(
+    xTD: Tensor2D,
+    plan: RoutingPlan,
+    d: DispatchPlan,
+    computeMode: ComputeMode,
+  ): BankOutput {
+    const fn = 'ExpertParallelBank.forward';
+    if (this.disposed)
+      throw new SwitchyardError('STATE_INVALID', 'ExpertParallelBank was disposed; it cannot run forward()');
+    checkBankInput(fn, this, xTD, plan, d);
+    const R = this.comm.worldSize;
+    const L = this.expertsPerRank;
+    // Rows are sorted by expert and each rank owns a contiguous range of experts: rank j's rows are contiguous.
+    const sendRows = new Int32Array(R);
+    const sendCounts: Int32Array[] = [];
+    for (let j = 0; j < R; j++) {
+      sendRows[j] = d.offsetsE[(j + 1) * L]! - d.offsetsE[j * L]!;
+      sendCounts.push(d.countsE.slice(j * L, (j + 1) * L));
+    }
+    const recvCountsRL = this.comm.allToAllV(sendCounts); // [R][L]: rows of each local expert from each rank
+    // Received rows are regrouped without padding whatever the plan's capacity.
+    const mode = resolveComputeMode(computeMode, null);
+    const yTD = tf.tidy(() => {
+      const xSD = dispatch(xTD, d);
+      const { yMD: xMD, recvRows } = allToAllRows(this.comm, xSD, sendRows);
+      recvCountsRL.forEach((c, s) => {
+        const rows = c.reduce((a, b) => a + b, 0);
+        if (rows !== recvRows[s]) {
+          throw new SwitchyardError(
+            'STATE_INVALID',
+            `${fn}: rank ${s} announced ${rows} rows for rank ${this.comm.rank} but sent ${recvRows[s]}`,
+          );
+        }
+      });
+      const yMD = this.localExperts(xMD, recvCountsRL, mode);
+      const { yMD: ySD } = allToAllRows(this.comm, yMD, recvRows);
+      return combine(ySD, plan.topkWeightTK, d);
+    });
+    return { yTD, computeMode: mode };
+  }
+
+  /**
+   * All E experts in one local bank, gathered from every rank's shard (a copy: this bank is left as
+   * it was). A collective: every rank calls it.
+   *
+   * When to use: to save a checkpoint in the single-device layout ({@link withFullExperts} does it
+   * for a whole model), or to leave expert parallelism.
+   *
+   * @example
+   * ```ts
+   * const full = bank.gather(); // RoutedExperts with w1 [E, D, F]
+   * ```
+   */
+  gather(): RoutedExperts {
+    if (this.disposed)
+      throw new SwitchyardError('STATE_INVALID', 'ExpertParallelBank was disposed; it cannot gather()');
+    const E = this.numExperts;
+    const full: Partial<Record<ExpertWeightName, tf.Tensor3D>> = {};
+    for (const [name, v] of Object.entries(this.variables) as [ExpertWeightName, tf.Variable][]) {
+      const flat = concatParts(this.comm.allGather(v.dataSync() as Float32Array));
+      const [, a, b] = v.shape as [number, number, number];
+      full[name] = tf.tensor3d(flat, [E, a, b], 'float32');
+    }
+    try {
+      return new RoutedExperts(
+        { numExperts: E, dModel: this.dModel, dFF: this.dFF, activation: this.activation },
+        { w1EDF: full.w1!, w2EFD: full.w2!, ...(full.w3 ? { w3EDF: full.w3 } : {}) },
+      );
+    } finally {
+      tf.dispose(Object.values(full));
+    }
+  }
+
+  /** Weights of one expert. */
+  paramsPerExpert(): number {
+    let n = 0;
+    for (const v of Object.values(this.variables)) n += v.size;
+    return n / this.expertsPerRank;
+  }
+
+  /** Weights of all E experts (over every rank). */
+  numParams(): number {
+    return this.numExperts * this.paramsPerExpert();
+  }
+
+  /** Matrix-multiply FLOPs (2 per multiply-add) of one (token, expert) assignment's forward pass. */
+  flopsPerAssignment(): number {
+    return 2 * this.paramsPerExpert();
+  }
+
+  /** Releases this rank's shard. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const v of Object.values(this.variables)) v.dispose();
+  }
+
+  /** Runs the local experts on the received rows (source-major, expert-minor), returning rows in the same order. */
+  private localExperts(
+    xMD: Tensor2D,
+    recvCountsRL: readonly Int32Array[],
+    mode: ResolvedComputeMode,
+  ): Tensor2D {
+    const M = xMD.shape[0];
+    // With no rows the experts add nothing, but the received tensor must stay on the tape so this
+    // rank joins the backward exchange like every other rank.
+    if (M === 0) return tf.mul(xMD, 0) as Tensor2D;
+    const L = this.expertsPerRank;
+    const localIdxM = new Int32Array(M);
+    let p = 0;
+    for (const counts of recvCountsRL)
+      for (let e = 0; e < L; e++) for (let c = 0; c < counts[e]!; c++) localIdxM[p++] = e;
+    // one slot per received row, all kept: a grouping of the rows by local expert
+    const grouping = buildDispatch({
+      numTokens: M,
+      numExperts: L,
+      k: 1,
+      expertIdx: localIdxM,
+      kept: new Uint8Array(M).fill(1),
+      capacity: null,
+    });
+    const xGD = dispatch(xMD, grouping); // rows grouped by local expert
+    const yGD = groupedExperts(xGD, grouping, expertWeightsOf(this.variables), this.activation, mode);
+    return combine(yGD, tf.ones([M, 1]) as Tensor2D, grouping); // back to the received order
+  }
+}
+
+/**
+ * Makes every MoE layer of a model (or one layer) expert-parallel: each layer's local experts are
+ * replaced by an {@link ExpertParallelBank} holding this rank's shard (the local bank is released),
+ * through the layer's `setExperts` seam. Returns the banks, in layer order.
+ *
+ * When to use: to train a whole MoE model (e.g. `MoETransformerLM`) with E/R experts per rank;
+ * build the model with the same seed on every rank first. Every rank must then run every forward
+ * and backward together (evaluation included).
+ *
+ * @example
+ * ```ts
+ * const model = new MoETransformerLM(config, new Rng(seed));
+ * applyExpertParallel(model, ctx.comm);
+ * const vars = model.trainableVariables(); // shards included; allReduceGradients knows which
+ * ```
+ */
+export function applyExpertParallel(target: MoELayerHost, comm: Communicator): ExpertParallelBank[] {
+  return moeLayersOf('applyExpertParallel', target).map((layer) => {
+    const bank = new ExpertParallelBank(layer.experts, comm);
+    layer.setExperts(bank).dispose();
+    return bank;
+  });
+}
+
+/**
+ * Runs `fn` while every expert-parallel layer of `target` holds all its experts (gathered from
+ * every rank into a local bank), then puts the shards back. A collective: every rank calls it (and
+ * may make `fn` a no-op off rank 0).
+ *
+ * When to use: to save a checkpoint of an expert-parallel model in the single-device layout, so it
+ * loads anywhere (and `applyExpertParallel` shards it again on resume).
+ *
+ * @example
+ * ```ts
+ * applyExpertParallel(model, ctx.comm);
+ * await withFullExperts(model, async () => {
+ *   if (ctx.rank === 0) await saveCheckpoint(dir, { model, tokenizer });
+ * });
+ * ```
+ */
+export async function withFullExperts<R>(target: MoELayerHost, fn: () => R | Promise<R>): Promise<R> {
+  const layers = moeLayersOf('withFullExperts', target);
+  const swapped: [MoELayer, ExpertBank][] = [];
+  try {
+    for (const layer of layers) {
+      const bank = layer.experts;
+      if (!(bank instanceof ExpertParallelBank)) continue;
+      layer.setExperts(bank.gather());
+      swapped.push([layer, bank]);
+    }
+    return await fn();
+  } finally {
+    for (const [layer, bank] of swapped) layer.setExperts(bank).dispose();
+  }
+}
