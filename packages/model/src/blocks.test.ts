@@ -66,7 +66,9 @@ describe('MoETransformerLM block ranges', () => {
     expect(a.plans).toHaveLength(1);
     expect(b.plans).toHaveLength(1);
     const parts = [...a.plans, ...b.plans];
-    parts.forEach((p, i) => expect(Array.from(p.expertIdx)).toEqual(Array.from(whole.plans[i]!.expertIdx)));
+    parts.forEach((p, i) => {
+      expect(Array.from(p.expertIdx)).toEqual(Array.from(whole.plans[i]!.expertIdx));
+    });
     // an empty range passes the stream through
     const same = model.forwardBlocks(b.xTD, N, N, range);
     expect(same.plans).toHaveLength(0);
