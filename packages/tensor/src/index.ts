@@ -22,6 +22,8 @@ export type { BackendAttempt, BackendInfo, BackendName, InitBackendOptions } fro
 export { availableBackends, BACKEND_NAMES, backendInfo, initBackend } from './backend';
 export type { ErrorCode, SwitchyardErrorOptions } from './errors';
 export { describeValue, ERROR_CODES, invalidArgument, isSwitchyardError, SwitchyardError } from './errors';
+export type { CustomGradResult, GradSave, InputGrads } from './grad';
+export { customGrad } from './grad';
 export type { GradCheckEntry, GradCheckOptions, GradCheckResult } from './gradcheck';
 export { checkGradients } from './gradcheck';
 export { readInto } from './host';

@@ -12,7 +12,7 @@
  *
  * Shape letters: N source rows, M destination rows, R most sources per destination row, D row width.
  */
-import { gatherRows, SwitchyardError, segmentSum, tf } from '@switchyard/tensor';
+import { customGrad, gatherRows, SwitchyardError, segmentSum, tf } from '@switchyard/tensor';
 
 /**
  * A fixed many-to-one row map: source row i goes to destination row `dest[i]`, or nowhere when
@@ -123,11 +123,10 @@ export function gatherRaw(src: tf.Tensor, map: RowMap): tf.Tensor {
 type Mover = (x: tf.Tensor) => tf.Tensor;
 
 function withAdjoint(forward: Mover, backward: Mover): Mover {
-  const f = tf.customGrad(((x: tf.Tensor) => ({
+  return customGrad((x: tf.Tensor) => ({
     value: forward(x),
-    gradFunc: (dy: tf.Tensor) => backward(dy),
-  })) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return f as unknown as Mover;
+    gradFunc: (dy) => backward(dy),
+  }));
 }
 
 /** Differentiable scatter along a row map; its gradient is the gather along the same map. */
