@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readInto } from './host';
+import { copyRows, readInto } from './host';
 import { expectNoLeaks, tf } from './index';
 
 describe('readInto', () => {
@@ -41,5 +41,77 @@ describe('readInto', () => {
       readInto(x, new Float32Array(4));
       x.dispose();
     });
+  });
+});
+
+describe('copyRows', () => {
+  it('runs the TSDoc example', () => {
+    const xTD = tf.tensor2d([
+      [1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
+    const a = copyRows(xTD, 1, 2);
+    const b = copyRows(xTD, 2, 1, [2]);
+    expect(a.shape).toEqual([2, 2]);
+    expect(a.arraySync()).toEqual([
+      [3, 4],
+      [5, 6],
+    ]);
+    expect(b.shape).toEqual([2]);
+    expect(b.arraySync()).toEqual([5, 6]);
+    tf.dispose([xTD, a, b]);
+  });
+
+  it('equals tf.slice for every block of a rank-3 tensor, in every dtype it takes', () => {
+    const x = tf.tidy(() => tf.range(0, 4 * 3 * 5).reshape([4, 3, 5]));
+    for (const dtype of ['float32', 'int32', 'bool'] as const) {
+      const xd = x.cast(dtype);
+      for (let begin = 0; begin <= 4; begin++) {
+        for (let count = 0; begin + count <= 4; count++) {
+          const got = copyRows(xd, begin, count);
+          const want = tf.slice(xd, [begin], [count]);
+          expect(got.dtype).toBe(dtype);
+          expect(got.shape).toEqual(want.shape);
+          expect(Array.from(got.dataSync())).toEqual(Array.from(want.dataSync()));
+          tf.dispose([got, want]);
+        }
+      }
+      xd.dispose();
+    }
+    x.dispose();
+  });
+
+  it('gives a tensor of its own that outlives its source and belongs to the enclosing scope', () => {
+    const x = tf.tensor2d([1, 2, 3, 4], [2, 2]);
+    const kept = tf.tidy(() => {
+      const inner = copyRows(x, 0, 1); // released by the tidy
+      return tf.add(inner, copyRows(x, 1, 1));
+    });
+    x.dispose();
+    // allocations after the copy (the heap may grow) leave its values where they are
+    const big = tf.zeros([1 << 20]);
+    expect(Array.from(kept.dataSync())).toEqual([4, 6]);
+    tf.dispose([kept, big]);
+  });
+
+  it('refuses ranges and shapes that do not fit, naming the argument', () => {
+    const x = tf.zeros([3, 2]);
+    expect(() => copyRows(x, 2, 2)).toThrow(
+      /`\[begin, begin \+ count\)` passed to copyRows\(\) must be a range of rows inside \[0, 3\], got "?\[2, 4\)/,
+    );
+    expect(() => copyRows(x, 0.5, 1)).toThrow(/`\[begin, begin \+ count\)` passed to copyRows\(\)/);
+    expect(() => copyRows(x, 0, 2, [3])).toThrow(
+      /`shape` passed to copyRows\(\) must be a shape of 4 values/,
+    );
+    expect(() => copyRows(tf.scalar(1), 0, 0)).toThrow(/`x` passed to copyRows\(\) must be a live/);
+    x.dispose();
+    expect(() => copyRows(x, 0, 1)).toThrow(/`x` passed to copyRows\(\) must be a live/);
+  });
+
+  it('leaks nothing', async () => {
+    const x = tf.ones([4, 3]);
+    await expectNoLeaks(() => [copyRows(x, 1, 2), copyRows(x, 3, 1, [3]), copyRows(x, 0, 0)]);
+    x.dispose();
   });
 });
