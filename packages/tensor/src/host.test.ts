@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { copyRows, readInto } from './host';
+import { concatFloat32, concatInt32, copyRows, readInto } from './host';
 import { expectNoLeaks, tf } from './index';
 
 describe('readInto', () => {
@@ -113,5 +113,29 @@ describe('copyRows', () => {
     const x = tf.ones([4, 3]);
     await expectNoLeaks(() => [copyRows(x, 1, 2), copyRows(x, 3, 1, [3]), copyRows(x, 0, 0)]);
     x.dispose();
+  });
+});
+
+describe('concatFloat32 / concatInt32', () => {
+  it('run the TSDoc examples', () => {
+    const f = concatFloat32([new Float32Array([1, 2]), new Float32Array([3])]);
+    expect(f).toBeInstanceOf(Float32Array);
+    expect(Array.from(f)).toEqual([1, 2, 3]);
+    const i = concatInt32([new Int32Array([4]), new Int32Array([5, 6])]);
+    expect(i).toBeInstanceOf(Int32Array);
+    expect(Array.from(i)).toEqual([4, 5, 6]);
+  });
+
+  it('join parts in order, empty parts and plain arrays included, into a fresh array', () => {
+    const a = new Float32Array([0.5, -1]);
+    const parts = [a, new Float32Array(0), [7], new Float32Array([8, 9]).subarray(1)];
+    const out = concatFloat32(parts);
+    expect(Array.from(out)).toEqual([0.5, -1, 7, 9]);
+    const single = concatFloat32([a]);
+    expect(single).not.toBe(a);
+    single[0] = 42;
+    expect(a[0]).toBe(0.5);
+    expect(concatFloat32([]).length).toBe(0);
+    expect(Array.from(concatInt32([[1, 2], new Int32Array(0), [3]]))).toEqual([1, 2, 3]);
   });
 });

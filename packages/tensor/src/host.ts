@@ -116,3 +116,48 @@ export function copyRows(
     .set(wasm.typedArrayFromHeap(x).subarray(begin * inner, (begin + count) * inner));
   return tf.engine().makeTensorFromTensorInfo(out);
 }
+
+/**
+ * Concatenates host arrays into one new Float32Array (always a fresh array, even for one part).
+ *
+ * When to use: to join the parts a collective returns (one per rank from an all-gather or an
+ * all-to-all) into one buffer before making a tensor of it.
+ *
+ * @example
+ * ```ts
+ * concatFloat32([new Float32Array([1, 2]), new Float32Array([3])]); // Float32Array [1, 2, 3]
+ * ```
+ */
+export function concatFloat32(parts: readonly ArrayLike<number>[]): Float32Array {
+  return concatInto(new Float32Array(totalLength(parts)), parts);
+}
+
+/**
+ * Concatenates host arrays into one new Int32Array (always a fresh array, even for one part).
+ *
+ * When to use: to join integer parts a collective returns (all-gathered expert selections or token
+ * ids, one part per rank) into one buffer.
+ *
+ * @example
+ * ```ts
+ * concatInt32([new Int32Array([4]), new Int32Array([5, 6])]); // Int32Array [4, 5, 6]
+ * ```
+ */
+export function concatInt32(parts: readonly ArrayLike<number>[]): Int32Array {
+  return concatInto(new Int32Array(totalLength(parts)), parts);
+}
+
+function totalLength(parts: readonly ArrayLike<number>[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  return n;
+}
+
+function concatInto<T extends Float32Array | Int32Array>(out: T, parts: readonly ArrayLike<number>[]): T {
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}

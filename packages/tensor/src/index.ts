@@ -26,7 +26,7 @@ export type { CustomGradResult, GradSave, InputGrads } from './grad';
 export { customGrad } from './grad';
 export type { GradCheckEntry, GradCheckOptions, GradCheckResult } from './gradcheck';
 export { checkGradients } from './gradcheck';
-export { copyRows, readInto } from './host';
+export { concatFloat32, concatInt32, copyRows, readInto } from './host';
 export type { TensorContainer } from './memory';
 export { disposeAll, expectNoLeaks, liveTensors, scoped } from './memory';
 export type { GeluApproximation, IndexLike, TopKResult } from './ops';
