@@ -11,7 +11,15 @@
  * G devices.
  */
 import type { RoutingPlan } from '@switchyard/routing';
-import { checkInt, invalidArgument, logSumExp, SwitchyardError, scoped, tf } from '@switchyard/tensor';
+import {
+  checkInt,
+  customGrad,
+  invalidArgument,
+  logSumExp,
+  SwitchyardError,
+  scoped,
+  tf,
+} from '@switchyard/tensor';
 import {
   balanceWeightsE,
   checkBool,
@@ -280,9 +288,9 @@ export function usageVarianceLoss(
     value += (dev * dev) / E;
     gradE[i] = (c.coef * 2 * dev) / E;
   }
-  const straightThrough = tf.customGrad(((_pE: tf.Tensor) => ({
+  const straightThrough = customGrad((_pE: tf.Tensor) => ({
     value: tf.scalar(c.coef * value, 'float32'),
-    gradFunc: (dy: tf.Tensor) => tf.mul(dy, tf.tensor1d(gradE, 'float32')),
-  })) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (pE: tf.Tensor) => tf.Scalar;
+    gradFunc: (dy) => tf.mul(dy, tf.tensor1d(gradE, 'float32')),
+  }));
   return scoped(() => straightThrough(meanScoresE(plan.probsTE, c.normaliseScores)));
 }

@@ -17,6 +17,8 @@ import {
   checkDtype,
   checkOneOf,
   checkShape,
+  customGrad,
+  type GradSave,
   gelu,
   invalidArgument,
   relu,
@@ -198,9 +200,8 @@ function droplessExperts(
   const [D, F] = [w.w1EDF.shape[1], w.w1EDF.shape[2]];
   const per = SAVED_PER_EXPERT[activation];
 
-  type Save = (tensors: tf.Tensor[]) => void;
-  const forward = (...args: (tf.Tensor | Save)[]) => {
-    const save = args[args.length - 1] as Save;
+  const forward = (...args: [...inputs: tf.Tensor[], save: GradSave]) => {
+    const save = args[args.length - 1] as GradSave;
     const x = args[0] as tf.Tensor2D;
     const w1 = args[1] as tf.Tensor3D;
     const w3 = swiglu ? (args[2] as tf.Tensor3D) : undefined;
@@ -289,9 +290,7 @@ function droplessExperts(
     return grads;
   };
 
-  const f = tf.customGrad(forward as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (
-    ...inputs: tf.Tensor[]
-  ) => tf.Tensor2D;
+  const f = customGrad(forward);
   const inputs = swiglu ? [xSD, w.w1EDF, w.w3EDF!, w.w2EFD] : [xSD, w.w1EDF, w.w2EFD];
-  return f(...inputs);
+  return f(...inputs) as Tensor2D;
 }

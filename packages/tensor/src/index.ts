@@ -22,9 +22,11 @@ export type { BackendAttempt, BackendInfo, BackendName, InitBackendOptions } fro
 export { availableBackends, BACKEND_NAMES, backendInfo, initBackend } from './backend';
 export type { ErrorCode, SwitchyardErrorOptions } from './errors';
 export { describeValue, ERROR_CODES, invalidArgument, isSwitchyardError, SwitchyardError } from './errors';
+export type { CustomGradResult, GradSave, InputGrads } from './grad';
+export { customGrad } from './grad';
 export type { GradCheckEntry, GradCheckOptions, GradCheckResult } from './gradcheck';
 export { checkGradients } from './gradcheck';
-export { readInto } from './host';
+export { concatFloat32, concatInt32, copyRows, readInto } from './host';
 export type { TensorContainer } from './memory';
 export { disposeAll, expectNoLeaks, liveTensors, scoped } from './memory';
 export type { GeluApproximation, IndexLike, TopKResult } from './ops';

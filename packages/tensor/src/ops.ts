@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { invalidArgument, SwitchyardError } from './errors';
+import { customGrad, type GradSave } from './grad';
 import { checkDtype, checkInt } from './validate';
 
 /** Integer indices: a 1-D int32 tensor or a plain array. */
@@ -199,19 +200,6 @@ export function oneHot(idx: tf.Tensor, depth: number): tf.Tensor {
   return tf.tidy(() => tf.oneHot(idx, depth).toFloat());
 }
 
-type SaveFn = (tensors: tf.Tensor[]) => void;
-interface UnaryForward {
-  readonly value: tf.Tensor;
-  readonly gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor;
-}
-
-/** A unary op with a hand-written gradient (tf.customGrad with precise types). */
-function unaryWithGrad(forward: (x: tf.Tensor, save: SaveFn) => UnaryForward): (x: tf.Tensor) => tf.Tensor {
-  return tf.customGrad(forward as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (
-    x: tf.Tensor,
-  ) => tf.Tensor;
-}
-
 function lastAxis(x: tf.Tensor, axis: number): number {
   const a = axis < 0 ? x.rank + axis : axis;
   if (a < 0 || a >= x.rank)
@@ -229,8 +217,8 @@ function lastAxis(x: tf.Tensor, axis: number): number {
  */
 export function softmax(x: tf.Tensor, axis = -1): tf.Tensor {
   const ax = lastAxis(x, axis);
-  const f = unaryWithGrad((xIn, save) => {
-    const x32 = (xIn as tf.Tensor).toFloat();
+  const f = customGrad((xIn: tf.Tensor, save: GradSave) => {
+    const x32 = xIn.toFloat();
     const shifted = tf.sub(x32, tf.max(x32, ax, true));
     const e = tf.exp(shifted);
     const y = tf.div(e, tf.sum(e, ax, true));
@@ -249,8 +237,8 @@ export function softmax(x: tf.Tensor, axis = -1): tf.Tensor {
 /** Numerically stable log-softmax in float32, with an exact gradient. */
 export function logSoftmax(x: tf.Tensor, axis = -1): tf.Tensor {
   const ax = lastAxis(x, axis);
-  const f = unaryWithGrad((xIn, save) => {
-    const x32 = (xIn as tf.Tensor).toFloat();
+  const f = customGrad((xIn: tf.Tensor, save: GradSave) => {
+    const x32 = xIn.toFloat();
     const shifted = tf.sub(x32, tf.max(x32, ax, true));
     const y = tf.sub(shifted, tf.log(tf.sum(tf.exp(shifted), ax, true)));
     save([y]);
@@ -270,8 +258,8 @@ export function logSoftmax(x: tf.Tensor, axis = -1): tf.Tensor {
  */
 export function logSumExp(x: tf.Tensor, axis = -1, keepDims = false): tf.Tensor {
   const ax = lastAxis(x, axis);
-  const f = unaryWithGrad((xIn, save) => {
-    const x32 = (xIn as tf.Tensor).toFloat();
+  const f = customGrad((xIn: tf.Tensor, save: GradSave) => {
+    const x32 = xIn.toFloat();
     const m = tf.max(x32, ax, true);
     const lse = tf.add(m, tf.log(tf.sum(tf.exp(tf.sub(x32, m)), ax, true)));
     save([x32, lse]);
@@ -294,8 +282,8 @@ export function sigmoid(x: tf.Tensor): tf.Tensor {
 
 /** SiLU (swish): `x * sigmoid(x)`, with a fused exact gradient. */
 export function silu(x: tf.Tensor): tf.Tensor {
-  const f = unaryWithGrad((xIn, save) => {
-    const x32 = (xIn as tf.Tensor).toFloat();
+  const f = customGrad((xIn: tf.Tensor, save: GradSave) => {
+    const x32 = xIn.toFloat();
     const s = tf.sigmoid(x32);
     save([x32, s]);
     return {
@@ -323,8 +311,8 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 export function gelu(x: tf.Tensor, approximate: GeluApproximation = 'none'): tf.Tensor {
   if (approximate !== 'none' && approximate !== 'tanh')
     throw invalidArgument('gelu', 'approximate', '"none" or "tanh"', approximate);
-  const f = unaryWithGrad((xIn, save) => {
-    const x32 = (xIn as tf.Tensor).toFloat();
+  const f = customGrad((xIn: tf.Tensor, save: GradSave) => {
+    const x32 = xIn.toFloat();
     save([x32]);
     let value: tf.Tensor;
     if (approximate === 'none') {

@@ -7,12 +7,12 @@
  * Why per backend: on wasm, `Slice` copies its whole source for every slice and `GatherV2` and
  * `StridedSlice` run at ~60 ns per element, while the segment-sum kernel installed by
  * initBackend() moves rows at a few ns per element and contiguous blocks can be copied straight
- * out of the module's linear memory; on cpu, segment sum costs O(segments x rows) while gather and
- * slice are cheap.
+ * out of the module's linear memory (copyRows); on cpu, segment sum costs O(segments x rows)
+ * while gather and slice are cheap.
  *
  * Shape letters: N source rows, M destination rows, R most sources per destination row, D row width.
  */
-import { gatherRows, SwitchyardError, segmentSum, tf } from '@switchyard/tensor';
+import { copyRows, customGrad, gatherRows, SwitchyardError, segmentSum, tf } from '@switchyard/tensor';
 
 /**
  * A fixed many-to-one row map: source row i goes to destination row `dest[i]`, or nowhere when
@@ -123,11 +123,10 @@ export function gatherRaw(src: tf.Tensor, map: RowMap): tf.Tensor {
 type Mover = (x: tf.Tensor) => tf.Tensor;
 
 function withAdjoint(forward: Mover, backward: Mover): Mover {
-  const f = tf.customGrad(((x: tf.Tensor) => ({
+  return customGrad((x: tf.Tensor) => ({
     value: forward(x),
-    gradFunc: (dy: tf.Tensor) => backward(dy),
-  })) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return f as unknown as Mover;
+    gradFunc: (dy) => backward(dy),
+  }));
 }
 
 /** Differentiable scatter along a row map; its gradient is the gather along the same map. */
@@ -146,34 +145,12 @@ export function gatherRowsByMap(src: tf.Tensor, map: RowMap): tf.Tensor {
   )(src);
 }
 
-/** The wasm backend's view of a tensor's data in linear memory, when the backend offers one. */
-type HeapView = (t: tf.Tensor) => Float32Array;
-
-function heapView(): HeapView | undefined {
-  if (tf.getBackend() !== 'wasm') return undefined;
-  const backend = tf.backend() as unknown as { typedArrayFromHeap?: (t: tf.Tensor) => Float32Array };
-  const read = backend.typedArrayFromHeap;
-  return typeof read === 'function' ? (t) => read.call(backend, t) : undefined;
-}
-
 /**
- * Copies `rows` consecutive rows of float32 `x` starting at row `begin` into a new tensor. On wasm
- * the block is copied straight from the source's linear memory into the new tensor's (one memcpy
- * of the block only); elsewhere it is a slice.
+ * Contiguous row blocks are copied straight out of linear memory on wasm ({@link copyRows}), where
+ * `Slice` copies its whole source for every slice; elsewhere the backend's split and unstack serve.
  */
-function blockOfRows(
-  x: tf.Tensor,
-  view: HeapView | undefined,
-  begin: number,
-  rows: number,
-  shape: number[],
-): tf.Tensor {
-  if (!view) return tf.tidy(() => tf.slice(x, [begin], [rows]).reshape(shape));
-  const inner = x.shape.slice(1).reduce((a, b) => a * b, 1);
-  const out = tf.zeros(shape, 'float32');
-  // Views are taken after the allocation: allocating may grow the heap and detach earlier views.
-  view(out).set(view(x).subarray(begin * inner, (begin + rows) * inner));
-  return out;
+function blockCopyIsFast(): boolean {
+  return tf.getBackend() === 'wasm';
 }
 
 /**
@@ -184,12 +161,11 @@ export function splitRowsRaw(x: tf.Tensor, sizes: readonly number[]): tf.Tensor[
   const nonEmpty = sizes.filter((s) => s > 0);
   if (nonEmpty.length === 0) return [];
   if (nonEmpty.length === 1) return [x.clone()];
-  const view = heapView();
-  if (!view) return tf.split(x, nonEmpty, 0);
+  if (!blockCopyIsFast()) return tf.split(x, nonEmpty, 0);
   const out: tf.Tensor[] = [];
   let offset = 0;
   for (const size of nonEmpty) {
-    out.push(blockOfRows(x, view, offset, size, [size, ...x.shape.slice(1)]));
+    out.push(copyRows(x, offset, size));
     offset += size;
   }
   return out;
@@ -202,9 +178,8 @@ export function splitRowsRaw(x: tf.Tensor, sizes: readonly number[]): tf.Tensor[
 export function unstackExpertsRaw(w: tf.Tensor, experts: readonly number[]): tf.Tensor[] {
   const E = w.shape[0]!;
   const inner = w.shape.slice(1);
-  const view = heapView();
-  if (!view && experts.length === E) return tf.unstack(w);
-  return experts.map((e) => blockOfRows(w, view, e, 1, inner));
+  if (!blockCopyIsFast() && experts.length === E) return tf.unstack(w);
+  return experts.map((e) => copyRows(w, e, 1, inner));
 }
 
 /** Stacks per-expert tensors into [E, ...], with zeros for experts missing from `parts`. */

@@ -6,9 +6,7 @@
  * Shape letters: T tokens, D model width, E experts, G groups, M = E/G experts per group,
  * N assignments (T * groups per token), n_g assignments of group g.
  */
-import { gatherRows, matMul, type Tensor2D, tf } from '@switchyard/tensor';
-
-type CustomGradFn = Parameters<typeof tf.customGrad>[0];
+import { customGrad, gatherRows, matMul, type Tensor2D, tf } from '@switchyard/tensor';
 
 /** Assignments sorted by group: `order[offsets[g] .. offsets[g+1])` are group g's assignments. */
 export interface GroupedAssignments {
@@ -86,7 +84,7 @@ function groupedLogitsHost(xTD: Tensor2D, wDE: Tensor2D, asg: GroupedAssignments
   const N = asg.order.length;
   const { order, offsets, tokenOf } = asg;
 
-  const f = tf.customGrad(((x: tf.Tensor, w: tf.Tensor) => {
+  const f = customGrad((x: tf.Tensor, w: tf.Tensor) => {
     const xs = x.dataSync() as Float32Array;
     const ws = w.dataSync() as Float32Array;
     const packedX: Float32Array[] = []; // group g: [n_g, D]
@@ -111,7 +109,7 @@ function groupedLogitsHost(xTD: Tensor2D, wDE: Tensor2D, asg: GroupedAssignments
     }
     return {
       value: tf.tensor2d(out, [N, M], 'float32'),
-      gradFunc: (dy: tf.Tensor) => {
+      gradFunc: (dy) => {
         const dys = dy.dataSync() as Float32Array;
         const dx = new Float32Array(T * D);
         const dw = new Float32Array(D * E);
@@ -142,8 +140,8 @@ function groupedLogitsHost(xTD: Tensor2D, wDE: Tensor2D, asg: GroupedAssignments
         return [tf.tensor2d(dx, [T, D], 'float32'), tf.tensor2d(dw, [D, E], 'float32')];
       },
     };
-  }) as unknown as CustomGradFn) as unknown as (x: tf.Tensor, w: tf.Tensor) => tf.Tensor;
-  return f(xTD, wDE) as Tensor2D;
+  });
+  return f(xTD, wDE);
 }
 
 function transposeHost(a: Float32Array, rows: number, cols: number): Float32Array {

@@ -2,10 +2,10 @@
 // releases every tensor it creates.
 import { readFileSync } from 'node:fs';
 import * as balance from '@switchyard/balance';
+import * as experts from '@switchyard/experts';
 import * as routing from '@switchyard/routing';
 import * as tensor from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
-import * as experts from './index';
 
 const modules: Record<string, Record<string, unknown>> = {
   '@switchyard/balance': balance,
@@ -16,7 +16,7 @@ const modules: Record<string, Record<string, unknown>> = {
 
 describe('MoE layer guide', () => {
   it('runs its example', async () => {
-    const page = readFileSync(new URL('../../../docs/guide/moe-layer.md', import.meta.url), 'utf8');
+    const page = readFileSync(new URL('../../../../docs/guide/moe-layer.md', import.meta.url), 'utf8');
     const code = /```ts\n([\s\S]*?)```/.exec(page)![1]!;
     const names: string[] = [];
     const values: unknown[] = [];
