@@ -31,6 +31,8 @@ import type { RoutingPlan } from '@switchyard/routing';
 import {
   checkDtype,
   checkShape,
+  concatFloat32,
+  customGrad,
   invalidArgument,
   SwitchyardError,
   type Tensor2D,
@@ -38,17 +40,6 @@ import {
 } from '@switchyard/tensor';
 import type { Communicator } from '../comm/types';
 import { markShard } from './data';
-
-/** TEMP until the tensor helper lands. */
-function concatParts(parts: readonly Float32Array[]): Float32Array {
-  const flat = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    flat.set(p, off);
-    off += p.length;
-  }
-  return flat;
-}
 
 /** Exchanges row blocks: `xND`'s first `sendRows[0]` rows go to rank 0, the next `sendRows[1]` to rank 1, ... */
 function exchangeRows(
@@ -77,13 +68,7 @@ function exchangeRows(
     recvRows[s] = b.length / D;
     M += recvRows[s]!;
   });
-  const flat = new Float32Array(M * D);
-  off = 0;
-  for (const b of recv) {
-    flat.set(b, off);
-    off += b.length;
-  }
-  return [tf.tensor2d(flat, [M, D], 'float32'), recvRows];
+  return [tf.tensor2d(concatFloat32(recv), [M, D], 'float32'), recvRows];
 }
 
 /**
@@ -123,12 +108,12 @@ export function allToAllRows(
   if (total !== N)
     throw invalidArgument(fn, 'sendRows', `counts summing to the ${N} rows of xND`, Array.from(rows));
   let recvRows: Int32Array = new Int32Array(comm.worldSize);
-  const op = tf.customGrad(((x: tf.Tensor) => {
+  const op = customGrad((x: tf.Tensor) => {
     const [value, got] = exchangeRows(comm, x, rows, D);
     recvRows = got;
     return {
       value,
-      gradFunc: (dy: tf.Tensor) => {
+      gradFunc: (dy: tf.Tensor2D) => {
         const [dx, back] = exchangeRows(comm, dy, got, D);
         if (back.some((r, j) => r !== rows[j])) {
           throw new SwitchyardError(
@@ -139,9 +124,8 @@ export function allToAllRows(
         return dx;
       },
     };
-  }) as unknown as Parameters<typeof tf.customGrad>[0]);
-  const yMD = (op as unknown as (x: tf.Tensor) => Tensor2D)(xND);
-  return { yMD, recvRows };
+  });
+  return { yMD: op(xND), recvRows };
 }
 
 /** Anything whose MoE layers a strategy can reach: a model (`MoETransformerLM`) or one layer. */
@@ -297,7 +281,7 @@ export class ExpertParallelBank implements ExpertBank {
     const E = this.numExperts;
     const full: Partial<Record<ExpertWeightName, tf.Tensor3D>> = {};
     for (const [name, v] of Object.entries(this.variables) as [ExpertWeightName, tf.Variable][]) {
-      const flat = concatParts(this.comm.allGather(v.dataSync() as Float32Array));
+      const flat = concatFloat32(this.comm.allGather(v.dataSync() as Float32Array));
       const [, a, b] = v.shape as [number, number, number];
       full[name] = tf.tensor3d(flat, [E, a, b], 'float32');
     }
