@@ -9,7 +9,7 @@
  */
 import type { RoutingPlan } from '@switchyard/routing';
 import { SwitchyardError, type Tensor2D, type tf } from '@switchyard/tensor';
-import type { ComputeMode, ExpertActivation } from './config';
+import { type ComputeMode, type ExpertActivation, matricesOf } from './config';
 import type { DispatchPlan } from './dispatch';
 import { checkTokens } from './ffn';
 import type { ResolvedComputeMode } from './grouped';
@@ -101,5 +101,80 @@ export function checkBankInput(
       'SHAPE_MISMATCH',
       `\`plan\` passed to ${fn}() must cover the ${xTD.shape[0]} tokens of xTD, got ${plan.numTokens}`,
     );
+  }
+}
+
+/** E, D, F and the activation of a bank. */
+export interface BankShape {
+  readonly numExperts: number;
+  readonly dModel: number;
+  readonly dFF: number;
+  readonly activation: ExpertActivation;
+}
+
+/**
+ * The part every bank of stacked expert weights shares: its shape, its variables (`w1`, `w3` for
+ * SwiGLU, `w2`, each with a leading axis over the experts it holds), the parameter and FLOP counts
+ * of the E logical experts, and dispose. Subclasses write the forward.
+ *
+ * When to use: as the base of a bank that keeps stacked weights, all E experts
+ * ({@link RoutedExperts}) or a share of them (one rank's shard, replicas).
+ *
+ * @example
+ * ```ts
+ * class MyBank extends StackedExpertBank {
+ *   forwardWithDispatch(xTD, plan, d, mode) { this.assertLive('MyBank', 'forward'); ... }
+ * }
+ * ```
+ */
+export abstract class StackedExpertBank implements ExpertBank {
+  readonly numExperts: number;
+  readonly dModel: number;
+  readonly dFF: number;
+  readonly activation: ExpertActivation;
+  readonly variables: Readonly<Record<string, tf.Variable>>;
+  private disposed = false;
+
+  protected constructor(shape: BankShape, variables: Readonly<Record<string, tf.Variable>>) {
+    this.numExperts = shape.numExperts;
+    this.dModel = shape.dModel;
+    this.dFF = shape.dFF;
+    this.activation = shape.activation;
+    this.variables = variables;
+  }
+
+  abstract forwardWithDispatch(
+    xTD: Tensor2D,
+    plan: RoutingPlan,
+    dispatch: DispatchPlan,
+    computeMode: ComputeMode,
+  ): BankOutput;
+
+  /** Weights of one expert. */
+  paramsPerExpert(): number {
+    return matricesOf(this.activation) * this.dModel * this.dFF;
+  }
+
+  /** Weights of all E experts. */
+  numParams(): number {
+    return this.numExperts * this.paramsPerExpert();
+  }
+
+  /** Matrix-multiply FLOPs (2 per multiply-add) of one (token, expert) assignment's forward pass. */
+  flopsPerAssignment(): number {
+    return 2 * this.paramsPerExpert();
+  }
+
+  /** Releases the variables. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const v of Object.values(this.variables)) v.dispose();
+  }
+
+  /** Throws STATE_INVALID naming the bank and `method` once the bank is disposed. */
+  protected assertLive(bank: string, method: string): void {
+    if (this.disposed)
+      throw new SwitchyardError('STATE_INVALID', `${bank} was disposed; it cannot run ${method}()`);
   }
 }

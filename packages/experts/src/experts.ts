@@ -6,15 +6,9 @@
  * S kept assignments.
  */
 import type { RoutingPlan } from '@switchyard/routing';
-import { invalidArgument, Rng, SwitchyardError, type Tensor2D, type Tensor3D, tf } from '@switchyard/tensor';
-import { type BankOutput, checkBankInput, type ExpertBank } from './bank';
-import {
-  type ComputeMode,
-  type ExpertActivation,
-  type ExpertsConfig,
-  matricesOf,
-  resolveExpertsConfig,
-} from './config';
+import { invalidArgument, Rng, type Tensor2D, type Tensor3D, tf } from '@switchyard/tensor';
+import { type BankOutput, checkBankInput, StackedExpertBank } from './bank';
+import { type ComputeMode, type ExpertsConfig, resolveExpertsConfig } from './config';
 import { buildDispatch, combine, type DispatchPlan, dispatch } from './dispatch';
 import { type ExpertWeights, groupedExperts, resolveComputeMode } from './grouped';
 
@@ -57,15 +51,7 @@ export function expertWeightsOf(vars: Readonly<Record<string, tf.Variable>>): Ex
  * const yTD = experts.forward(xTD, plan); // sum_k weight_tk * expert_{idx_tk}(x_t) over kept slots
  * ```
  */
-export class RoutedExperts implements ExpertBank {
-  readonly numExperts: number;
-  readonly dModel: number;
-  readonly dFF: number;
-  readonly activation: ExpertActivation;
-  /** Trainable weights: `w1`, `w3` (SwiGLU only), `w2`. */
-  readonly variables: Readonly<Record<string, tf.Variable>>;
-  private disposed = false;
-
+export class RoutedExperts extends StackedExpertBank {
   /**
    * New experts from `config`: initialised from `init` (a seeded generator: normal with the config's
    * `initStd`), or holding copies of given stacked weights (`w1EDF`, `w3EDF` for SwiGLU, `w2EFD`,
@@ -90,11 +76,7 @@ export class RoutedExperts implements ExpertBank {
     const vars: Record<string, tf.Variable> = { w1: make('w1EDF', [E, D, F]) };
     if (cfg.activation === 'swiglu') vars.w3 = make('w3EDF', [E, D, F]);
     vars.w2 = make('w2EFD', [E, F, D]);
-    this.numExperts = E;
-    this.dModel = D;
-    this.dFF = F;
-    this.activation = cfg.activation;
-    this.variables = vars;
+    super(cfg, vars);
   }
 
   /** The stacked weights as {@link groupedExperts} takes them. */
@@ -118,8 +100,7 @@ export class RoutedExperts implements ExpertBank {
     d: DispatchPlan,
     computeMode: ComputeMode = 'auto',
   ): BankOutput {
-    if (this.disposed)
-      throw new SwitchyardError('STATE_INVALID', 'RoutedExperts was disposed; it cannot run forward()');
+    this.assertLive('RoutedExperts', 'forward');
     checkBankInput('RoutedExperts.forward', this, xTD, plan, d);
     const mode = resolveComputeMode(computeMode, d.capacity);
     const yTD = tf.tidy(() => {
@@ -128,27 +109,5 @@ export class RoutedExperts implements ExpertBank {
       return combine(ySD, plan.topkWeightTK, d);
     });
     return { yTD, computeMode: mode };
-  }
-
-  /** Weights of one expert. */
-  paramsPerExpert(): number {
-    return matricesOf(this.activation) * this.dModel * this.dFF;
-  }
-
-  /** Weights of all E experts. */
-  numParams(): number {
-    return this.numExperts * this.paramsPerExpert();
-  }
-
-  /** Matrix-multiply FLOPs (2 per multiply-add) of one (token, expert) assignment's forward pass. */
-  flopsPerAssignment(): number {
-    return 2 * this.paramsPerExpert();
-  }
-
-  /** Releases the variables. */
-  dispose(): void {
-    if (this.disposed) return;
-    this.disposed = true;
-    for (const v of Object.values(this.variables)) v.dispose();
   }
 }

@@ -7,8 +7,8 @@
  * @packageDocumentation
  */
 
-export type { BankOutput, ExpertBank } from './bank';
-export { checkBankInput } from './bank';
+export type { BankOutput, BankShape, ExpertBank } from './bank';
+export { checkBankInput, StackedExpertBank } from './bank';
 export type {
   ComputeMode,
   DenseFFNConfig,

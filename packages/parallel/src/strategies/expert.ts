@@ -17,7 +17,6 @@ import {
   combine,
   type DispatchPlan,
   dispatch,
-  type ExpertActivation,
   type ExpertBank,
   type ExpertWeightName,
   expertWeightsOf,
@@ -26,6 +25,7 @@ import {
   type ResolvedComputeMode,
   RoutedExperts,
   resolveComputeMode,
+  StackedExpertBank,
 } from '@switchyard/experts';
 import type { RoutingPlan } from '@switchyard/routing';
 import {
@@ -156,19 +156,12 @@ function moeLayersOf(fn: string, target: MoELayerHost): readonly MoELayer[] {
  * optimizer.applyGradients(allReduceGradients(ctx.comm, grads, Object.values(layer.variables)));
  * ```
  */
-export class ExpertParallelBank implements ExpertBank {
+export class ExpertParallelBank extends StackedExpertBank {
   readonly comm: Communicator;
-  readonly numExperts: number;
-  readonly dModel: number;
-  readonly dFF: number;
-  readonly activation: ExpertActivation;
   /** L = E / R experts on each rank. */
   readonly expertsPerRank: number;
   /** Global index of this rank's first expert. */
   readonly firstExpert: number;
-  /** This rank's shard of the stacked weights: `w1` [L, D, F], `w3` (SwiGLU), `w2` [L, F, D]. */
-  readonly variables: Readonly<Record<string, tf.Variable>>;
-  private disposed = false;
 
   /**
    * Copies this rank's shard out of `experts`, a bank holding all E experts as stacked weights
@@ -198,24 +191,22 @@ export class ExpertParallelBank implements ExpertBank {
         `a bank holding all ${E} experts`,
         `${full.w1EDF.shape[0]} experts`,
       );
-    this.comm = comm;
-    this.numExperts = E;
-    this.dModel = experts.dModel;
-    this.dFF = experts.dFF;
-    this.activation = experts.activation;
-    this.expertsPerRank = E / R;
-    this.firstExpert = comm.rank * this.expertsPerRank;
-    const L = this.expertsPerRank;
+    const L = E / R;
+    const first = comm.rank * L;
     const shard = (w: tf.Tensor): tf.Variable => {
       const [, a, b] = w.shape as [number, number, number];
-      const v = tf.tidy(() => tf.variable(tf.slice(w, [this.firstExpert, 0, 0], [L, a, b]), true));
+      const v = tf.tidy(() => tf.variable(tf.slice(w, [first, 0, 0], [L, a, b]), true));
       markShard(v);
       return v;
     };
+    // this rank's shard of the stacked weights: w1 [L, D, F], w3 (SwiGLU), w2 [L, F, D]
     const vars: Record<string, tf.Variable> = { w1: shard(full.w1EDF) };
     if (full.w3EDF) vars.w3 = shard(full.w3EDF);
     vars.w2 = shard(full.w2EFD);
-    this.variables = vars;
+    super(experts, vars);
+    this.comm = comm;
+    this.expertsPerRank = L;
+    this.firstExpert = first;
   }
 
   /**
@@ -229,8 +220,7 @@ export class ExpertParallelBank implements ExpertBank {
     computeMode: ComputeMode,
   ): BankOutput {
     const fn = 'ExpertParallelBank.forward';
-    if (this.disposed)
-      throw new SwitchyardError('STATE_INVALID', 'ExpertParallelBank was disposed; it cannot run forward()');
+    this.assertLive('ExpertParallelBank', 'forward');
     checkBankInput(fn, this, xTD, plan, d);
     const R = this.comm.worldSize;
     const L = this.expertsPerRank;
@@ -276,8 +266,7 @@ export class ExpertParallelBank implements ExpertBank {
    * ```
    */
   gather(): RoutedExperts {
-    if (this.disposed)
-      throw new SwitchyardError('STATE_INVALID', 'ExpertParallelBank was disposed; it cannot gather()');
+    this.assertLive('ExpertParallelBank', 'gather');
     const E = this.numExperts;
     const full: Partial<Record<ExpertWeightName, tf.Tensor3D>> = {};
     for (const [name, v] of Object.entries(this.variables) as [ExpertWeightName, tf.Variable][]) {
@@ -293,30 +282,6 @@ export class ExpertParallelBank implements ExpertBank {
     } finally {
       tf.dispose(Object.values(full));
     }
-  }
-
-  /** Weights of one expert. */
-  paramsPerExpert(): number {
-    let n = 0;
-    for (const v of Object.values(this.variables)) n += v.size;
-    return n / this.expertsPerRank;
-  }
-
-  /** Weights of all E experts (over every rank). */
-  numParams(): number {
-    return this.numExperts * this.paramsPerExpert();
-  }
-
-  /** Matrix-multiply FLOPs (2 per multiply-add) of one (token, expert) assignment's forward pass. */
-  flopsPerAssignment(): number {
-    return 2 * this.paramsPerExpert();
-  }
-
-  /** Releases this rank's shard. */
-  dispose(): void {
-    if (this.disposed) return;
-    this.disposed = true;
-    for (const v of Object.values(this.variables)) v.dispose();
   }
 
   /** Runs the local experts on the received rows (source-major, expert-minor), returning rows in the same order. */
