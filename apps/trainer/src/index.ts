@@ -43,5 +43,6 @@ export type { BalanceSettings } from './train/balance';
 export { BalanceController } from './train/balance';
 export type { LrSchedule } from './train/schedule';
 export { learningRate } from './train/schedule';
+export { buildModelConfig } from './train/setup';
 export type { TrainOptions, TrainResult } from './train/trainer';
-export { buildModelConfig, train } from './train/trainer';
+export { train } from './train/trainer';

@@ -17,7 +17,8 @@ import { renderChart } from '../report/render';
 import { fmt, median } from '../report/report';
 import { createReporter, type Reporter } from '../reporter';
 import { listCheckpoints, RUN_FILES, timestamp } from '../run/outdir';
-import { buildModelConfig, routingShape, train } from '../train/trainer';
+import { buildModelConfig, routingShape } from '../train/setup';
+import { train } from '../train/trainer';
 import { EXPERIMENTS, type ExperimentArm, type ExperimentDefinition } from './definitions';
 
 export { EXPERIMENTS };
