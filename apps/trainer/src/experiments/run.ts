@@ -14,7 +14,7 @@ import type { TrainConfig } from '../config/schema';
 import { barChart, ema, lineChart, type SeriesPoint, specializationHeatmap } from '../report/charts';
 import { type EvalRecord, readJsonl, type StepRecord } from '../report/records';
 import { renderChart } from '../report/render';
-import { fmt, median } from '../report/report';
+import { fmt, mean, median } from '../report/report';
 import { createReporter, type Reporter } from '../reporter';
 import { listCheckpoints, RUN_FILES, timestamp } from '../run/outdir';
 import { buildModelConfig, routingShape } from '../train/setup';
@@ -74,11 +74,6 @@ export function armConfig(
   return parseConfig(merged, `experiment ${def.name}, arm ${arm.id}`);
 }
 
-function meanOf(xs: readonly number[]): number {
-  const s = xs.filter(Number.isFinite);
-  return s.length ? s.reduce((a, b) => a + b, 0) / s.length : Number.NaN;
-}
-
 /** Mean over layers and domains of the top-K share of each domain's selections. */
 export function topKShare(e: EvalRecord, k: number): number {
   const shares: number[] = [];
@@ -90,7 +85,7 @@ export function topKShare(e: EvalRecord, k: number): number {
       shares.push(top.reduce((a, b) => a + b, 0) / total);
     }
   }
-  return meanOf(shares);
+  return mean(shares);
 }
 
 function summarise(
@@ -110,11 +105,11 @@ function summarise(
     finalValLoss: last?.valLoss ?? Number.NaN,
     unigramValLoss: unigram,
     maxVioGlobal: last?.maxVioGlobal ?? Number.NaN,
-    maxVioBatch: meanOf(tail.map((s) => s.maxVioBatch)),
-    maxVioMicro: meanOf(tail.map((s) => s.maxVioMicro)),
+    maxVioBatch: mean(tail.map((s) => s.maxVioBatch)),
+    maxVioMicro: mean(tail.map((s) => s.maxVioMicro)),
     specializationPeak: last?.specializationPeak ?? Number.NaN,
     topKShare: last ? topKShare(last, k) : Number.NaN,
-    trainDropRate: meanOf(tail.map((s) => s.dropRate)),
+    trainDropRate: mean(tail.map((s) => s.dropRate)),
     evalDropRate: last?.dropRate ?? Number.NaN,
     tokensPerSec: median(steps.map((s) => s.tokensPerSec)),
     wallSec: steps[steps.length - 1]?.time ?? Number.NaN,
@@ -283,6 +278,18 @@ async function trainArmsInProcesses(
   }
 }
 
+/** One series per arm of a per-step value, smoothed by an EMA with factor `alpha`. */
+function smoothedSteps(
+  runs: readonly ArmRun[],
+  value: (s: StepRecord) => number,
+  alpha: number,
+): SeriesPoint[] {
+  return runs.flatMap((r) => {
+    const sm = ema(r.steps.map(value), alpha);
+    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
+  });
+}
+
 async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promise<string[]> {
   const dir = join(outDir, 'plots');
   const written: string[] = [];
@@ -302,13 +309,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
       points: true,
     }),
   );
-  const trainPoints: SeriesPoint[] = runs.flatMap((r) => {
-    const sm = ema(
-      r.steps.map((s) => s.loss),
-      0.95,
-    );
-    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
-  });
+  const trainPoints = smoothedSteps(runs, (s) => s.loss, 0.95);
   await write(
     'train-loss',
     lineChart(trainPoints, {
@@ -317,13 +318,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
       yTitle: 'nats/token',
     }),
   );
-  const vioPoints: SeriesPoint[] = runs.flatMap((r) => {
-    const sm = ema(
-      r.steps.map((s) => s.maxVioBatch),
-      0.9,
-    );
-    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
-  });
+  const vioPoints = smoothedSteps(runs, (s) => s.maxVioBatch, 0.9);
   await write(
     'maxvio-batch',
     lineChart(vioPoints, {
@@ -334,13 +329,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
     }),
   );
   if (runs.some((r) => r.steps.some((s) => s.maxVioMicro !== s.maxVioBatch))) {
-    const microPoints: SeriesPoint[] = runs.flatMap((r) => {
-      const sm = ema(
-        r.steps.map((s) => s.maxVioMicro),
-        0.9,
-      );
-      return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
-    });
+    const microPoints = smoothedSteps(runs, (s) => s.maxVioMicro, 0.9);
     await write(
       'maxvio-micro',
       lineChart(microPoints, {
@@ -372,13 +361,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
     ),
   );
   if (runs.some((r) => r.result.trainDropRate > 0)) {
-    const dropPoints: SeriesPoint[] = runs.flatMap((r) => {
-      const sm = ema(
-        r.steps.map((s) => s.dropRate),
-        0.9,
-      );
-      return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
-    });
+    const dropPoints = smoothedSteps(runs, (s) => s.dropRate, 0.9);
     await write(
       'drop-rate',
       lineChart(dropPoints, {
