@@ -153,18 +153,7 @@ export function setUpTraining(
   const L = model.moeLayerIndices.length;
   const { k: K, numExperts: E } = routingShape(modelConfig);
   const named = model.namedVariables();
-  const optimizer = new OptimizerStep(
-    comm,
-    named,
-    {
-      beta1: config.train.beta1,
-      beta2: config.train.beta2,
-      eps: config.train.eps,
-      weightDecay: config.train.weightDecay,
-    },
-    resolvePlacement(config.train.optimizerOn),
-    config.train.clipNorm,
-  );
+  const optimizer = optimizerStep(config, comm, named);
   const balance = balanceController(config, L, E, comm);
   // Identical replicas: the same seed builds the same weights, the broadcast makes it certain.
   if (comm.worldSize > 1) broadcastVariables(comm, named);
@@ -182,6 +171,22 @@ export function setUpTraining(
   }
   const shape = { numMoELayers: L, numExperts: E, k: K };
   return { modelConfig, model, shape, optimizer, balance, batcher, noiseRng, evalSet, unigramValLoss };
+}
+
+/** AdamW as the run configures it, with its clipping and placement. */
+function optimizerStep(
+  config: TrainConfig,
+  comm: Communicator,
+  named: ReadonlyMap<string, tf.Variable>,
+): OptimizerStep {
+  const t = config.train;
+  return new OptimizerStep(
+    comm,
+    named,
+    { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay },
+    resolvePlacement(t.optimizerOn),
+    t.clipNorm,
+  );
 }
 
 /** The run's balancing method; across ranks its counts are summed and its indices gathered. */

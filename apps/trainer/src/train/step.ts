@@ -127,7 +127,7 @@ export class TrainStep {
     let syncMs = 0;
     if (this.comm.worldSize > 1) {
       this.reduceOverRanks(sums);
-      syncMs += performance.now() - tComputed;
+      syncMs = performance.now() - tComputed;
     }
     const loads = expertLoads(sums, M, this.L, this.E);
 
