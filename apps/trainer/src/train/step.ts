@@ -33,6 +33,12 @@ export type StepOutcome = Omit<StepRecord, 'step' | 'tokens' | 'time' | 'phaseMs
   readonly phaseMs: StepPhases;
 };
 
+/** What the step trains with: the run's model, optimizer, balance controller, data and routing noise. */
+export type StepParts = Pick<
+  TrainingSetup,
+  'model' | 'shape' | 'optimizer' | 'balance' | 'batcher' | 'noiseRng'
+>;
+
 /** The logged sums of one step's micro-batches, before and after the reduction over ranks. */
 interface MicroBatchSums {
   /** Sum over micro-batches of the LM loss (after the reduction: of the global means). */
@@ -78,7 +84,7 @@ export class TrainStep {
 
   constructor(
     private readonly config: TrainConfig,
-    private readonly setup: TrainingSetup,
+    private readonly setup: StepParts,
     private readonly comm: Communicator,
   ) {
     const { seqLen: S, microBatchSize: B, gradAccum: M, steps } = config.train;

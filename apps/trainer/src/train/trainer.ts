@@ -119,13 +119,13 @@ class TrainingRun {
   private tokensSeen: number;
 
   constructor(
-    private readonly f: RunFacts,
+    private readonly facts: RunFacts,
     private readonly reporter: Reporter,
     private readonly outputs: RunOutputs,
     private readonly start: RunPosition,
     resumedFrom: string | undefined,
   ) {
-    const { config, outDir, comm, data, setup } = f;
+    const { config, outDir, comm, data, setup } = facts;
     this.trainStep = new TrainStep(config, setup, comm);
     this.checkpoints = new RunCheckpoints(config, outDir, data, setup, comm.rank === 0, resumedFrom);
     this.evalShard =
@@ -137,7 +137,7 @@ class TrainingRun {
 
   /** Trains the remaining steps, evaluating and saving checkpoints as `eval.every` and `checkpoint.every` say. */
   async trainSteps(): Promise<void> {
-    const { config } = this.f;
+    const { config } = this.facts;
     const { seqLen: S, microBatchSize: B, gradAccum, steps: totalSteps } = config.train;
     for (let step = this.start.step; step < totalSteps; step++) {
       const outcome = this.trainStep.run(step, this.checkpoints.last);
@@ -166,7 +166,7 @@ class TrainingRun {
 
   /** The end of a run: final evaluation and checkpoint, run.json marked finished, the report. */
   async finish(): Promise<TrainResult> {
-    const { config, outDir, comm, backend, setup } = this.f;
+    const { config, outDir, comm, backend, setup } = this.facts;
     const totalSteps = config.train.steps;
     this.reporter.close();
     const finalEval = this.evaluate(totalSteps);
@@ -206,13 +206,13 @@ class TrainingRun {
   /** Releases the gradients of an unfinished step, the optimizer and the model. */
   dispose(): void {
     this.trainStep.dispose();
-    this.f.setup.optimizer.dispose();
-    this.f.setup.model.dispose();
+    this.facts.setup.optimizer.dispose();
+    this.facts.setup.model.dispose();
   }
 
   /** Scores the validation set after `step` steps (with the loss-free biases in place) and records it. */
   private evaluate(step: number): EvalRecord {
-    const { model, balance, evalSet, shape } = this.f.setup;
+    const { model, balance, evalSet, shape } = this.facts.setup;
     balance.copyBiasesTo(model);
     const rec = evaluateModel(model, evalSet, shape, step, this.evalShard);
     this.outputs.appendEval(rec);
@@ -221,12 +221,12 @@ class TrainingRun {
   }
 
   private writeReport(finalDir: string): Promise<string> {
-    const { config, outDir, setup } = this.f;
+    const { config, outDir, setup } = this.facts;
     const { numMoELayers: L, numExperts: E, k: K } = setup.shape;
     return writeRunReport(outDir, this.outputs.steps, this.outputs.evals, {
       name: config.name,
       description: config.description,
-      setup: reportSetup(this.f),
+      setup: reportSetup(this.facts),
       unigramValLoss: setup.unigramValLoss,
       finalCheckpoint: finalDir,
       uniformFrequency: E > 0 ? K / E : Number.NaN,
