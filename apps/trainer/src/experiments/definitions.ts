@@ -1,8 +1,19 @@
 /**
  * The experiments `switchyard-train experiment <name>` runs: each is a shared base configuration
- * plus one override set per arm, and the claims from the literature its report checks.
+ * plus one override set per arm, and the claims from the literature its report checks, each with
+ * its check of the arms' results.
  */
 import type { ConfigObject } from '../config/load';
+import { fmt } from '../report/report';
+import {
+  type ArmLookup,
+  type ArmResult,
+  type Claim,
+  LOSS_MARGIN,
+  lossBelow,
+  signedDiff,
+  vioAbove,
+} from './claims';
 
 /** One arm of an experiment. */
 export interface ExperimentArm {
@@ -23,8 +34,11 @@ export interface ExperimentDefinition {
   /** Overrides of the trainer defaults shared by every arm. */
   readonly base: ConfigObject;
   readonly arms: readonly ExperimentArm[];
-  /** What the literature reports (SPEC section 2), shown next to this run's numbers. */
-  readonly literature: readonly string[];
+  /**
+   * What the literature reports (SPEC section 2), each with its check against this experiment's arms;
+   * the report shows them once every arm has a result.
+   */
+  readonly claims: readonly Claim[];
 }
 
 /**
@@ -90,11 +104,52 @@ const balanceScope: ExperimentDefinition = {
       overrides: { balance: { method: 'global+local', alpha: 1e-2, localRatio: 0.01 } },
     },
   ],
-  literature: [
-    'Global-batch balancing reaches a lower evaluation loss than micro-batch balancing (Qwen: PPL 8.167 -> 8.038 at 3.4B parameters).',
-    'Under global balancing, per-domain selection frequencies peak at 2-3x or more of the uniform K/E (experts specialise by domain).',
-    'The shuffled-batch loss performs close to the global-batch loss.',
-    'Per-micro-batch MaxVio is worse under global balancing and partly restored by the 1% local term.',
+  claims: [
+    {
+      text: 'Global-batch balancing reaches a lower evaluation loss than micro-batch balancing (Qwen: PPL 8.167 -> 8.038 at 3.4B parameters).',
+      check: (arm) => {
+        const [micro, global] = [arm('micro'), arm('global')];
+        return {
+          holds: lossBelow(global.finalValLoss, micro.finalValLoss),
+          observed: `val loss global ${fmt(global.finalValLoss)} vs micro ${fmt(micro.finalValLoss)} (${signedDiff(global.finalValLoss, micro.finalValLoss)})`,
+        };
+      },
+    },
+    {
+      text: 'Under global balancing, per-domain selection frequencies peak at 2-3x or more of the uniform K/E (experts specialise by domain).',
+      check: (arm) => {
+        const [micro, global] = [arm('micro'), arm('global')];
+        const uniform = global.k / global.numExperts;
+        return {
+          holds: global.specializationPeak >= 2 && global.topKShare > micro.topKShare,
+          observed: `max F/(K/E): global ${fmt(global.specializationPeak, 3)}, micro ${fmt(micro.specializationPeak, 3)}; top-K share global ${fmt(global.topKShare, 3)}, micro ${fmt(micro.topKShare, 3)} (uniform ${fmt(uniform, 3)})`,
+        };
+      },
+    },
+    {
+      text: 'The shuffled-batch loss performs close to the global-batch loss.',
+      check: (arm) => {
+        const [micro, global, shuffled] = [arm('micro'), arm('global'), arm('shuffled')];
+        return {
+          holds:
+            lossBelow(shuffled.finalValLoss, micro.finalValLoss) &&
+            Math.abs(shuffled.finalValLoss - global.finalValLoss) <
+              Math.abs(micro.finalValLoss - global.finalValLoss),
+          observed: `val loss shuffled ${fmt(shuffled.finalValLoss)}, global ${fmt(global.finalValLoss)}, micro ${fmt(micro.finalValLoss)}`,
+        };
+      },
+    },
+    {
+      text: 'Per-micro-batch MaxVio is worse under global balancing and partly restored by the 1% local term.',
+      check: (arm) => {
+        const [micro, global, gl] = [arm('micro'), arm('global'), arm('global-local')];
+        return {
+          holds:
+            vioAbove(global.maxVioMicro, micro.maxVioMicro) && vioAbove(global.maxVioMicro, gl.maxVioMicro),
+          observed: `per-micro-batch MaxVio: micro ${fmt(micro.maxVioMicro, 3)}, global ${fmt(global.maxVioMicro, 3)}, global+local ${fmt(gl.maxVioMicro, 3)}`,
+        };
+      },
+    },
   ],
 };
 
@@ -131,13 +186,58 @@ const lossFree: ExperimentDefinition = {
     },
     { id: 'none', label: 'no balancing', overrides: { balance: { method: 'none' } } },
   ],
-  literature: [
-    'Loss-free balancing reaches MaxVio_global < 0.1 (paper, 1B model: 0.72 -> 0.04) ...',
-    '... with an evaluation loss no worse than the aux-loss run (paper: PPL 9.56 -> 9.50).',
-    'Without any balancing, load collapses onto few experts (MaxVio >> 1).',
-    'A smaller aux coefficient balances less but interferes less with the language-model loss.',
+  claims: [
+    {
+      text: 'Loss-free balancing reaches MaxVio_global < 0.1 (paper, 1B model: 0.72 -> 0.04) ...',
+      check: (arm) => {
+        const [lf, a2, a3] = [arm('loss-free'), arm('aux-1e-2'), arm('aux-1e-3')];
+        return {
+          holds: lf.maxVioGlobal < 0.1,
+          observed: `MaxVio_global loss-free ${fmt(lf.maxVioGlobal, 3)}, aux 1e-2 ${fmt(a2.maxVioGlobal, 3)}, aux 1e-3 ${fmt(a3.maxVioGlobal, 3)}`,
+        };
+      },
+    },
+    {
+      text: '... with an evaluation loss no worse than the aux-loss run (paper: PPL 9.56 -> 9.50).',
+      check: (arm) => {
+        const [lf, a2] = [arm('loss-free'), arm('aux-1e-2')];
+        return {
+          holds: lf.finalValLoss <= a2.finalValLoss + LOSS_MARGIN,
+          observed: `val loss loss-free ${fmt(lf.finalValLoss)} vs aux 1e-2 ${fmt(a2.finalValLoss)} (${signedDiff(lf.finalValLoss, a2.finalValLoss)})`,
+        };
+      },
+    },
+    {
+      text: 'Without any balancing, load collapses onto few experts (MaxVio >> 1).',
+      check: (arm) => {
+        const none = arm('none');
+        return {
+          holds: none.maxVioGlobal > 1,
+          observed: `MaxVio_global without balancing ${fmt(none.maxVioGlobal, 3)}`,
+        };
+      },
+    },
+    {
+      text: 'A smaller aux coefficient balances less but interferes less with the language-model loss.',
+      check: (arm) => {
+        const [a2, a3] = [arm('aux-1e-2'), arm('aux-1e-3')];
+        return {
+          holds:
+            vioAbove(a3.maxVioGlobal, a2.maxVioGlobal) && a3.finalValLoss <= a2.finalValLoss + LOSS_MARGIN,
+          observed: `aux 1e-3: MaxVio_global ${fmt(a3.maxVioGlobal, 3)}, val loss ${fmt(a3.finalValLoss)}; aux 1e-2: ${fmt(a2.maxVioGlobal, 3)}, ${fmt(a2.finalValLoss)}`,
+        };
+      },
+    },
   ],
 };
+
+/** The capacity experiment's arms, lowest capacity first. */
+const capacityArms = (arm: ArmLookup): [ArmResult, ArmResult, ArmResult, ArmResult] => [
+  arm('cf-1.0'),
+  arm('cf-1.25'),
+  arm('cf-2.0'),
+  arm('dropless'),
+];
 
 /** Switch top-1 at several capacity factors (Fedus et al. 2021). */
 const capacity: ExperimentDefinition = {
@@ -179,10 +279,40 @@ const capacity: ExperimentDefinition = {
       overrides: { model: { moe: { router: { capacityFactor: 0, evalCapacityFactor: 0 } } } },
     },
   ],
-  literature: [
-    'Lower capacity factors drop more tokens (Switch: capacity 1.0 drops a few percent with the aux loss on).',
-    'Dropping hurts quality: higher capacity (or dropless) gives a lower loss per step, at a higher compute and memory cost.',
-    'Switch Transformer found 1.0-1.25 a good trade-off in speed per quality at scale.',
+  claims: [
+    {
+      text: 'Lower capacity factors drop more tokens (Switch: capacity 1.0 drops a few percent with the aux loss on).',
+      check: (arm) => {
+        const [c1, c125, c2, dl] = capacityArms(arm);
+        return {
+          holds:
+            c1.trainDropRate >= c125.trainDropRate &&
+            c125.trainDropRate >= c2.trainDropRate &&
+            dl.trainDropRate === 0,
+          observed: `training drop rate 1.0: ${fmt(c1.trainDropRate, 3)}, 1.25: ${fmt(c125.trainDropRate, 3)}, 2.0: ${fmt(c2.trainDropRate, 3)}, dropless: ${fmt(dl.trainDropRate, 3)}`,
+        };
+      },
+    },
+    {
+      text: 'Dropping hurts quality: higher capacity (or dropless) gives a lower loss per step, at a higher compute and memory cost.',
+      check: (arm) => {
+        const [c1, c125, c2, dl] = capacityArms(arm);
+        return {
+          holds: lossBelow(dl.finalValLoss, c1.finalValLoss) && lossBelow(c2.finalValLoss, c1.finalValLoss),
+          observed: `val loss 1.0: ${fmt(c1.finalValLoss)}, 1.25: ${fmt(c125.finalValLoss)}, 2.0: ${fmt(c2.finalValLoss)}, dropless: ${fmt(dl.finalValLoss)}`,
+        };
+      },
+    },
+    {
+      text: 'Switch Transformer found 1.0-1.25 a good trade-off in speed per quality at scale.',
+      check: (arm) => {
+        const [c1, c125, c2, dl] = capacityArms(arm);
+        return {
+          holds: null,
+          observed: `tokens/s 1.0: ${fmt(c1.tokensPerSec)}, 1.25: ${fmt(c125.tokensPerSec)}, 2.0: ${fmt(c2.tokensPerSec)}, dropless: ${fmt(dl.tokensPerSec)}`,
+        };
+      },
+    },
   ],
 };
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import type { ArmResult } from './claims';
 import { EXPERIMENTS } from './definitions';
-import { type ArmResult, armConfig, checkClaims, topKShare } from './run';
+import { armConfig, checkClaims, topKShare } from './run';
 
 function arm(id: string, over: Partial<ArmResult>): ArmResult {
   return {

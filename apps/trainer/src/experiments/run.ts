@@ -14,10 +14,12 @@ import type { TrainConfig } from '../config/schema';
 import { barChart, ema, lineChart, type SeriesPoint, specializationHeatmap } from '../report/charts';
 import { type EvalRecord, readJsonl, type StepRecord } from '../report/records';
 import { renderChart } from '../report/render';
-import { fmt, median } from '../report/report';
+import { fmt, mean, median } from '../report/report';
 import { createReporter, type Reporter } from '../reporter';
 import { listCheckpoints, RUN_FILES, timestamp } from '../run/outdir';
-import { buildModelConfig, routingShape, train } from '../train/trainer';
+import { buildModelConfig, routingShape } from '../train/setup';
+import { train } from '../train/trainer';
+import { type ArmResult, type ClaimCheck, LOSS_MARGIN, VIO_MARGIN } from './claims';
 import { EXPERIMENTS, type ExperimentArm, type ExperimentDefinition } from './definitions';
 
 export { EXPERIMENTS };
@@ -39,37 +41,6 @@ export interface ExperimentOptions {
   /** Write the comparison report once every arm has finished (default true). */
   readonly report?: boolean;
   readonly reporter?: Reporter;
-}
-
-/** One arm's numbers in the comparison. */
-export interface ArmResult {
-  readonly id: string;
-  readonly label: string;
-  readonly steps: number;
-  readonly finalValLoss: number;
-  readonly unigramValLoss: number;
-  readonly maxVioGlobal: number;
-  /** Mean over the last 10% of steps of the optimizer-step batch MaxVio. */
-  readonly maxVioBatch: number;
-  /** Mean over the last 10% of steps of the per-micro-batch MaxVio. */
-  readonly maxVioMicro: number;
-  readonly specializationPeak: number;
-  /** Mean over layers and domains of the share of a domain's selections that go to its K most used experts (uniform K/E, 1 fully specialised). */
-  readonly topKShare: number;
-  readonly trainDropRate: number;
-  readonly evalDropRate: number;
-  readonly tokensPerSec: number;
-  readonly wallSec: number;
-  readonly k: number;
-  readonly numExperts: number;
-}
-
-/** A claim from the literature and what this run shows. */
-export interface ClaimCheck {
-  readonly claim: string;
-  readonly observed: string;
-  /** true: the effect appears; false: it does not; null: not decidable from these numbers. */
-  readonly holds: boolean | null;
 }
 
 /** What {@link runExperiment} returns. */
@@ -103,11 +74,6 @@ export function armConfig(
   return parseConfig(merged, `experiment ${def.name}, arm ${arm.id}`);
 }
 
-function meanOf(xs: readonly number[]): number {
-  const s = xs.filter(Number.isFinite);
-  return s.length ? s.reduce((a, b) => a + b, 0) / s.length : Number.NaN;
-}
-
 /** Mean over layers and domains of the top-K share of each domain's selections. */
 export function topKShare(e: EvalRecord, k: number): number {
   const shares: number[] = [];
@@ -119,7 +85,7 @@ export function topKShare(e: EvalRecord, k: number): number {
       shares.push(top.reduce((a, b) => a + b, 0) / total);
     }
   }
-  return meanOf(shares);
+  return mean(shares);
 }
 
 function summarise(
@@ -139,11 +105,11 @@ function summarise(
     finalValLoss: last?.valLoss ?? Number.NaN,
     unigramValLoss: unigram,
     maxVioGlobal: last?.maxVioGlobal ?? Number.NaN,
-    maxVioBatch: meanOf(tail.map((s) => s.maxVioBatch)),
-    maxVioMicro: meanOf(tail.map((s) => s.maxVioMicro)),
+    maxVioBatch: mean(tail.map((s) => s.maxVioBatch)),
+    maxVioMicro: mean(tail.map((s) => s.maxVioMicro)),
     specializationPeak: last?.specializationPeak ?? Number.NaN,
     topKShare: last ? topKShare(last, k) : Number.NaN,
-    trainDropRate: meanOf(tail.map((s) => s.dropRate)),
+    trainDropRate: mean(tail.map((s) => s.dropRate)),
     evalDropRate: last?.dropRate ?? Number.NaN,
     tokensPerSec: median(steps.map((s) => s.tokensPerSec)),
     wallSec: steps[steps.length - 1]?.time ?? Number.NaN,
@@ -152,104 +118,29 @@ function summarise(
   };
 }
 
-function check(claim: string, holds: boolean | null, observed: string): ClaimCheck {
-  return { claim, holds, observed };
-}
-
 /**
- * Smallest validation-loss difference (nats/token) counted as an effect. Each arm is one seed, so
- * smaller differences are not told apart from run-to-run variation.
+ * Compares an experiment's arms against the claims its definition carries; none until every arm of
+ * the experiment has a result.
  */
-export const LOSS_MARGIN = 0.01;
-/** Smallest relative MaxVio difference counted as an effect. */
-export const VIO_MARGIN = 0.05;
-
-/** a is lower than b by more than the loss margin. */
-const lossBelow = (a: number, b: number): boolean => a < b - LOSS_MARGIN;
-/** a is higher than b by more than the relative MaxVio margin. */
-const vioAbove = (a: number, b: number): boolean => a > b * (1 + VIO_MARGIN);
-
-/** Compares an experiment's arms against the claims listed in its definition. */
 export function checkClaims(name: string, arms: readonly ArmResult[]): ClaimCheck[] {
-  const by = (id: string): ArmResult | undefined => arms.find((a) => a.id === id);
-  const lit = EXPERIMENTS[name]?.literature ?? [];
-  const d = (a: number, b: number): string => `${a >= b ? '+' : ''}${(a - b).toFixed(4)}`;
-  if (name === 'balance-scope') {
-    const [micro, global, shuffled, gl] = [by('micro'), by('global'), by('shuffled'), by('global-local')];
-    if (!micro || !global || !shuffled || !gl) return [];
-    const uniform = global.k / global.numExperts;
-    return [
-      check(
-        lit[0]!,
-        lossBelow(global.finalValLoss, micro.finalValLoss),
-        `val loss global ${fmt(global.finalValLoss)} vs micro ${fmt(micro.finalValLoss)} (${d(global.finalValLoss, micro.finalValLoss)})`,
-      ),
-      check(
-        lit[1]!,
-        global.specializationPeak >= 2 && global.topKShare > micro.topKShare,
-        `max F/(K/E): global ${fmt(global.specializationPeak, 3)}, micro ${fmt(micro.specializationPeak, 3)}; top-K share global ${fmt(global.topKShare, 3)}, micro ${fmt(micro.topKShare, 3)} (uniform ${fmt(uniform, 3)})`,
-      ),
-      check(
-        lit[2]!,
-        lossBelow(shuffled.finalValLoss, micro.finalValLoss) &&
-          Math.abs(shuffled.finalValLoss - global.finalValLoss) <
-            Math.abs(micro.finalValLoss - global.finalValLoss),
-        `val loss shuffled ${fmt(shuffled.finalValLoss)}, global ${fmt(global.finalValLoss)}, micro ${fmt(micro.finalValLoss)}`,
-      ),
-      check(
-        lit[3]!,
-        vioAbove(global.maxVioMicro, micro.maxVioMicro) && vioAbove(global.maxVioMicro, gl.maxVioMicro),
-        `per-micro-batch MaxVio: micro ${fmt(micro.maxVioMicro, 3)}, global ${fmt(global.maxVioMicro, 3)}, global+local ${fmt(gl.maxVioMicro, 3)}`,
-      ),
-    ];
-  }
-  if (name === 'loss-free') {
-    const [lf, a2, a3, none] = [by('loss-free'), by('aux-1e-2'), by('aux-1e-3'), by('none')];
-    if (!lf || !a2 || !a3 || !none) return [];
-    return [
-      check(
-        lit[0]!,
-        lf.maxVioGlobal < 0.1,
-        `MaxVio_global loss-free ${fmt(lf.maxVioGlobal, 3)}, aux 1e-2 ${fmt(a2.maxVioGlobal, 3)}, aux 1e-3 ${fmt(a3.maxVioGlobal, 3)}`,
-      ),
-      check(
-        lit[1]!,
-        lf.finalValLoss <= a2.finalValLoss + LOSS_MARGIN,
-        `val loss loss-free ${fmt(lf.finalValLoss)} vs aux 1e-2 ${fmt(a2.finalValLoss)} (${d(lf.finalValLoss, a2.finalValLoss)})`,
-      ),
-      check(lit[2]!, none.maxVioGlobal > 1, `MaxVio_global without balancing ${fmt(none.maxVioGlobal, 3)}`),
-      check(
-        lit[3]!,
-        vioAbove(a3.maxVioGlobal, a2.maxVioGlobal) && a3.finalValLoss <= a2.finalValLoss + LOSS_MARGIN,
-        `aux 1e-3: MaxVio_global ${fmt(a3.maxVioGlobal, 3)}, val loss ${fmt(a3.finalValLoss)}; aux 1e-2: ${fmt(a2.maxVioGlobal, 3)}, ${fmt(a2.finalValLoss)}`,
-      ),
-    ];
-  }
-  if (name === 'capacity') {
-    const order = ['cf-1.0', 'cf-1.25', 'cf-2.0', 'dropless'].map(by);
-    if (order.some((a) => !a)) return [];
-    const [c1, c125, c2, dl] = order as ArmResult[];
-    return [
-      check(
-        lit[0]!,
-        c1!.trainDropRate >= c125!.trainDropRate &&
-          c125!.trainDropRate >= c2!.trainDropRate &&
-          dl!.trainDropRate === 0,
-        `training drop rate 1.0: ${fmt(c1!.trainDropRate, 3)}, 1.25: ${fmt(c125!.trainDropRate, 3)}, 2.0: ${fmt(c2!.trainDropRate, 3)}, dropless: ${fmt(dl!.trainDropRate, 3)}`,
-      ),
-      check(
-        lit[1]!,
-        lossBelow(dl!.finalValLoss, c1!.finalValLoss) && lossBelow(c2!.finalValLoss, c1!.finalValLoss),
-        `val loss 1.0: ${fmt(c1!.finalValLoss)}, 1.25: ${fmt(c125!.finalValLoss)}, 2.0: ${fmt(c2!.finalValLoss)}, dropless: ${fmt(dl!.finalValLoss)}`,
-      ),
-      check(
-        lit[2]!,
-        null,
-        `tokens/s 1.0: ${fmt(c1!.tokensPerSec)}, 1.25: ${fmt(c125!.tokensPerSec)}, 2.0: ${fmt(c2!.tokensPerSec)}, dropless: ${fmt(dl!.tokensPerSec)}`,
-      ),
-    ];
-  }
-  return [];
+  const def = EXPERIMENTS[name];
+  if (!def) return [];
+  const find = (id: string): ArmResult | undefined => arms.find((a) => a.id === id);
+  if (def.arms.some((a) => !find(a.id))) return [];
+  const arm = (id: string): ArmResult => {
+    const r = find(id);
+    if (!r) {
+      throw new SwitchyardError(
+        'INVALID_ARGUMENT',
+        `a claim of experiment ${name} checks arm ${JSON.stringify(id)}, which it does not have; its arms are ${def.arms.map((a) => a.id).join(', ')}`,
+      );
+    }
+    return r;
+  };
+  return def.claims.map((c) => {
+    const { holds, observed } = c.check(arm);
+    return { claim: c.text, holds, observed };
+  });
 }
 
 interface ArmRun {
@@ -387,6 +278,18 @@ async function trainArmsInProcesses(
   }
 }
 
+/** One series per arm of a per-step value, smoothed by an EMA with factor `alpha`. */
+function smoothedSteps(
+  runs: readonly ArmRun[],
+  value: (s: StepRecord) => number,
+  alpha: number,
+): SeriesPoint[] {
+  return runs.flatMap((r) => {
+    const sm = ema(r.steps.map(value), alpha);
+    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
+  });
+}
+
 async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promise<string[]> {
   const dir = join(outDir, 'plots');
   const written: string[] = [];
@@ -406,13 +309,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
       points: true,
     }),
   );
-  const trainPoints: SeriesPoint[] = runs.flatMap((r) => {
-    const sm = ema(
-      r.steps.map((s) => s.loss),
-      0.95,
-    );
-    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
-  });
+  const trainPoints = smoothedSteps(runs, (s) => s.loss, 0.95);
   await write(
     'train-loss',
     lineChart(trainPoints, {
@@ -421,13 +318,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
       yTitle: 'nats/token',
     }),
   );
-  const vioPoints: SeriesPoint[] = runs.flatMap((r) => {
-    const sm = ema(
-      r.steps.map((s) => s.maxVioBatch),
-      0.9,
-    );
-    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
-  });
+  const vioPoints = smoothedSteps(runs, (s) => s.maxVioBatch, 0.9);
   await write(
     'maxvio-batch',
     lineChart(vioPoints, {
@@ -438,13 +329,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
     }),
   );
   if (runs.some((r) => r.steps.some((s) => s.maxVioMicro !== s.maxVioBatch))) {
-    const microPoints: SeriesPoint[] = runs.flatMap((r) => {
-      const sm = ema(
-        r.steps.map((s) => s.maxVioMicro),
-        0.9,
-      );
-      return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
-    });
+    const microPoints = smoothedSteps(runs, (s) => s.maxVioMicro, 0.9);
     await write(
       'maxvio-micro',
       lineChart(microPoints, {
@@ -476,13 +361,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
     ),
   );
   if (runs.some((r) => r.result.trainDropRate > 0)) {
-    const dropPoints: SeriesPoint[] = runs.flatMap((r) => {
-      const sm = ema(
-        r.steps.map((s) => s.dropRate),
-        0.9,
-      );
-      return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
-    });
+    const dropPoints = smoothedSteps(runs, (s) => s.dropRate, 0.9);
     await write(
       'drop-rate',
       lineChart(dropPoints, {

@@ -3,7 +3,7 @@
  * per evaluation in `eval.jsonl`. Matrices are indexed [MoE layer][...]: layer `l` is the model's
  * `l`-th MoE block.
  */
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { SwitchyardError } from '@switchyard/tensor';
 
 /** One optimizer step. */
@@ -93,4 +93,11 @@ export function readJsonl<T>(path: string): T[] {
       }
     });
   return out;
+}
+
+/** Keeps only the records of steps up to `step` (resuming after a crash past the checkpoint). */
+export function truncateJsonl(path: string, step: number): void {
+  if (!existsSync(path)) return;
+  const kept = readJsonl<{ step: number }>(path).filter((r) => r.step <= step);
+  writeFileSync(path, kept.map((r) => `${JSON.stringify(r)}\n`).join(''));
 }

@@ -41,7 +41,8 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-function mean(xs: readonly number[]): number {
+/** Mean of the finite values (NaN when there are none). */
+export function mean(xs: readonly number[]): number {
   const s = xs.filter(Number.isFinite);
   return s.length ? s.reduce((a, b) => a + b, 0) / s.length : Number.NaN;
 }

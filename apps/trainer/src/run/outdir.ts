@@ -4,6 +4,7 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { CHECKPOINT_FILES } from '@switchyard/model';
 import { SwitchyardError } from '@switchyard/tensor';
 
 /** Files and folders of a run's output folder. */
@@ -67,7 +68,7 @@ export function listCheckpoints(runDir: string): { step: number; dir: string }[]
     .map((name) => ({ step: checkpointStep(name), dir: join(root, name) }))
     .filter(
       (c): c is { step: number; dir: string } =>
-        c.step !== undefined && existsSync(join(c.dir, 'manifest.json')),
+        c.step !== undefined && existsSync(join(c.dir, CHECKPOINT_FILES.manifest)),
     )
     .sort((a, b) => a.step - b.step);
 }
@@ -79,7 +80,7 @@ export function listCheckpoints(runDir: string): { step: number; dir: string }[]
 export function resolveResume(dir: string): { checkpointDir: string; runDir: string } {
   const abs = resolve(dir);
   if (!existsSync(abs)) throw new SwitchyardError('CHECKPOINT_INVALID', `--resume: ${abs} does not exist`);
-  if (existsSync(join(abs, 'manifest.json'))) {
+  if (existsSync(join(abs, CHECKPOINT_FILES.manifest))) {
     const parent = dirname(abs);
     const runDir = dirname(parent);
     if (basename(parent) !== RUN_FILES.checkpoints || !existsSync(join(runDir, RUN_FILES.run))) {
@@ -94,13 +95,13 @@ export function resolveResume(dir: string): { checkpointDir: string; runDir: str
   if (!existsSync(join(abs, RUN_FILES.run))) {
     throw new SwitchyardError(
       'CHECKPOINT_INVALID',
-      `--resume: ${abs} is neither a checkpoint folder (manifest.json) nor a run folder (${RUN_FILES.run})`,
+      `--resume: ${abs} is neither a checkpoint folder (${CHECKPOINT_FILES.manifest}) nor a run folder (${RUN_FILES.run})`,
     );
   }
   const periodic = listCheckpoints(abs);
   const last = periodic[periodic.length - 1];
   const final = join(abs, RUN_FILES.checkpoints, RUN_FILES.finalCheckpoint);
-  if (existsSync(join(final, 'manifest.json'))) return { checkpointDir: final, runDir: abs };
+  if (existsSync(join(final, CHECKPOINT_FILES.manifest))) return { checkpointDir: final, runDir: abs };
   if (last) return { checkpointDir: last.dir, runDir: abs };
   throw new SwitchyardError('CHECKPOINT_INVALID', `--resume: run folder ${abs} holds no checkpoint yet`);
 }

@@ -67,7 +67,6 @@ export class BalanceController {
   private readonly shuffled: ShuffledBatchAuxLoss[] = [];
   private shuffledRng: Rng | undefined;
   private readonly lossFree: LossFreeBalancer | undefined;
-  /** Terms handed out by loss(): the balance functions keep their results past enclosing scopes. */
 
   constructor(settings: BalanceSettings) {
     this.settings = settings;
@@ -113,6 +112,17 @@ export class BalanceController {
   /** The selection bias of MoE layer `layer` (loss-free only). */
   selectionBias(layer: number): Float32Array | undefined {
     return this.lossFree?.bias(layer);
+  }
+
+  /**
+   * Stores the loss-free biases in the model (`setSelectionBias` per MoE layer), so that evaluation
+   * and a saved checkpoint route as training does; nothing for the other methods.
+   */
+  copyBiasesTo(model: { setSelectionBias(layer: number, biasE: Float32Array): void }): void {
+    for (let l = 0; l < this.settings.numLayers; l++) {
+      const b = this.selectionBias(l);
+      if (b) model.setSelectionBias(l, b);
+    }
   }
 
   /** Records one micro-batch's routing (counts for global/shuffled pools and the loss-free controller). */

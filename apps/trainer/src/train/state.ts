@@ -6,6 +6,7 @@
 import { type RngState, SwitchyardError } from '@switchyard/tensor';
 import { z } from 'zod';
 import { type TrainConfig, trainConfigSchema } from '../config/schema';
+import type { DomainStream } from '../data/batcher';
 import type { BalanceControllerState } from './balance';
 
 /** Format tag of trainer_state.json. */
@@ -57,4 +58,9 @@ export function parseTrainerState(raw: unknown, source: string): TrainerState {
     );
   }
   return r.data as unknown as TrainerState;
+}
+
+/** Training tokens per domain, saved as `dataFingerprint`: resuming on different data is refused. */
+export function dataFingerprint(streams: readonly DomainStream[]): [string, number][] {
+  return streams.map((s) => [s.domain, s.tokens.length]);
 }
