@@ -3,7 +3,7 @@
  * train or load the tokenizer, and tokenise each domain's texts into one stream per split.
  */
 import { BpeTokenizer, END_OF_TEXT } from '@switchyard/model';
-import { Rng, SwitchyardError } from '@switchyard/tensor';
+import { concatInt32, Rng, SwitchyardError } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
 import type { DomainStream } from './batcher';
 import { BROWN_GENRES, loadBrownCorpus } from './brown';
@@ -87,13 +87,7 @@ async function streamsOf(
       if (parts.length > 0 && eot !== undefined) parts.push([eot]);
       parts.push(ids[i]!);
     });
-    const tokens = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      tokens.set(p, at);
-      at += p.length;
-    }
-    return { domain, tokens };
+    return { domain, tokens: concatInt32(parts) };
   });
 }
 

@@ -186,6 +186,7 @@ export class OptimizerStep {
       }
     }
     const t1 = performance.now();
+    const syncMs = this.comm.worldSize > 1 ? t1 - t0 : 0; // one rank exchanges nothing
     try {
       const clip = gradientClip(synced, this.clipNorm);
       const t2 = performance.now();
@@ -193,7 +194,7 @@ export class OptimizerStep {
         return {
           norm: clip.norm,
           nonFinite: clip.nonFinite,
-          syncMs: t1 - t0,
+          syncMs,
           clipMs: t2 - t1,
           optimizerMs: 0,
         };
@@ -202,7 +203,7 @@ export class OptimizerStep {
       return {
         norm: clip.norm,
         nonFinite: [],
-        syncMs: t1 - t0,
+        syncMs,
         clipMs: t2 - t1,
         optimizerMs: performance.now() - t2,
       };

@@ -15,7 +15,7 @@ import {
 } from '@switchyard/model';
 import { broadcastVariables, type Communicator, sumOverRanks } from '@switchyard/parallel';
 import { type RouterConfig, resolveRouterConfig } from '@switchyard/routing';
-import { isSwitchyardError, Rng, SwitchyardError, tf } from '@switchyard/tensor';
+import { concatInt32, isSwitchyardError, Rng, SwitchyardError, tf } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
 import { Batcher } from '../data/batcher';
 import type { PreparedData } from '../data/prepare';
@@ -204,16 +204,7 @@ function balanceController(config: TrainConfig, L: number, E: number, comm: Comm
     ...(comm.worldSize > 1
       ? {
           allReduce: sumOverRanks(comm),
-          allGather: (values: Int32Array): Int32Array => {
-            const parts = comm.allGather(values);
-            const all = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
-            let off = 0;
-            for (const p of parts) {
-              all.set(p, off);
-              off += p.length;
-            }
-            return all;
-          },
+          allGather: (values: Int32Array): Int32Array => concatInt32(comm.allGather(values)),
         }
       : {}),
   });
