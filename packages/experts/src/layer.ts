@@ -192,14 +192,9 @@ export class MoELayer {
         options,
       );
     }
-    if (xTD.shape[0] === 0) {
-      return {
-        yTD: tf.zeros([0, this.dModel]) as Tensor2D,
-        plan: this.emptyPlan(options),
-        computeMode: 'dropless',
-      };
-    }
-    const plan = this.router.route(xTD, options);
+    // An empty batch still goes through the bank: a bank that exchanges rows with other ranks must
+    // join every exchange, with nothing to send.
+    const plan = xTD.shape[0] === 0 ? this.emptyPlan(options) : this.router.route(xTD, options);
     try {
       const d = buildDispatch(plan);
       let computeMode: ResolvedComputeMode = 'dropless';

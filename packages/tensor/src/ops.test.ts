@@ -161,6 +161,25 @@ describe('matMul / batchMatMul', () => {
     [true, false],
     [true, true],
   ];
+  it.each(combos)(
+    'transposeA=%s transposeB=%s over an empty inner dimension is zeros (the empty sum)',
+    (ta, tb) => {
+      // fill the heap with non-zeros first: wasm's kernel used to return uninitialised memory here
+      tf.tidy(() => tf.fill([64, 64], 3).dataSync());
+      const a = tf.zeros(ta ? [0, 3] : [3, 0]) as tf.Tensor2D;
+      const b = tf.zeros(tb ? [4, 0] : [0, 4]) as tf.Tensor2D;
+      const y = matMul(a, b, ta, tb);
+      const yt = tf.matMul(a, b, ta, tb);
+      const batched = tf.matMul(tf.zeros([2, 3, 0]), tf.zeros([1, 0, 4]));
+      expect(y.shape).toEqual([3, 4]);
+      expect(Array.from(y.dataSync())).toEqual(new Array(12).fill(0));
+      expect(Array.from(yt.dataSync())).toEqual(new Array(12).fill(0));
+      expect(batched.shape).toEqual([2, 3, 4]);
+      expect(Array.from(batched.dataSync())).toEqual(new Array(24).fill(0));
+      tf.dispose([a, b, y, yt, batched]);
+    },
+  );
+
   it.each(combos)('transposeA=%s transposeB=%s equals the explicit-transpose product', (ta, tb) => {
     const a = rand(ta ? [5, 3] : [3, 5]);
     const b = rand(tb ? [4, 5] : [5, 4]);

@@ -6,7 +6,9 @@
  *   fail there: a JS kernel on the wasm heap provides it (negative or out-of-range ids are dropped,
  *   as in TensorFlow).
  * - wasm's BatchMatMul with a transposed operand runs 10-40x slower than without: the kernel is wrapped
- *   to materialise the transpose first (a memory-bound copy) and then run the fast NN product.
+ *   to materialise the transpose first (a memory-bound copy) and then run the fast NN product. With
+ *   an empty inner dimension (a product over zero rows, e.g. a weight gradient of an empty batch) it
+ *   returns uninitialised memory: the wrapper returns zeros, the empty sum.
  * - tfjs's BatchMatMul gradient uses transposed products and returns the wrong shape for a broadcast
  *   operand: it is replaced by one that transposes explicitly and sums over broadcast batch dims.
  * - TopK and the comparison ops have no gradient: they are integer decisions, so a zero gradient is
@@ -162,6 +164,10 @@ function wrapTransposedMatMul(kernelName: string): void {
     };
     const a = plain(args.inputs.a as TensorInfo, attrs.transposeA);
     const b = plain(args.inputs.b as TensorInfo, attrs.transposeB);
+    if (a.shape[a.shape.length - 1] === 0) {
+      for (const t of temps) backend.disposeData(t.dataId);
+      return emptySumProduct(backend, a, b);
+    }
     const noTranspose = { ...(args.attrs as NamedAttrMap), transposeA: false, transposeB: false };
     const out =
       batchedProduct(original, backend, a, b, noTranspose) ??
@@ -170,6 +176,14 @@ function wrapTransposedMatMul(kernelName: string): void {
     return out;
   };
   replaceWasmKernel(original, kernelName === 'BatchMatMul' ? batchedKernelFunc : kernelFunc);
+}
+
+/** The product of [..., M, 0] and [..., 0, N]: zeros [...broadcast batch, M, N], a sum over nothing. */
+function emptySumProduct(backend: BackendWasm, a: TensorInfo, b: TensorInfo): TensorInfo {
+  const batch = tf.backend_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const shape = [...batch, a.shape[a.shape.length - 2]!, b.shape[b.shape.length - 1]!];
+  const fill = tf.getKernel('Fill', 'wasm')!;
+  return fill.kernelFunc({ inputs: {}, backend, attrs: { shape, value: 0, dtype: a.dtype } }) as TensorInfo;
 }
 
 /**

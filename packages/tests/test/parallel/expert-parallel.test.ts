@@ -96,6 +96,20 @@ describe('ExpertParallelBank', () => {
     expect(results.flatMap((r) => r.counts).reduce((a, b) => a + b, 0)).toBe(args.tokens * 2);
   });
 
+  it('on 2 worker ranks, one of them with no tokens, still exchanges and matches the layer', async () => {
+    const one: LayerStepArgs = { seed: 7, tokens: 1 }; // rank 1 gets an empty batch
+    const ref = reference(one);
+    const { results } = await launch<LayerStepArgs, LayerStepResult>({
+      module: fixture,
+      exportName: 'layerStep',
+      ranks: 2,
+      args: one,
+      timeoutMs: 30_000,
+    });
+    expect(results[1]!.y).toEqual([]);
+    compare(results, ref);
+  });
+
   it('on one rank in-process equals the layer', async () => {
     const ref = reference(args);
     const { results } = await launch<LayerStepArgs, LayerStepResult>({
