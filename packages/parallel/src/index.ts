@@ -1,7 +1,8 @@
 /**
  * @switchyard/parallel: collectives over three transports (one rank in-process, worker threads on one
- * machine, ZeroMQ between processes and hosts), a launcher that starts ranks, and expert and data
- * parallelism for MoE layers.
+ * machine, ZeroMQ between processes and hosts) and a launcher that starts ranks (`comm/`), and the
+ * strategies that run a model on them (`strategies/`): data parallelism, ZeRO-1 sharded optimizer
+ * steps, and expert parallelism as an expert bank installed through the model's `moeLayers()`.
  *
  * @packageDocumentation
  */

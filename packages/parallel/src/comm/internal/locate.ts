@@ -1,7 +1,7 @@
 /**
  * Where the worker runtime lives, and the TypeScript loader workers need when they run sources.
  *
- * From sources (`src/internal/*.ts`, tests and tsx runs) the runtime is `./rank-runtime.ts` and workers
+ * From sources (`src/comm/internal/*.ts`, tests and tsx runs) the runtime is `./rank-runtime.ts` and workers
  * load it through tsx with the `@switchyard/source` condition; from the build (`dist/*.js`) it is
  * `./rank-runtime.js`, a separate entry of the bundle.
  */
