@@ -267,7 +267,7 @@ export class MoETransformerLM {
    *
    * @example
    * ```ts
-   * for (const layer of model.moeLayers()) console.log(layer.experts.numExperts);
+   * const banks = model.moeLayers().map((layer) => layer.experts); // one ExpertBank per MoE layer
    * ```
    */
   moeLayers(): MoELayer[] {
