@@ -8,6 +8,8 @@ export interface SwitchyardTestOptions {
   readonly testTimeout?: number;
   /** Glob patterns of test files. */
   readonly include?: readonly string[];
+  /** Initialise the TensorFlow.js backend before each test file (default true; false for packages without tensors). */
+  readonly tensors?: boolean;
 }
 
 export function defineSwitchyardTestConfig(options: SwitchyardTestOptions = {}) {
@@ -19,7 +21,8 @@ export function defineSwitchyardTestConfig(options: SwitchyardTestOptions = {}) 
     test: {
       include: [...(options.include ?? ['src/**/*.test.ts', 'test/**/*.test.ts'])],
       exclude: ['**/node_modules/**', '**/dist/**', 'bench/**'],
-      setupFiles: [fileURLToPath(new URL('./scripts/vitest.setup.ts', import.meta.url))],
+      setupFiles:
+        options.tensors === false ? [] : [fileURLToPath(new URL('./scripts/vitest.setup.ts', import.meta.url))],
       testTimeout: (options.testTimeout ?? 60_000) * slow,
       hookTimeout: 60_000 * slow,
       pool: 'forks',
