@@ -1,0 +1,196 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import pkg from '../package.json' with { type: 'json' };
+import { helpText, main } from './cli';
+import { dualPipe, dualPipeV } from './schedule/dualpipe';
+import { formatScheduleText, scheduleToJson } from './schedule/format';
+
+/** Runs the CLI in-process and collects what it writes. */
+async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await main(argv, {
+    stdout: { write: (text: string) => (stdout += text) },
+    stderr: { write: (text: string) => (stderr += text) },
+  });
+  return { code, stdout, stderr };
+}
+
+const tmp = mkdtempSync(join(tmpdir(), 'switchyard-plan-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('switchyard-plan schedule', () => {
+  it('prints a DualPipe schedule as text, one line per rank (the help example)', async () => {
+    const { code, stdout, stderr } = await run(
+      'schedule',
+      '--kind',
+      'dualpipe',
+      '--stages',
+      '8',
+      '--micro-batches',
+      '20',
+    );
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout).toBe(`${formatScheduleText(dualPipe({ ranks: 8, microBatches: 20 }))}\n`);
+    expect(stdout.split('\n')[0]).toMatch(/^rank 0: F0 F0 F0 F0 F0 F0 F0 F1 B1i W F1 /);
+  });
+
+  it('reads --stages as the stage count 2P for dualpipev', async () => {
+    const { code, stdout } = await run(
+      'schedule',
+      '--kind',
+      'dualpipev',
+      '--stages',
+      '8',
+      '--micro-batches',
+      '10',
+    );
+    expect(code).toBe(0);
+    expect(stdout).toBe(`${formatScheduleText(dualPipeV({ ranks: 4, microBatches: 10 }))}\n`);
+    expect(stdout.trimEnd().split('\n')).toHaveLength(4);
+  });
+
+  it('prints JSON that parses back to the schedule', async () => {
+    const { code, stdout } = await run(
+      'schedule',
+      '--kind',
+      'dualpipe',
+      '--stages',
+      '4',
+      '--micro-batches',
+      '8',
+      '--format',
+      'json',
+    );
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout)).toEqual(scheduleToJson(dualPipe({ ranks: 4, microBatches: 8 })));
+  });
+
+  it('writes an SVG timeline to --out', async () => {
+    const file = join(tmp, 'dualpipe.svg');
+    const { code, stdout } = await run(
+      'schedule',
+      '--kind=dualpipe',
+      '--stages=4',
+      '--micro-batches=8',
+      '--format=svg',
+      `--out=${file}`,
+    );
+    expect(code).toBe(0);
+    expect(stdout).toBe('');
+    const svg = readFileSync(file, 'utf8');
+    expect(svg).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    expect(svg).toContain('>F0&#38;B1</text>');
+    expect(svg.trimEnd()).toMatch(/<\/svg>$/);
+  });
+
+  it('prints the other kinds with their tokens', async () => {
+    const { code, stdout, stderr } = await run(
+      'schedule',
+      '--kind',
+      '1f1b',
+      '--stages',
+      '4',
+      '--micro-batches',
+      '8',
+    );
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout.trimEnd().split('\n')).toHaveLength(4);
+    expect(stdout).toMatch(/^rank 0: F F F F /);
+    const interleaved = await run(
+      'schedule',
+      '--kind',
+      'interleaved',
+      '--stages',
+      '4',
+      '--micro-batches',
+      '8',
+      '--chunks',
+      '2',
+    );
+    expect(interleaved.code).toBe(0);
+    expect(interleaved.stdout).toMatch(/^rank 0: Fc0 /);
+  });
+});
+
+describe('switchyard-plan usage', () => {
+  it('prints --help and --version', async () => {
+    const help = await run('--help');
+    expect(help.code).toBe(0);
+    expect(help.stdout).toBe(`${helpText()}\n`);
+    expect(help.stdout).toMatch(/for dualpipev the number\s+of stages 2P/);
+    const version = await run('--version');
+    expect(version).toEqual({ code: 0, stdout: `switchyard-plan ${pkg.version}\n`, stderr: '' });
+  });
+
+  it.each([
+    [[], /^switchyard-plan: missing command: schedule \(see switchyard-plan --help\)\n$/],
+    [['plan'], /unknown command "plan", expected schedule/],
+    [['schedule', '--stages', '8', '--micro-batches', '20'], /schedule needs --kind/],
+    [['schedule', '--kind', 'dualpipe', '--micro-batches', '20'], /schedule needs --stages/],
+    [
+      ['schedule', '--kind', 'pipedream', '--stages', '8', '--micro-batches', '20'],
+      /--kind must be one of gpipe, 1f1b/,
+    ],
+    [
+      ['schedule', '--kind', 'dualpipe', '--stages', 'eight', '--micro-batches', '20'],
+      /--stages must be an integer >= 1, got "eight"/,
+    ],
+    [
+      ['schedule', '--kind', 'dualpipe', '--stages', '8', '--micro-batches', '2.5'],
+      /--micro-batches must be an integer >= 1, got "2.5"/,
+    ],
+    [
+      ['schedule', '--kind', 'dualpipev', '--stages', '7', '--micro-batches', '20'],
+      /--stages for dualpipev is the number of stages 2P and must be even/,
+    ],
+    [
+      ['schedule', '--kind', 'dualpipe', '--stages', '8', '--micro-batches', '20', '--chunks', '2'],
+      /--chunks applies to --kind interleaved only, not to dualpipe/,
+    ],
+    [
+      ['schedule', '--kind', 'dualpipe', '--stages', '8', '--micro-batches', '20', '--format', 'png'],
+      /--format must be one of text, json, svg, got "png"/,
+    ],
+    [
+      ['schedule', '--kind', 'dualpipe', '--stages', '8', '--micro-batches', '20', '--colour'],
+      /Unknown option '--colour'/,
+    ],
+    [
+      ['schedule', 'extra', '--kind', 'dualpipe', '--stages', '8', '--micro-batches', '20'],
+      /no positional arguments, got extra/,
+    ],
+    // A size the kind cannot take: the generator's message, still a usage error.
+    [
+      ['schedule', '--kind', 'dualpipe', '--stages', '8', '--micro-batches', '10'],
+      /^switchyard-plan: `microBatches` passed to dualPipe\(\) must be even and >= 2 \* ranks \(16\), got 10\n$/,
+    ],
+  ])('exits 2 with one line for %j', async (argv, message) => {
+    const { code, stdout, stderr } = await run(...argv);
+    expect(code).toBe(2);
+    expect(stdout).toBe('');
+    expect(stderr).toMatch(message);
+    expect(stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(stderr).toMatch(/^switchyard-plan: /);
+  });
+
+  it('exits 1 when the output cannot be written', async () => {
+    const { code, stderr } = await run(
+      'schedule',
+      '--kind',
+      'dualpipe',
+      '--stages',
+      '4',
+      '--micro-batches',
+      '8',
+      '--out',
+      join(tmp, 'missing-dir', 'x.txt'),
+    );
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/^switchyard-plan: ENOENT/);
+  });
+});
