@@ -22,7 +22,9 @@ export function defineSwitchyardTestConfig(options: SwitchyardTestOptions = {}) 
       include: [...(options.include ?? ['src/**/*.test.ts', 'test/**/*.test.ts'])],
       exclude: ['**/node_modules/**', '**/dist/**', 'bench/**'],
       setupFiles:
-        options.tensors === false ? [] : [fileURLToPath(new URL('./scripts/vitest.setup.ts', import.meta.url))],
+        options.tensors === false
+          ? []
+          : [fileURLToPath(new URL('./scripts/vitest.setup.ts', import.meta.url))],
       testTimeout: (options.testTimeout ?? 60_000) * slow,
       hookTimeout: 60_000 * slow,
       pool: 'forks',

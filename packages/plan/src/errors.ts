@@ -54,7 +54,13 @@ export function invalidArgument(fn: string, arg: string, expected: string, got: 
 }
 
 /** Checks that `value` is an integer in [min, max] and returns it. */
-export function checkInt(fn: string, arg: string, value: unknown, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+export function checkInt(
+  fn: string,
+  arg: string,
+  value: unknown,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
     throw invalidArgument(fn, arg, `an integer ${range}`, value);

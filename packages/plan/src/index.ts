@@ -7,6 +7,16 @@
  */
 export type { PlanErrorCode } from './errors';
 export { isPlanError, PLAN_ERROR_CODES, PlanError } from './errors';
+export type { DualPipeOptions, DualPipeSteps } from './schedule/dualpipe';
+export { dualPipe, dualPipeSteps, dualPipeV } from './schedule/dualpipe';
+export type { SvgOptions, TimelineSource } from './schedule/format';
+export { formatScheduleSvg, formatScheduleText, opToken, scheduleToJson } from './schedule/format';
+export { generateSchedule } from './schedule/generate';
+export type { InterleavedOptions } from './schedule/interleaved';
+export { DEFAULT_INTERLEAVED_CHUNKS, interleavedOneFOneB } from './schedule/interleaved';
+export type { PipelineOptions } from './schedule/onef1b';
+export { gpipe, oneFOneB, oneFOneBOverlap, zbH1 } from './schedule/onef1b';
+export { scheduleReceives, scheduleTransfers } from './schedule/transfers';
 export type {
   OpCosts,
   OverlapOp,
@@ -19,3 +29,5 @@ export type {
   WorkKind,
 } from './schedule/types';
 export { SCHEDULE_KINDS } from './schedule/types';
+export type { RankReport, ScheduleReport, TimedOp, ValidateOptions } from './schedule/validate';
+export { defaultOpCosts, opLabel, partsOf, validateSchedule } from './schedule/validate';
