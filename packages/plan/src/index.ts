@@ -5,6 +5,38 @@
  *
  * @packageDocumentation
  */
+
+export type { A2aShape, A2aVolume } from './cluster/comm';
+export { a2aTime, expertA2aVolume, flatA2aBytes, ringBytes } from './cluster/comm';
+export type { ClusterSpec, HardwarePreset, LinkTier } from './cluster/hardware';
+export { HARDWARE_PRESETS, linkTime, parseCluster } from './cluster/hardware';
+export type { AttentionSpec, LayerFlops, LayerParams, ModelSpec, ParamCounts } from './cluster/model';
+export {
+  attentionParams,
+  DEEPSEEK_V3,
+  headFlops,
+  layerFlops,
+  layerParams,
+  MIXTRAL_8X7B,
+  MODEL_PRESETS,
+  modelPreset,
+  paramCounts,
+  parseModelConfig,
+  trainingFlopsPerToken,
+} from './cluster/model';
+export type { ReplayedOp } from './cluster/pipeline';
+export { replayPipeline } from './cluster/pipeline';
+export type {
+  LayerCost,
+  Precision,
+  RankMemory,
+  SimulateOptions,
+  SimulationReport,
+  StageCost,
+} from './cluster/simulate';
+export { simulateCluster } from './cluster/simulate';
+export type { StreamKind, StreamRun, StreamTask } from './cluster/streams';
+export { runStreams } from './cluster/streams';
 export type { PlanErrorCode } from './errors';
 export { isPlanError, PLAN_ERROR_CODES, PlanError } from './errors';
 export type { DualPipeOptions, DualPipeSteps } from './schedule/dualpipe';
