@@ -128,7 +128,7 @@ describe('switchyard-plan usage', () => {
   });
 
   it.each([
-    [[], /^switchyard-plan: missing command: schedule \(see switchyard-plan --help\)\n$/],
+    [[], /^switchyard-plan: missing command: schedule or simulate \(see switchyard-plan --help\)\n$/],
     [['plan'], /unknown command "plan", expected schedule/],
     [['schedule', '--stages', '8', '--micro-batches', '20'], /schedule needs --kind/],
     [['schedule', '--kind', 'dualpipe', '--micro-batches', '20'], /schedule needs --stages/],
@@ -192,5 +192,128 @@ describe('switchyard-plan usage', () => {
     );
     expect(code).toBe(1);
     expect(stderr).toMatch(/^switchyard-plan: ENOENT/);
+  });
+});
+
+describe('switchyard-plan simulate', () => {
+  const dsv3 = [
+    'simulate',
+    '--model',
+    'deepseek-v3',
+    '--cluster',
+    'h800x2048',
+    '--pp',
+    '16',
+    '--ep',
+    '64',
+    '--schedule',
+    'dualpipe',
+    '--micro-batches',
+    '120',
+    '--global-batch',
+    '15360',
+    '--precision',
+    'fp8',
+  ];
+
+  it('prints the DeepSeek-V3 report as text (the help example)', async () => {
+    const { code, stdout, stderr } = await run(...dsv3);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^deepseek-v3 on 2048 x h800: PP 16 \(dualpipe\), EP 64, DP 2; 120 micro-batches/);
+    expect(stdout).toMatch(/step time +\d+\.\d+ s/);
+    expect(stdout).toMatch(/K GPU-hours per trillion tokens/);
+    expect(stdout).toMatch(/671\.0B total, 37\.6B activated/);
+    expect(helpText()).toContain('simulate --model MODEL --cluster NAME --pp P --ep G');
+  });
+
+  it('prints JSON with the report fields, and reads a config.json file', async () => {
+    const { code, stdout } = await run(...dsv3, '--format', 'json');
+    expect(code).toBe(0);
+    const report = JSON.parse(stdout);
+    expect(report.gpus).toBe(2048);
+    expect(report.dp).toBe(2);
+    expect(report.stepTime).toBeGreaterThan(0);
+    expect(report.memory).toHaveLength(16);
+    const file = join(tmp, 'mixtral.json');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        model_type: 'mixtral',
+        hidden_size: 4096,
+        num_hidden_layers: 32,
+        num_attention_heads: 32,
+        num_key_value_heads: 8,
+        intermediate_size: 14336,
+        vocab_size: 32000,
+        num_local_experts: 8,
+        num_experts_per_tok: 2,
+      }),
+    );
+    const mixtral = await run(
+      'simulate',
+      '--model',
+      file,
+      '--cluster',
+      'h100x64',
+      '--pp',
+      '4',
+      '--ep',
+      '8',
+      '--schedule',
+      '1f1b',
+      '--format',
+      'json',
+    );
+    expect(mixtral.stderr).toBe('');
+    expect(JSON.parse(mixtral.stdout).model).toBe('mixtral');
+    expect(JSON.parse(mixtral.stdout).params.total / 1e9).toBeCloseTo(46.7, 1);
+  });
+
+  it.each([
+    [
+      ['--dp', '4'],
+      /`pp \* ep \* dp` passed to simulateCluster\(\) must be equal to the cluster's 2048 GPUs/,
+    ],
+    [['--ep', '48', '--dp', '1', '--cluster', 'h800x768'], /`ep` .*256 routed experts, got 48/],
+    [
+      ['--cluster', 'h900x8'],
+      /`cluster` passed to parseCluster\(\) must be a preset among h800, h100, a100, b200/,
+    ],
+    [['--schedule', 'zigzag'], /--schedule must be one of/],
+    [['--kind', '1f1b'], /--kind does not apply to simulate/],
+    [['--format', 'svg'], /--format for simulate must be text or json/],
+    [
+      ['--model', '/nonexistent.json'],
+      /--model must be one of deepseek-v3, mixtral-8x7b or a readable JSON config file/,
+    ],
+  ])('exits 2 with one line for %j', async (extra, message) => {
+    const argv = [...dsv3];
+    for (let i = 0; i < extra.length; i += 2) {
+      const at = argv.indexOf(extra[i]!);
+      if (at >= 0) argv.splice(at, 2);
+      argv.push(extra[i]!, extra[i + 1]!);
+    }
+    const { code, stderr } = await run(...argv);
+    expect(stderr).toMatch(message);
+    expect(stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(code).toBe(2);
+  });
+
+  it('rejects simulate flags on schedule', async () => {
+    const { code, stderr } = await run(
+      'schedule',
+      '--kind',
+      '1f1b',
+      '--stages',
+      '4',
+      '--micro-batches',
+      '8',
+      '--pp',
+      '4',
+    );
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/--pp does not apply to schedule/);
   });
 });

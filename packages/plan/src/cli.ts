@@ -1,15 +1,20 @@
 /**
  * The `switchyard-plan` command line: `schedule` generates a pipeline schedule and prints it as text,
- * JSON or an SVG timeline. Usage errors are one line, `switchyard-plan: <message>`, and exit code 2;
+ * JSON or an SVG timeline; `simulate` runs the cluster simulator and prints its report as text or
+ * JSON. Usage errors are one line, `switchyard-plan: <message>`, and exit code 2;
  * other failures exit 1.
  *
  * The only file of the package that uses Node's modules; the library itself runs in the browser.
  */
 import { realpathSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pkg from '../package.json' with { type: 'json' };
+import { formatSimulationText } from './cluster/format';
+import { parseCluster } from './cluster/hardware';
+import { MODEL_PRESETS, type ModelSpec, modelPreset, parseModelConfig } from './cluster/model';
+import { type SimulateOptions, simulateCluster } from './cluster/simulate';
 import { isPlanError } from './errors';
 import { formatScheduleSvg, formatScheduleText, scheduleToJson } from './schedule/format';
 import { generateSchedule } from './schedule/generate';
@@ -42,11 +47,14 @@ class UsageError extends Error {}
  */
 export function helpText(): string {
   return `Usage: ${NAME} schedule --kind KIND --stages S --micro-batches N [options]
+       ${NAME} simulate --model MODEL --cluster NAME --pp P --ep G [options]
 
-Generate a pipeline schedule (the ops each rank runs, in order) and print it.
+Generate a pipeline schedule (the ops each rank runs, in order) and print it, or simulate one
+training step of an MoE model on a cluster.
 
 Commands:
   schedule             generate one schedule
+  simulate             simulate one training step (see "Simulate options")
 
 Options:
   --kind KIND          ${SCHEDULE_KINDS.join(', ')}
@@ -67,8 +75,30 @@ Text tokens: dualpipe and dualpipev print F0 F1 B0 B1 B0i B1i W F0&B1 F1&B0 (the
 direction, or dualpipev's leg; i = backward for the input only); the other kinds print F B Bi W,
 with a chunk suffix (Fc1) when a rank holds more than one chunk, and F&B for an overlapped pair.
 
-Example:
-  ${NAME} schedule --kind dualpipe --stages 8 --micro-batches 20`;
+Simulate options:
+  --model MODEL        ${Object.keys(MODEL_PRESETS).join(', ')}, or a config.json (Hugging Face
+                       mixtral, qwen2_moe, deepseek_v3; or a Switchyard model config)
+  --cluster NAME       <gpu>x<count>: h800, h100, a100, b200 (h800x2048)
+  --pp P               pipeline ranks (>= 2)
+  --ep G               expert-parallel group size (divides the routed experts)
+  --dp R               expert data-parallel replicas (default: GPUs / (P * G))
+  --schedule KIND      ${SCHEDULE_KINDS.join(', ')} (default dualpipe)
+  --micro-batches N    per step (default 4P; DualPipe needs N even and >= 2P)
+  --chunks V           interleaved only (default 2)
+  --global-batch B     sequences per step over the cluster (default N * G * R: one per micro-batch)
+  --seq-len S          tokens per sequence (default 4096)
+  --precision P        bf16 (default) or fp8 (GEMMs on the FP8 peak)
+  --fp8-share X        share of GEMM FLOPs in FP8 with --precision fp8 (default 1)
+  --efficiency X       achievable fraction of peak FLOP/s (default 0.5)
+  --no-overlap         run F&B pairs' halves one after the other
+  --dp-sync MODE       exposed (default) or hidden: ZeRO-1 gradient sync after the pipeline
+  --datacenters K      DP replicas spread over K datacenters (WAN between them; default 1)
+  --format FORMAT      text (default) or json
+
+Examples:
+  ${NAME} schedule --kind dualpipe --stages 8 --micro-batches 20
+  ${NAME} simulate --model deepseek-v3 --cluster h800x2048 --pp 16 --ep 64 --schedule dualpipe \\
+    --micro-batches 120 --global-batch 15360 --precision fp8`;
 }
 
 function parse(argv: readonly string[]) {
@@ -85,6 +115,20 @@ function parse(argv: readonly string[]) {
         layers: { type: 'string' },
         format: { type: 'string' },
         out: { type: 'string' },
+        model: { type: 'string' },
+        cluster: { type: 'string' },
+        pp: { type: 'string' },
+        ep: { type: 'string' },
+        dp: { type: 'string' },
+        schedule: { type: 'string' },
+        'global-batch': { type: 'string' },
+        'seq-len': { type: 'string' },
+        precision: { type: 'string' },
+        'fp8-share': { type: 'string' },
+        efficiency: { type: 'string' },
+        'no-overlap': { type: 'boolean' },
+        'dp-sync': { type: 'string' },
+        datacenters: { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean' },
       },
@@ -105,10 +149,122 @@ function intFlag(flag: string, text: string, min: number): number {
   return value;
 }
 
-function required(values: Values, flag: 'kind' | 'stages' | 'micro-batches'): string {
+function required(
+  values: Values,
+  flag: 'kind' | 'stages' | 'micro-batches' | 'model' | 'cluster' | 'pp' | 'ep',
+  command = 'schedule',
+): string {
   const value = values[flag];
-  if (value === undefined) throw new UsageError(`schedule needs --${flag}`);
+  if (value === undefined) throw new UsageError(`${command} needs --${flag}`);
   return value;
+}
+
+const SIMULATE_ONLY = [
+  'model',
+  'cluster',
+  'pp',
+  'ep',
+  'dp',
+  'schedule',
+  'global-batch',
+  'seq-len',
+  'precision',
+  'fp8-share',
+  'efficiency',
+  'no-overlap',
+  'dp-sync',
+  'datacenters',
+] as const;
+const SCHEDULE_ONLY = ['kind', 'stages', 'layers', 'out'] as const;
+
+/** Fails when a flag of the other command was given. */
+function onlyFlagsOf(command: string, values: Values, others: readonly (keyof Values)[]): void {
+  const stray = others.find((f) => values[f] !== undefined);
+  if (stray !== undefined) throw new UsageError(`--${String(stray)} does not apply to ${command}`);
+}
+
+/** A finite number from a flag (the simulator checks its range), or a usage error naming the flag. */
+function numberFlag(flag: string, text: string): number {
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value)) {
+    throw new UsageError(`--${flag} must be a number, got ${JSON.stringify(text)}`);
+  }
+  return value;
+}
+
+/** The model a --model value names: a preset, or a config.json file. */
+async function loadModel(text: string): Promise<ModelSpec> {
+  if (MODEL_PRESETS[text] !== undefined) return modelPreset(text);
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(text, 'utf8'));
+  } catch (e) {
+    throw new UsageError(
+      `--model must be one of ${Object.keys(MODEL_PRESETS).join(', ')} or a readable JSON config file, got ${JSON.stringify(text)} (${(e as Error).message})`,
+    );
+  }
+  const name = text.replace(/^.*[\\/]/, '').replace(/\.json$/, '');
+  return parseModelConfig(json, name);
+}
+
+/** The simulator's options the flags describe. */
+async function simulateOptions(values: Values): Promise<SimulateOptions> {
+  const model = await loadModel(required(values, 'model', 'simulate'));
+  const cluster = parseCluster(required(values, 'cluster', 'simulate'));
+  const pp = intFlag('pp', required(values, 'pp', 'simulate'), 2);
+  const ep = intFlag('ep', required(values, 'ep', 'simulate'), 1);
+  const dp =
+    values.dp === undefined ? Math.max(1, Math.floor(cluster.gpus / (pp * ep))) : intFlag('dp', values.dp, 1);
+  const kindText = values.schedule ?? 'dualpipe';
+  if (!(SCHEDULE_KINDS as readonly string[]).includes(kindText)) {
+    throw new UsageError(
+      `--schedule must be one of ${SCHEDULE_KINDS.join(', ')}, got ${JSON.stringify(kindText)}`,
+    );
+  }
+  const schedule = kindText as ScheduleKind;
+  const microBatches =
+    values['micro-batches'] === undefined ? 4 * pp : intFlag('micro-batches', values['micro-batches'], 1);
+  const globalBatch =
+    values['global-batch'] === undefined
+      ? microBatches * ep * dp
+      : intFlag('global-batch', values['global-batch'], 1);
+  const precision = values.precision ?? 'bf16';
+  if (precision !== 'bf16' && precision !== 'fp8') {
+    throw new UsageError(`--precision must be bf16 or fp8, got ${JSON.stringify(precision)}`);
+  }
+  const dpSync = values['dp-sync'] ?? 'exposed';
+  if (dpSync !== 'exposed' && dpSync !== 'hidden') {
+    throw new UsageError(`--dp-sync must be exposed or hidden, got ${JSON.stringify(dpSync)}`);
+  }
+  return {
+    model,
+    cluster,
+    pp,
+    ep,
+    dp,
+    microBatches,
+    schedule,
+    globalBatch,
+    precision,
+    dpSync,
+    overlap: values['no-overlap'] !== true,
+    ...(values.chunks === undefined ? {} : { chunks: intFlag('chunks', values.chunks, 1) }),
+    ...(values['seq-len'] === undefined ? {} : { seqLen: intFlag('seq-len', values['seq-len'], 1) }),
+    ...(values['fp8-share'] === undefined ? {} : { fp8Share: numberFlag('fp8-share', values['fp8-share']) }),
+    ...(values.efficiency === undefined ? {} : { efficiency: numberFlag('efficiency', values.efficiency) }),
+    ...(values.datacenters === undefined
+      ? {}
+      : { datacenters: intFlag('datacenters', values.datacenters, 1) }),
+  };
+}
+
+async function renderSimulation(values: Values): Promise<string> {
+  const format = values.format ?? 'text';
+  if (format !== 'text' && format !== 'json') {
+    throw new UsageError(`--format for simulate must be text or json, got ${JSON.stringify(format)}`);
+  }
+  const report = simulateCluster(await simulateOptions(values));
+  return format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : formatSimulationText(report);
 }
 
 /** The generator request the flags describe. */
@@ -187,11 +343,17 @@ export async function main(
       return 0;
     }
     const [command, ...rest] = positionals;
-    if (command === undefined) throw new UsageError('missing command: schedule');
-    if (command !== 'schedule')
-      throw new UsageError(`unknown command ${JSON.stringify(command)}, expected schedule`);
+    if (command === undefined) throw new UsageError('missing command: schedule or simulate');
+    if (command !== 'schedule' && command !== 'simulate')
+      throw new UsageError(`unknown command ${JSON.stringify(command)}, expected schedule or simulate`);
     if (rest.length > 0)
-      throw new UsageError(`schedule takes no positional arguments, got ${rest.join(' ')}`);
+      throw new UsageError(`${command} takes no positional arguments, got ${rest.join(' ')}`);
+    if (command === 'simulate') {
+      onlyFlagsOf('simulate', values, SCHEDULE_ONLY);
+      io.stdout.write(await renderSimulation(values));
+      return 0;
+    }
+    onlyFlagsOf('schedule', values, SIMULATE_ONLY);
     const text = render(scheduleRequest(values), outputFormat(values));
     if (values.out === undefined) io.stdout.write(text);
     else await writeFile(values.out, text);
