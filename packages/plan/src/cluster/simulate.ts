@@ -143,8 +143,9 @@ export interface SimulationReport {
   /** Per-rank idle time in the pipeline (makespan - busy), seconds: max and mean; fraction = mean / stepTime. */
   readonly bubble: { readonly max: number; readonly mean: number; readonly fraction: number };
   /**
-   * Communication the compute stream waited for, seconds per step on the busiest rank: EP all-to-all
-   * inside ops, DP sync; `epA2aTotal` is all EP all-to-all time (hidden or not).
+   * Communication the compute stream waited for, seconds per step: EP all-to-all inside ops on the
+   * rank where it is largest, DP sync; `epA2aTotal` is all EP all-to-all time of that rank (hidden
+   * or not).
    */
   readonly exposedComm: {
     readonly epA2a: number;
@@ -620,7 +621,8 @@ export function simulateCluster(options: SimulateOptions): SimulationReport {
   const dpExposed = (o.dpSync ?? 'exposed') === 'exposed' ? dp.time : 0;
   const stepTime = pipelineTime + dpExposed;
 
-  const busiest = perRank.reduce((a, b) => (b.busy > a.busy ? b : a));
+  // The rank that waits longest on all-to-all (ranks differ in MoE layers: dense stages, head, MTP).
+  const busiest = perRank.reduce((a, b) => (b.exposed > a.exposed ? b : a));
   const tokensPerStep = o.globalBatch * r.seq;
   const modelFlopsPerToken = trainingFlopsPerToken(m, r.seq);
   const flops = modelFlopsPerToken * tokensPerStep;
