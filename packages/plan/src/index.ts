@@ -9,8 +9,10 @@
 export type { A2aShape, A2aVolume } from './cluster/comm';
 export { a2aTime, expertA2aVolume, flatA2aBytes, ringBytes } from './cluster/comm';
 export { formatSimulationText } from './cluster/format';
-export type { ClusterSpec, HardwarePreset, LinkTier } from './cluster/hardware';
+export type { ClusterSpec, HardwarePreset, HostCosts, LinkTier } from './cluster/hardware';
 export { HARDWARE_PRESETS, linkTime, parseCluster } from './cluster/hardware';
+export type { AllReduceSample, GemmSample, MachineProfile } from './cluster/machine';
+export { linkFromAllReduce, machinePreset } from './cluster/machine';
 export type { AttentionSpec, LayerFlops, LayerParams, ModelSpec, ParamCounts } from './cluster/model';
 export {
   attentionParams,

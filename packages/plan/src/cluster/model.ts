@@ -134,7 +134,8 @@ function num(fn: string, json: Json, key: string, fallback?: number): number {
 
 /**
  * Reads a model config as JSON data: a Hugging Face config.json (`model_type` mixtral, qwen2_moe or
- * deepseek_v3) or a Switchyard model config (`dModel`, `numLayers`, `moe`, ...).
+ * deepseek_v3) or a Switchyard model config (`dModel`, `numLayers`, `moe`, ...: a `ModelConfig` of
+ * @switchyard/model, or a preset file holding one under `config`).
  *
  * When to use: for `switchyard-plan simulate --model config.json`; built-in names are in
  * {@link MODEL_PRESETS}.
@@ -152,7 +153,13 @@ export function parseModelConfig(json: unknown, name = 'model'): ModelSpec {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw invalidArgument(fn, 'config', 'a JSON object', json);
   }
-  const c = json as Json;
+  // A Switchyard preset file (`presets/small.json`): { description, config: { dModel, ... } }.
+  const wrapped = (json as Json).config;
+  const c = (
+    typeof wrapped === 'object' && wrapped !== null && typeof (wrapped as Json).dModel === 'number'
+      ? wrapped
+      : json
+  ) as Json;
   const type = c.model_type;
   if (type === 'mixtral' || type === 'qwen2_moe') return fromHfGqa(fn, c, name, type);
   if (type === 'deepseek_v3' || type === 'deepseek_v2') return fromHfDeepSeek(fn, c, name);

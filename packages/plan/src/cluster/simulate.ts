@@ -22,9 +22,15 @@
  * 2. the pipeline: the schedule replayed with those op durations per stage (`replayPipeline`, the
  *    rules of `validateSchedule`), stage-to-stage sends costed on their link.
  * Then ZeRO-1 gradient sync (exposed after the pipeline by default), memory and MFU.
+ *
+ * With pp = 1 (pure data parallelism) the pipeline is one stage: each micro-batch's F then B, in
+ * turn, whatever the schedule. A preset with `host` costs (a CPU backend, see `machinePreset`) adds
+ * per-kernel dispatch and memory-bound kernel time to every layer's compute, scales compute by the
+ * shared-host slowdown when more than one rank runs, and adds the optimizer update to the step.
  */
 import { checkInt, invalidArgument } from '../errors';
 import { generateSchedule } from '../schedule/generate';
+import { onePhaseSchedule } from '../schedule/onef1b';
 import type { Schedule, ScheduleKind, ScheduleOp, StageWork } from '../schedule/types';
 import { SCHEDULE_KINDS } from '../schedule/types';
 import { validateSchedule } from '../schedule/validate';
@@ -45,7 +51,7 @@ export interface SimulateOptions {
   readonly model: ModelSpec;
   /** Hardware and GPU count. */
   readonly cluster: ClusterSpec;
-  /** Pipeline ranks P (>= 2: the generators need two). */
+  /** Pipeline ranks P (>= 1; 1 is pure data parallelism: one stage, each micro-batch's F then B). */
   readonly pp: number;
   /** Expert-parallel group size G; divides the routed experts. */
   readonly ep: number;
@@ -75,6 +81,12 @@ export interface SimulateOptions {
   readonly datacenters?: number;
   /** Optimizer-state bytes per parameter, sharded over its DP group (default 12: FP32 master, Adam m and v). */
   readonly optimizerBytesPerParam?: number;
+  /**
+   * Gradient sync over DP: `zero1` (default) reduce-scatters FP32 gradients and all-gathers BF16
+   * parameters, each rank updating its shard; `all-reduce` all-reduces FP32 gradients and every rank
+   * updates all its parameters (what switchyard-train does with the optimizer on the backend).
+   */
+  readonly dpCollective?: 'zero1' | 'all-reduce';
 }
 
 /** Per-micro-batch costs of one layer on one GPU, seconds. */
@@ -134,8 +146,16 @@ export interface SimulationReport {
   readonly fp8Share: number;
   readonly efficiency: number;
   readonly overlap: boolean;
-  /** Seconds per optimizer step: pipeline + exposed DP sync. */
+  /** Seconds per optimizer step: pipeline + exposed DP sync + optimizer update (host presets only). */
   readonly stepTime: number;
+  /** The optimizer update per step on one rank, seconds (0 unless the preset has `host` costs). */
+  readonly optimizerTime: number;
+  /**
+   * Compute terms of one step on one GPU (summed over its micro-batches; with pp > 1 the model's
+   * total divided by pp), seconds: model FLOPs at the BF16 peak x efficiency, kernel dispatch and memory-bound
+   * kernels (the last two 0 without `host` costs); all after the shared-host slowdown.
+   */
+  readonly computeTerms: { readonly gemm: number; readonly kernels: number; readonly elementwise: number };
   /** The pipeline replay's makespan. */
   readonly pipelineTime: number;
   /** Gradient sync time and the part of it left exposed. */
@@ -188,13 +208,16 @@ interface Resolved {
   readonly optBytes: number;
   readonly mbs: number;
   readonly tokens: number;
+  readonly dpCollective: 'zero1' | 'all-reduce';
+  /** Compute time multiplier of the shared host (1 without `host` costs or on one GPU). */
+  readonly slowdown: number;
 }
 
 function resolve(o: SimulateOptions): Resolved {
   const fn = 'simulateCluster';
   const m = o.model;
   const hw = o.cluster.hardware;
-  const pp = checkInt(fn, 'pp', o.pp, 2);
+  const pp = checkInt(fn, 'pp', o.pp, 1);
   const ep = checkInt(fn, 'ep', o.ep, 1);
   const dp = checkInt(fn, 'dp', o.dp, 1);
   const N = checkInt(fn, 'microBatches', o.microBatches, 1);
@@ -240,6 +263,9 @@ function resolve(o: SimulateOptions): Resolved {
     throw invalidArgument(fn, 'datacenters', `a divisor of dp (${dp})`, datacenters);
   const optBytes = o.optimizerBytesPerParam ?? 12;
   if (!(optBytes >= 0)) throw invalidArgument(fn, 'optimizerBytesPerParam', 'a number >= 0', optBytes);
+  const dpCollective = o.dpCollective ?? 'zero1';
+  if (dpCollective !== 'zero1' && dpCollective !== 'all-reduce')
+    throw invalidArgument(fn, 'dpCollective', 'zero1 or all-reduce', dpCollective);
   const mbs = globalBatch / (N * ep * dp);
   return {
     o,
@@ -252,6 +278,8 @@ function resolve(o: SimulateOptions): Resolved {
     optBytes,
     mbs,
     tokens: mbs * seq,
+    dpCollective,
+    slowdown: hw.host !== undefined && o.cluster.gpus > 1 ? hw.host.concurrencySlowdown : 1,
   };
 }
 
@@ -288,12 +316,13 @@ function unitCosts(r: Resolved): { dense: UnitCost; moe: UnitCost; head: UnitCos
   const { o, tokens: T } = r;
   const m = o.model;
   const hw = o.cluster.hardware;
-  const gemm = (r.fp8Share / hw.peakFp8 + (1 - r.fp8Share) / hw.peakBf16) / r.efficiency;
-  const bf16 = 1 / (hw.peakBf16 * r.efficiency);
+  const gemm = (r.slowdown * (r.fp8Share / hw.peakFp8 + (1 - r.fp8Share) / hw.peakBf16)) / r.efficiency;
+  const bf16 = r.slowdown / (hw.peakBf16 * r.efficiency);
+  const host = hostLayerCost(r);
   const layer = (moe: boolean): UnitCost => {
     const f = layerFlops(m, moe, r.seq);
     const lin = f.attnLinear * gemm + f.router * bf16;
-    const fA = T * (lin + f.core * bf16);
+    const fA = T * (lin + f.core * bf16) + host.forward;
     const fM = T * f.mlp * gemm;
     const fE = T * f.experts * gemm;
     const shape = {
@@ -314,7 +343,7 @@ function unitCosts(r: Resolved): { dense: UnitCost; moe: UnitCost; head: UnitCos
       fA,
       fM,
       fE,
-      bA: T * (lin + 2 * f.core * bf16),
+      bA: T * (lin + 2 * f.core * bf16) + host.backward,
       bM: fM,
       bE: fE,
       wA: T * lin,
@@ -352,6 +381,30 @@ function unitCosts(r: Resolved): { dense: UnitCost; moe: UnitCost; head: UnitCos
     a2aBytes: { nvlink: 0, ib: 0 },
   };
   return { dense: layer(false), moe: layer(true), head };
+}
+
+/**
+ * A host backend's per-layer, per-micro-batch time beyond GEMMs (0 without `host` costs): kernel
+ * dispatch and memory-bound kernels, forward and backward (the backward's goes with the input
+ * gradient), after the shared-host slowdown.
+ */
+function hostLayerCost(r: Resolved): {
+  forward: number;
+  backward: number;
+  kernels: number;
+  elementwise: number;
+} {
+  const h = r.o.cluster.hardware.host;
+  if (h === undefined) return { forward: 0, backward: 0, kernels: 0, elementwise: 0 };
+  const k = (n: number) => r.slowdown * n * h.kernelOverhead;
+  const e = (bytesPerToken: number) => (r.slowdown * r.tokens * bytesPerToken) / h.elementwiseBytesPerSec;
+  const { kernelsPerLayer: kl, elementwiseBytesPerTokenLayer: eb } = h;
+  return {
+    forward: k(kl.forward) + e(eb.forward),
+    backward: k(kl.backward) + e(eb.backward),
+    kernels: k(kl.forward + kl.backward),
+    elementwise: e(eb.forward + eb.backward),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -562,12 +615,15 @@ export function simulateCluster(options: SimulateOptions): SimulationReport {
   const { o } = r;
   const m = o.model;
   const hw = o.cluster.hardware;
-  const schedule = generateSchedule({
-    kind: o.schedule,
-    ranks: o.pp,
-    microBatches: o.microBatches,
-    ...(o.schedule === 'interleaved' ? { chunks: o.chunks ?? 2 } : {}),
-  });
+  const schedule =
+    o.pp === 1
+      ? singleStage(o.schedule, o.microBatches)
+      : generateSchedule({
+          kind: o.schedule,
+          ranks: o.pp,
+          microBatches: o.microBatches,
+          ...(o.schedule === 'interleaved' ? { chunks: o.chunks ?? 2 } : {}),
+        });
   const costs = unitCosts(r);
   const plans = partition(m, schedule, costs);
 
@@ -619,7 +675,8 @@ export function simulateCluster(options: SimulateOptions): SimulationReport {
   });
   const dp = dpSync(r, plans, stagesOfRank);
   const dpExposed = (o.dpSync ?? 'exposed') === 'exposed' ? dp.time : 0;
-  const stepTime = pipelineTime + dpExposed;
+  const optimizerTime = optimizerUpdate(r, plans, stagesOfRank);
+  const stepTime = pipelineTime + dpExposed + optimizerTime;
 
   // The rank that waits longest on all-to-all (ranks differ in MoE layers: dense stages, head, MTP).
   const busiest = perRank.reduce((a, b) => (b.exposed > a.exposed ? b : a));
@@ -656,6 +713,8 @@ export function simulateCluster(options: SimulateOptions): SimulationReport {
     efficiency: r.efficiency,
     overlap: r.overlap,
     stepTime,
+    optimizerTime,
+    computeTerms: computeTerms(r, m),
     pipelineTime,
     dpSync: { time: dp.time, exposed: dpExposed },
     bubble: { max: Math.max(...bubbles), mean: bubbleMean, fraction: bubbleMean / stepTime },
@@ -686,6 +745,64 @@ export function simulateCluster(options: SimulateOptions): SimulationReport {
     params: paramCounts(m),
     simulatedRanks: schedule.ranks,
   };
+}
+
+/** pp = 1: one stage on one rank, each micro-batch's forward then its backward. */
+function singleStage(kind: ScheduleKind, microBatches: number): Schedule {
+  const N = checkInt('simulateCluster', 'microBatches', microBatches, 1);
+  const work = (k: 'F' | 'B', mb: number): StageWork => ({
+    kind: k,
+    microBatch: mb,
+    stage: 0,
+    chunk: 0,
+    phase: 0,
+  });
+  const ops = Array.from({ length: N }, (_, mb) => [work('F', mb), work('B', mb)]).flat();
+  return onePhaseSchedule(kind, 1, N, 1, [ops]);
+}
+
+/** See {@link SimulationReport.computeTerms}. */
+function computeTerms(r: Resolved, m: ModelSpec): SimulationReport['computeTerms'] {
+  const host = hostLayerCost(r);
+  const N = r.o.microBatches;
+  const perGpu = (x: number) => (N * x) / r.o.pp;
+  const gemmSeconds =
+    (r.tokens * trainingFlopsPerToken(m, r.seq) * r.slowdown) /
+    (r.o.cluster.hardware.peakBf16 * r.efficiency);
+  return {
+    gemm: perGpu(gemmSeconds),
+    kernels: perGpu(m.layers * host.kernels),
+    elementwise: perGpu(m.layers * host.elementwise),
+  };
+}
+
+/**
+ * The optimizer update per step on the busiest rank (host presets only): its kernels' dispatch and
+ * the bytes it reads and writes per parameter it updates (every parameter it holds with
+ * `all-reduce`, its 1/(ep·dp) or 1/dp shard with `zero1`), after the shared-host slowdown.
+ */
+function optimizerUpdate(
+  r: Resolved,
+  plans: readonly StagePlan[],
+  stagesOfRank: readonly number[][],
+): number {
+  const h = r.o.cluster.hardware.host;
+  if (h === undefined) return 0;
+  const { ep, dp } = r.o;
+  const sharded = r.dpCollective === 'zero1';
+  let most = 0;
+  for (const stages of stagesOfRank) {
+    let params = 0;
+    for (const s of stages) {
+      const p = stageParams(r, plans[s]!, s, plans.length);
+      params += sharded ? p.dense / (ep * dp) + p.experts / (ep * dp) : p.dense + p.experts / ep;
+    }
+    most = Math.max(most, params);
+  }
+  return (
+    r.slowdown *
+    (h.optimizerKernels * h.kernelOverhead + (most * h.optimizerBytesPerParam) / h.elementwiseBytesPerSec)
+  );
 }
 
 /** Cost of one schedule op from its stages' units (level 1). */
@@ -768,7 +885,9 @@ function dpSync(r: Resolved, plans: readonly StagePlan[], stagesOfRank: readonly
       dense += p.dense;
       experts += p.experts / o.ep;
     }
-    // Reduce-scatter of FP32 gradients (4 B) and all-gather of BF16 parameters (2 B), per group.
+    // Reduce-scatter of FP32 gradients (4 B) and all-gather of BF16 parameters (2 B), per group;
+    // an all-reduce of FP32 gradients is a reduce-scatter and an all-gather of 4 B each.
+    const bytesPerParam = r.dpCollective === 'all-reduce' ? 8 : 6;
     let t = 0;
     let rankIb = 0;
     let rankNv = 0;
@@ -778,13 +897,13 @@ function dpSync(r: Resolved, plans: readonly StagePlan[], stagesOfRank: readonly
       [experts, o.dp],
     ] as const) {
       const inDc = group / k;
-      const local = ringBytes(params * 6, inDc);
+      const local = ringBytes(params * bytesPerParam, inDc);
       const link =
         inDc > hw.gpusPerNode || (group === o.dp && o.ep * o.dp > hw.gpusPerNode) ? hw.ib : hw.nvlink;
       t += local > 0 ? 2 * (inDc - 1) * link.alpha + local / link.beta : 0;
       if (link === hw.ib) rankIb += local;
       else rankNv += local;
-      const cross = k > 1 ? ringBytes((params * 6) / inDc, k) : 0;
+      const cross = k > 1 ? ringBytes((params * bytesPerParam) / inDc, k) : 0;
       t += cross > 0 ? 2 * (k - 1) * hw.wan.alpha + cross / hw.wan.beta : 0;
       rankWan += cross;
     }
