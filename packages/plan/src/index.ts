@@ -11,7 +11,7 @@ export { a2aTime, expertA2aVolume, flatA2aBytes, ringBytes } from './cluster/com
 export { formatSimulationText } from './cluster/format';
 export type { ClusterSpec, HardwarePreset, HostCosts, LinkTier } from './cluster/hardware';
 export { HARDWARE_PRESETS, linkTime, parseCluster } from './cluster/hardware';
-export type { AllReduceSample, GemmSample, MachineProfile } from './cluster/machine';
+export type { AllReduceSample, ElementwiseBytes, GemmSample, MachineProfile } from './cluster/machine';
 export { linkFromAllReduce, machinePreset } from './cluster/machine';
 export type { AttentionSpec, LayerFlops, LayerParams, ModelSpec, ParamCounts } from './cluster/model';
 export {

@@ -60,18 +60,16 @@ export interface HardwarePreset {
 export interface HostCosts {
   /** Seconds of dispatch per kernel launched. */
   readonly kernelOverhead: number;
-  /** Bytes per second that memory-bound (elementwise) kernels read and write. */
-  readonly elementwiseBytesPerSec: number;
   /** Multiplier of compute time when more than one rank computes at once on the shared host (1: none). */
   readonly concurrencySlowdown: number;
   /** Kernels launched per layer per micro-batch, forward and backward (the model's total over its layers; embedding, loss and head included). */
   readonly kernelsPerLayer: { readonly forward: number; readonly backward: number };
-  /** Elementwise bytes per token per layer, forward and backward (the same spreading). */
-  readonly elementwiseBytesPerTokenLayer: { readonly forward: number; readonly backward: number };
+  /** Seconds of memory-bound (non-GEMM) kernel work per token per layer, forward and backward (the same spreading). */
+  readonly elementwisePerTokenLayer: { readonly forward: number; readonly backward: number };
   /** Kernels of one optimizer update (gradient clip + AdamW) per step and rank. */
   readonly optimizerKernels: number;
-  /** Bytes the optimizer update reads and writes per parameter it updates. */
-  readonly optimizerBytesPerParam: number;
+  /** Seconds of the optimizer update's memory-bound work per parameter it updates. */
+  readonly optimizerPerParam: number;
 }
 
 const wan: LinkTier = { alpha: 5e-3, beta: 1.25e9 };

@@ -17,17 +17,17 @@ const profile: MachineProfile = {
     reference1024: 24e9,
   },
   kernelOverhead: 20e-6,
-  elementwiseBytesPerSec: 4e9,
+  elementwiseBytesPerSec: { cheap: 4e9, transcendental: 1e9 },
   workload: {
     model: 'small',
     layers: 4,
     tokens: 1024,
     kernelsForward: 400,
     kernelsBackward: 800,
-    elementwiseBytesForward: 4 * 1024 * 1000,
-    elementwiseBytesBackward: 4 * 1024 * 2000,
+    elementwiseBytesForward: { cheap: 4 * 1024 * 4000, transcendental: 4 * 1024 * 1000 },
+    elementwiseBytesBackward: { cheap: 4 * 1024 * 8000, transcendental: 0 },
     optimizerKernels: 600,
-    optimizerBytesPerParam: 100,
+    optimizerBytesPerParam: { cheap: 100, transcendental: 2 },
   },
   concurrencySlowdown: 1.25,
   transport: { latency: 1e-4, bandwidth: 2e9, allReduce: [] },
@@ -91,15 +91,15 @@ describe('machine profile -> hardware preset', () => {
     expect(hw.gpusPerNode).toBe(2);
     expect(hw.nvlink).toEqual({ alpha: 1e-4, beta: 2e9 });
     expect(hw.ib).toEqual(hw.nvlink);
-    expect(hw.host).toEqual({
-      kernelOverhead: 20e-6,
-      elementwiseBytesPerSec: 4e9,
-      concurrencySlowdown: 1.25,
-      kernelsPerLayer: { forward: 100, backward: 200 },
-      elementwiseBytesPerTokenLayer: { forward: 1000, backward: 2000 },
-      optimizerKernels: 600,
-      optimizerBytesPerParam: 100,
-    });
+    const host = hw.host!;
+    expect(host.kernelOverhead).toBe(20e-6);
+    expect(host.concurrencySlowdown).toBe(1.25);
+    expect(host.kernelsPerLayer).toEqual({ forward: 100, backward: 200 });
+    expect(host.optimizerKernels).toBe(600);
+    // Per token per layer: 4000 cheap bytes at 4 GB/s + 1000 transcendental bytes at 1 GB/s.
+    expect(host.elementwisePerTokenLayer.forward).toBeCloseTo(4000 / 4e9 + 1000 / 1e9, 18);
+    expect(host.elementwisePerTokenLayer.backward).toBeCloseTo(8000 / 4e9, 18);
+    expect(host.optimizerPerParam).toBeCloseTo(100 / 4e9 + 2 / 1e9, 18);
   });
 
   it('refuses a profile with a missing rate, naming the field', () => {
@@ -177,12 +177,11 @@ describe('host costs', () => {
     const base = simulateCluster(dataParallel(plain));
     const host = {
       kernelOverhead: 10e-6,
-      elementwiseBytesPerSec: 1e9,
       concurrencySlowdown: 1.5,
       kernelsPerLayer: { forward: 50, backward: 100 },
-      elementwiseBytesPerTokenLayer: { forward: 200, backward: 400 },
+      elementwisePerTokenLayer: { forward: 200e-9, backward: 400e-9 },
       optimizerKernels: 300,
-      optimizerBytesPerParam: 40,
+      optimizerPerParam: 40e-9,
     };
     const report = simulateCluster(dataParallel({ ...plain, host }));
     const N = 3;

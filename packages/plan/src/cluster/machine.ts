@@ -6,9 +6,9 @@
  * The profile is plain JSON (written by switchyard-train's `bench:profile`); every figure in it is
  * a measurement, none is fitted to a step time. What the preset keeps:
  * - GEMM rate at the model's shapes -> `peakBf16` = `peakFp8` (efficiency 1 in the simulation);
- * - per-kernel dispatch overhead, elementwise bytes/s, kernels and elementwise bytes of one
- *   micro-batch's forward and backward (spread evenly over the model's layers), kernels and bytes
- *   of one optimizer update -> `host`;
+ * - per-kernel dispatch overhead, elementwise bytes/s of cheap (add) and transcendental (exp)
+ *   kernels, the kernels and non-GEMM bytes of each class in one micro-batch's forward and backward
+ *   (spread evenly over the model's layers) and in one optimizer update -> `host`;
  * - the slowdown of compute when the ranks run at once on shared cores -> `host.concurrencySlowdown`;
  * - rank-to-rank latency and bandwidth from two all-reduces -> both link tiers.
  */
@@ -22,6 +22,12 @@ export interface AllReduceSample {
   readonly bytes: number;
   /** Median seconds of one all-reduce. */
   readonly seconds: number;
+}
+
+/** Bytes of memory-bound kernels by class: cheap (add, mul, copies...) and transcendental (exp, log, erf...). */
+export interface ElementwiseBytes {
+  readonly cheap: number;
+  readonly transcendental: number;
 }
 
 /** A GEMM rate measured at one shape: [batch] x [m, k] x [k, n]. */
@@ -54,8 +60,8 @@ export interface MachineProfile {
   };
   /** Seconds of dispatch per kernel (many tiny kernels, timed). */
   readonly kernelOverhead: number;
-  /** Bytes/s that a large elementwise kernel reads and writes. */
-  readonly elementwiseBytesPerSec: number;
+  /** Bytes/s that an elementwise kernel of each class reads and writes (add; exp). */
+  readonly elementwiseBytesPerSec: ElementwiseBytes;
   /** The training workload counted on the real model (tf.profile of one micro-batch). */
   readonly workload: {
     /** Model the counts are of. */
@@ -69,13 +75,13 @@ export interface MachineProfile {
     /** Kernels of its backward (forward + backward minus forward). */
     readonly kernelsBackward: number;
     /** Bytes read and written by the forward's kernels other than matrix products. */
-    readonly elementwiseBytesForward: number;
+    readonly elementwiseBytesForward: ElementwiseBytes;
     /** The same for the backward. */
-    readonly elementwiseBytesBackward: number;
+    readonly elementwiseBytesBackward: ElementwiseBytes;
     /** Kernels of one optimizer update (gradient clip + AdamW) over all parameters. */
     readonly optimizerKernels: number;
     /** Bytes that update reads and writes per parameter. */
-    readonly optimizerBytesPerParam: number;
+    readonly optimizerBytesPerParam: ElementwiseBytes;
   };
   /** Compute time of each of `ranks` ranks running matmuls at once / one rank alone (>= 1 on shared cores). */
   readonly concurrencySlowdown: number;
@@ -147,7 +153,8 @@ export function machinePreset(profile: MachineProfile): HardwarePreset {
   const ranks = checkInt(fn, 'profile.ranks', p.ranks, 1);
   positive('profile.matmul.flopsPerSec', p.matmul.flopsPerSec);
   atLeast0('profile.kernelOverhead', p.kernelOverhead);
-  positive('profile.elementwiseBytesPerSec', p.elementwiseBytesPerSec);
+  positive('profile.elementwiseBytesPerSec.cheap', p.elementwiseBytesPerSec.cheap);
+  positive('profile.elementwiseBytesPerSec.transcendental', p.elementwiseBytesPerSec.transcendental);
   positive('profile.transport.bandwidth', p.transport.bandwidth);
   atLeast0('profile.transport.latency', p.transport.latency);
   if (!(p.concurrencySlowdown >= 1)) {
@@ -156,16 +163,18 @@ export function machinePreset(profile: MachineProfile): HardwarePreset {
   const w = p.workload;
   const L = checkInt(fn, 'profile.workload.layers', w.layers, 1);
   const T = checkInt(fn, 'profile.workload.tokens', w.tokens, 1);
-  for (const key of [
-    'kernelsForward',
-    'kernelsBackward',
-    'elementwiseBytesForward',
-    'elementwiseBytesBackward',
-    'optimizerKernels',
-    'optimizerBytesPerParam',
-  ] as const) {
-    atLeast0(`profile.workload.${key}`, w[key]);
-  }
+  atLeast0('profile.workload.kernelsForward', w.kernelsForward);
+  atLeast0('profile.workload.kernelsBackward', w.kernelsBackward);
+  atLeast0('profile.workload.optimizerKernels', w.optimizerKernels);
+  /** Seconds of `bytes` at the profile's rate of each class. */
+  const seconds = (arg: string, bytes: ElementwiseBytes) => {
+    atLeast0(`profile.workload.${arg}.cheap`, bytes.cheap);
+    atLeast0(`profile.workload.${arg}.transcendental`, bytes.transcendental);
+    return (
+      bytes.cheap / p.elementwiseBytesPerSec.cheap +
+      bytes.transcendental / p.elementwiseBytesPerSec.transcendental
+    );
+  };
   const link: LinkTier = { alpha: p.transport.latency, beta: p.transport.bandwidth };
   return {
     name: p.name,
@@ -179,15 +188,14 @@ export function machinePreset(profile: MachineProfile): HardwarePreset {
     wan: link,
     host: {
       kernelOverhead: p.kernelOverhead,
-      elementwiseBytesPerSec: p.elementwiseBytesPerSec,
       concurrencySlowdown: p.concurrencySlowdown,
       kernelsPerLayer: { forward: w.kernelsForward / L, backward: w.kernelsBackward / L },
-      elementwiseBytesPerTokenLayer: {
-        forward: w.elementwiseBytesForward / (L * T),
-        backward: w.elementwiseBytesBackward / (L * T),
+      elementwisePerTokenLayer: {
+        forward: seconds('elementwiseBytesForward', w.elementwiseBytesForward) / (L * T),
+        backward: seconds('elementwiseBytesBackward', w.elementwiseBytesBackward) / (L * T),
       },
       optimizerKernels: w.optimizerKernels,
-      optimizerBytesPerParam: w.optimizerBytesPerParam,
+      optimizerPerParam: seconds('optimizerBytesPerParam', w.optimizerBytesPerParam),
     },
   };
 }

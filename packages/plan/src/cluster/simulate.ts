@@ -397,8 +397,8 @@ function hostLayerCost(r: Resolved): {
   const h = r.o.cluster.hardware.host;
   if (h === undefined) return { forward: 0, backward: 0, kernels: 0, elementwise: 0 };
   const k = (n: number) => r.slowdown * n * h.kernelOverhead;
-  const e = (bytesPerToken: number) => (r.slowdown * r.tokens * bytesPerToken) / h.elementwiseBytesPerSec;
-  const { kernelsPerLayer: kl, elementwiseBytesPerTokenLayer: eb } = h;
+  const e = (secondsPerToken: number) => r.slowdown * r.tokens * secondsPerToken;
+  const { kernelsPerLayer: kl, elementwisePerTokenLayer: eb } = h;
   return {
     forward: k(kl.forward) + e(eb.forward),
     backward: k(kl.backward) + e(eb.backward),
@@ -778,7 +778,7 @@ function computeTerms(r: Resolved, m: ModelSpec): SimulationReport['computeTerms
 
 /**
  * The optimizer update per step on the busiest rank (host presets only): its kernels' dispatch and
- * the bytes it reads and writes per parameter it updates (every parameter it holds with
+ * its memory-bound work per parameter it updates (every parameter it holds with
  * `all-reduce`, its 1/(ep·dp) or 1/dp shard with `zero1`), after the shared-host slowdown.
  */
 function optimizerUpdate(
@@ -799,10 +799,7 @@ function optimizerUpdate(
     }
     most = Math.max(most, params);
   }
-  return (
-    r.slowdown *
-    (h.optimizerKernels * h.kernelOverhead + (most * h.optimizerBytesPerParam) / h.elementwiseBytesPerSec)
-  );
+  return r.slowdown * (h.optimizerKernels * h.kernelOverhead + most * h.optimizerPerParam);
 }
 
 /** Cost of one schedule op from its stages' units (level 1). */
