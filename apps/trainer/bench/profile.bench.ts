@@ -1,0 +1,433 @@
+// "This machine": a short measured profile of the host backend (GEMM rate at the default preset's
+// shapes, per-kernel dispatch, elementwise bytes/s, the kernels and bytes of one training
+// micro-batch and of one optimizer update counted with tf.profile on the real model, all-reduce
+// latency and bandwidth between 2 worker ranks, the slowdown of compute when 2 ranks run at once),
+// written as a MachineProfile; then @switchyard/plan's simulator predicts the default run's step
+// on --ranks 1 and --ranks 2 from that profile alone, beside the step measured through launch().
+//   pnpm --filter switchyard-train bench:profile
+//   SWITCHYARD_PROFILE_OUT=path.json (default benchmarks/machine-profile-node2core.json),
+//   PROFILE_STEPS=12 (steps of each real run; the first PROFILE_WARMUP=4 are left out)
+// Nothing is fitted to the measured step: the profile's measurements are the prediction's only inputs.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MoETransformerLM } from '@switchyard/model';
+import { createLocalCommunicator, launch } from '@switchyard/parallel';
+import {
+  type ElementwiseBytes,
+  type GemmSample,
+  linkFromAllReduce,
+  type MachineProfile,
+  machinePreset,
+  parseModelConfig,
+  type SimulationReport,
+  simulateCluster,
+} from '@switchyard/plan';
+import { initBackend, Rng, tf } from '@switchyard/tensor';
+import { resolveConfig } from '../src/config/load';
+import { prepareData } from '../src/data/prepare';
+import { RANK_MODULE_URL, type TrainRankArgs } from '../src/rank';
+import type { StepPhases } from '../src/report/records';
+import { median } from '../src/report/report';
+import { OptimizerStep } from '../src/train/optimizer-step';
+import { buildModelConfig } from '../src/train/setup';
+import type { TrainResult } from '../src/train/trainer';
+import type { GemmArgs, GemmShape, TransportArgs } from './profile-rank';
+
+const t0 = performance.now();
+const backend = 'wasm';
+const steps = Number(process.env.PROFILE_STEPS ?? 12);
+const warmup = Number(process.env.PROFILE_WARMUP ?? 4);
+const outPath =
+  process.env.SWITCHYARD_PROFILE_OUT ??
+  new URL('../../../benchmarks/machine-profile-node2core.json', import.meta.url).pathname;
+const RANKS = 2;
+const info = await initBackend({ backend });
+const PROFILE_RANK_URL = new URL(
+  `./profile-rank.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`,
+  import.meta.url,
+);
+
+// The default run and its model (the tokenizer fixes the vocabulary).
+const config = resolveConfig({
+  preset: 'small',
+  sets: ['eval.every=0', 'log.plots=false', `backend=${backend}`],
+});
+const { seqLen: S, microBatchSize: B, gradAccum: M } = config.train;
+const data = await prepareData(config);
+const modelConfig = buildModelConfig(config, data.tokenizer.vocabSize);
+const spec = parseModelConfig(JSON.parse(JSON.stringify(modelConfig)), 'small');
+const model = new MoETransformerLM(modelConfig, new Rng(1));
+const Br = B / RANKS;
+
+// ---------------------------------------------------------------------------------------------------
+// GEMMs at the model's shapes: one forward's products at T tokens (the backward's are the same
+// sizes, transposed explicitly).
+
+/** The forward's GEMM shapes of one micro-batch of `b` sequences. */
+function modelGemms(b: number): GemmShape[] {
+  const T = b * S;
+  const D = spec.hidden;
+  const a = spec.attention;
+  if (a.kind !== 'gqa') throw new Error('expected grouped-query attention');
+  const L = spec.layers;
+  const Te = Math.max(1, Math.round((T * spec.topK) / spec.experts));
+  const F = spec.expertIntermediate;
+  return [
+    { batch: 1, m: T, k: D, n: a.heads * a.headDim, count: 2 * L }, // q and (transposed) o
+    { batch: 1, m: T, k: D, n: a.kvHeads * a.headDim, count: 2 * L }, // k, v
+    { batch: b * a.heads, m: S, k: a.headDim, n: S, count: L }, // scores
+    { batch: b * a.heads, m: S, k: S, n: a.headDim, count: L }, // values
+    { batch: 1, m: T, k: D, n: spec.experts, count: L }, // router
+    { batch: 1, m: Te, k: D, n: F, count: 2 * spec.experts * L }, // expert gate, up
+    { batch: 1, m: Te, k: F, n: D, count: spec.experts * L }, // expert down
+    { batch: 1, m: T, k: D, n: spec.vocab, count: 1 }, // head
+  ];
+}
+const flopsOf = (s: GemmShape) => 2 * s.batch * s.m * s.k * s.n;
+
+function timeGemm(s: Omit<GemmShape, 'count'>, minMs: number): number {
+  const a = tf.randomNormal(s.batch > 1 ? [s.batch, s.m, s.k] : [s.m, s.k], 0, 1, 'float32', 1);
+  const b = tf.randomNormal(s.batch > 1 ? [s.batch, s.k, s.n] : [s.k, s.n], 0, 1, 'float32', 2);
+  const once = () => {
+    const t = performance.now();
+    const c = tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+    c.dataSync();
+    c.dispose();
+    return performance.now() - t;
+  };
+  once();
+  const times: number[] = [];
+  const start = performance.now();
+  while (times.length < 5 || performance.now() - start < minMs) times.push(once());
+  tf.dispose([a, b]);
+  return median(times) / 1000;
+}
+
+const samples: GemmSample[] = [];
+let gemmFlops = 0;
+let gemmSeconds = 0;
+for (const b of [Br, B]) {
+  for (const s of modelGemms(b)) {
+    const sec = timeGemm(s, 150);
+    samples.push({ batch: s.batch, m: s.m, k: s.k, n: s.n, flopsPerSec: flopsOf(s) / sec });
+    gemmFlops += s.count * flopsOf(s);
+    gemmSeconds += s.count * sec;
+  }
+}
+const ref1024 =
+  flopsOf({ batch: 1, m: 1024, k: 1024, n: 1024, count: 1 }) /
+  timeGemm({ batch: 1, m: 1024, k: 1024, n: 1024 }, 500);
+
+// ---------------------------------------------------------------------------------------------------
+// Per-kernel dispatch (many tiny kernels) and elementwise bytes/s (large add and exp, less dispatch).
+
+function kernelOverhead(): number {
+  const x = tf.scalar(1);
+  const per: number[] = [];
+  for (let r = 0; r < 7; r++) {
+    const n = 2000;
+    const t = performance.now();
+    tf.tidy(() => {
+      let y: tf.Tensor = x;
+      for (let i = 0; i < n; i++) y = tf.add(y, x);
+      y.dataSync();
+    });
+    per.push((performance.now() - t) / 1000 / n);
+  }
+  x.dispose();
+  return median(per);
+}
+const overhead = kernelOverhead();
+
+/**
+ * Bytes/s of a cheap (add) and a transcendental (exp) kernel on 2^18 floats (1 MB, an activation's
+ * size here), less the dispatch: the two classes differ ~50x on wasm.
+ */
+function elementwiseRates(): ElementwiseBytes {
+  const n = 1 << 18;
+  const a = tf.randomUniform([n], 0, 1, 'float32', 1);
+  const b = tf.randomUniform([n], 0, 1, 'float32', 2);
+  const rate = (op: () => tf.Tensor, moved: number) => {
+    const times: number[] = [];
+    for (let i = 0; i < 41; i++) {
+      const t = performance.now();
+      const c = op();
+      times.push((performance.now() - t) / 1000);
+      c.dispose();
+    }
+    return moved / (median(times) - overhead);
+  };
+  const out = {
+    cheap: rate(() => tf.add(a, b), 3 * 4 * n),
+    transcendental: rate(() => tf.exp(a), 2 * 4 * n),
+  };
+  tf.dispose([a, b]);
+  return out;
+}
+const elementwise = elementwiseRates();
+
+// ---------------------------------------------------------------------------------------------------
+// The workload, counted on the real model: kernels and non-GEMM bytes of one micro-batch of the
+// 2-rank share (forward, then forward + backward) and of one optimizer update.
+
+const GEMM_KERNELS = new Set(['MatMul', 'BatchMatMul', '_FusedMatMul']);
+/** Kernels that only relabel their input (no bytes move on wasm). */
+const VIEW_KERNELS = new Set(['Reshape', 'ExpandDims', 'Squeeze', 'Identity']);
+const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+/** What tf.profile reports of each kernel (the fields used here). */
+interface KernelRecord {
+  readonly name: string;
+  readonly inputShapes: readonly (readonly number[] | undefined)[];
+  readonly outputShapes: readonly (readonly number[])[];
+  readonly kernelTimeMs: number | { error: string } | Promise<number | { error: string }>;
+}
+/** Diagnostics only (not profile inputs): tf.profile's own kernel times, GEMM and the rest, ms. */
+const kernelMs = (kernels: readonly KernelRecord[]) => {
+  const out = { gemm: 0, other: 0 };
+  for (const k of kernels) {
+    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    out[GEMM_KERNELS.has(k.name) ? 'gemm' : 'other'] += ms;
+  }
+  return out;
+};
+/** Kernels that evaluate a transcendental function per element (exp's rate); the rest run at add's. */
+const TRANSCENDENTAL = new Set([
+  'Exp',
+  'Log',
+  'Log1p',
+  'Expm1',
+  'Softmax',
+  'Sigmoid',
+  'Tanh',
+  'Erf',
+  'Pow',
+  'Sin',
+  'Cos',
+  'Softplus',
+  'Elu',
+  'Selu',
+]);
+function tally(kernels: readonly KernelRecord[]): { kernels: number; bytes: ElementwiseBytes } {
+  const bytes = { cheap: 0, transcendental: 0 };
+  for (const k of kernels) {
+    if (GEMM_KERNELS.has(k.name) || VIEW_KERNELS.has(k.name)) continue;
+    const out = k.outputShapes.reduce((a: number, s) => a + size(s), 0);
+    // A gather reads its rows (as many as it writes) and the indices, not the whole table.
+    const inputs =
+      k.name === 'GatherV2'
+        ? out + size(k.inputShapes[1] ?? [])
+        : k.inputShapes.reduce((a: number, s) => a + size(s ?? []), 0);
+    bytes[TRANSCENDENTAL.has(k.name) ? 'transcendental' : 'cheap'] += 4 * (inputs + out);
+  }
+  return { kernels: kernels.length, bytes };
+}
+
+const ids = () => tf.randomUniform([Br, S], 0, spec.vocab, 'int32', 7) as tf.Tensor2D;
+const xBS = ids();
+const yBS = ids();
+const named = model.namedVariables();
+const trainable = [...named.values()];
+const lossOf = () => model.loss(xBS, yBS, { training: true, rng: new Rng(3), step: 0, totalSteps: 100 }).loss;
+// Once untimed, so that lazy kernel setup is not counted.
+tf.dispose(tf.variableGrads(lossOf, trainable).grads);
+const fwd = tally((await tf.profile(() => tf.tidy(() => void lossOf()))).kernels);
+const bothKernels = (
+  await tf.profile(() => {
+    const { value, grads } = tf.variableGrads(lossOf, trainable);
+    tf.dispose([value, ...Object.values(grads)]);
+  })
+).kernels;
+const both = tally(bothKernels);
+const timed = kernelMs(bothKernels);
+const t = config.train;
+const opt = new OptimizerStep(
+  createLocalCommunicator(),
+  named,
+  { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay },
+  'backend',
+  t.clipNorm,
+);
+const zeroGrads = () => new Map([...named].map(([k, v]) => [k, tf.zerosLike(v)] as [string, tf.Tensor]));
+opt.apply(zeroGrads(), 1e-4);
+const optTally = tally((await tf.profile(() => void opt.apply(zeroGrads(), 1e-4))).kernels);
+opt.dispose();
+tf.dispose([xBS, yBS]);
+const numParams = trainable.reduce((a, v) => a + v.size, 0);
+
+// ---------------------------------------------------------------------------------------------------
+// Between worker ranks: all-reduce latency and bandwidth; GEMMs on 1 rank alone and on 2 at once.
+
+const transport = await launch<TransportArgs, { bytes: number; seconds: number }[]>({
+  module: PROFILE_RANK_URL,
+  exportName: 'transportRank',
+  ranks: RANKS,
+  inProcess: false,
+  backend,
+  args: {
+    sizes: [
+      { values: 2, reps: 200 },
+      { values: 4 << 20, reps: 12 },
+    ],
+  },
+  timeoutMs: 120_000,
+});
+const allReduce = transport.results[0]!;
+const link = linkFromAllReduce(allReduce, RANKS);
+
+const gemmArgs: GemmArgs = { shapes: modelGemms(Br), rounds: 7 };
+const gemmOn = async (ranks: number) =>
+  (
+    await launch<GemmArgs, number>({
+      module: PROFILE_RANK_URL,
+      exportName: 'gemmRank',
+      ranks,
+      inProcess: false,
+      backend,
+      args: gemmArgs,
+      timeoutMs: 120_000,
+    })
+  ).results;
+const alone = (await gemmOn(1))[0]!;
+const together = await gemmOn(RANKS);
+const slowdown = Math.max(1, together.reduce((a, b) => a + b, 0) / together.length / alone);
+
+const profile: MachineProfile = {
+  name: 'node2core',
+  backend: info.name,
+  measuredAt: new Date().toISOString(),
+  ranks: RANKS,
+  matmul: { flopsPerSec: gemmFlops / gemmSeconds, shapes: samples, reference1024: ref1024 },
+  kernelOverhead: overhead,
+  elementwiseBytesPerSec: elementwise,
+  workload: {
+    model: `small (${(numParams / 1e6).toFixed(2)}M parameters, vocabulary ${spec.vocab})`,
+    layers: spec.layers,
+    tokens: Br * S,
+    kernelsForward: fwd.kernels,
+    kernelsBackward: both.kernels - fwd.kernels,
+    elementwiseBytesForward: fwd.bytes,
+    elementwiseBytesBackward: {
+      cheap: both.bytes.cheap - fwd.bytes.cheap,
+      transcendental: both.bytes.transcendental - fwd.bytes.transcendental,
+    },
+    optimizerKernels: optTally.kernels,
+    optimizerBytesPerParam: {
+      cheap: optTally.bytes.cheap / numParams,
+      transcendental: optTally.bytes.transcendental / numParams,
+    },
+  },
+  concurrencySlowdown: slowdown,
+  transport: { latency: link.alpha, bandwidth: link.beta, allReduce },
+};
+writeFileSync(outPath, `${JSON.stringify(profile, null, 2)}\n`);
+const profileSeconds = (performance.now() - t0) / 1000;
+
+const g = (x: number) => `${(x / 1e9).toFixed(2)}`;
+console.log(
+  `backend: ${info.name} (${info.reason}); profile written to ${outPath} in ${profileSeconds.toFixed(0)} s`,
+);
+console.log(
+  `matmul at the small preset's GEMM shapes (T = ${Br * S} and ${B * S}): ${g(profile.matmul.flopsPerSec)} GFLOP/s; 1024^3: ${g(ref1024)} GFLOP/s`,
+);
+for (const s of samples) {
+  console.log(`  [${s.batch}] ${s.m}x${s.k}x${s.n}: ${g(s.flopsPerSec)} GFLOP/s`);
+}
+console.log(
+  `per-kernel dispatch: ${(overhead * 1e6).toFixed(1)} us; elementwise: add ${g(elementwise.cheap)} GB/s, exp ${g(elementwise.transcendental)} GB/s`,
+);
+const mb = (b: ElementwiseBytes) => `${(b.cheap / 1e6).toFixed(1)} + ${(b.transcendental / 1e6).toFixed(1)}`;
+console.log(
+  `one micro-batch of ${Br} x ${S} tokens: ${fwd.kernels} kernels forward, ${both.kernels - fwd.kernels} backward; ` +
+    `non-GEMM bytes (cheap + transcendental) ${mb(fwd.bytes)} MB forward, ${mb(profile.workload.elementwiseBytesBackward)} MB backward`,
+);
+console.log(
+  `  (diagnostic, not an input) tf.profile's kernel times of that forward + backward: GEMM ${timed.gemm.toFixed(1)} ms, other kernels ${timed.other.toFixed(1)} ms`,
+);
+console.log(
+  `optimizer update (clip + AdamW, ${(numParams / 1e6).toFixed(2)}M parameters): ${optTally.kernels} kernels, ${profile.workload.optimizerBytesPerParam.cheap.toFixed(1)} + ${profile.workload.optimizerBytesPerParam.transcendental.toFixed(1)} bytes per parameter`,
+);
+console.log(
+  `all-reduce between ${RANKS} worker ranks: ${allReduce.map((s) => `${s.bytes} B in ${(s.seconds * 1e3).toFixed(3)} ms`).join(', ')} ` +
+    `-> latency ${(link.alpha * 1e6).toFixed(1)} us, bandwidth ${g(link.beta)} GB/s`,
+);
+console.log(
+  `GEMM round on 1 rank alone ${(alone * 1e3).toFixed(1)} ms, on each of ${RANKS} at once ${together.map((x) => (x * 1e3).toFixed(1)).join(' / ')} ms: slowdown ${slowdown.toFixed(2)}`,
+);
+
+// ---------------------------------------------------------------------------------------------------
+// Prediction from the profile, beside the real runs through launch().
+
+const hardware = machinePreset(profile);
+function predict(ranks: number): SimulationReport {
+  return simulateCluster({
+    model: spec,
+    cluster: { hardware, gpus: ranks },
+    pp: 1,
+    ep: 1,
+    dp: ranks,
+    microBatches: M,
+    schedule: '1f1b',
+    seqLen: S,
+    globalBatch: B * M,
+    efficiency: 1,
+    dpCollective: 'all-reduce',
+  });
+}
+
+const PHASES = ['compute', 'sync', 'clip', 'optimizer'] as const satisfies readonly (keyof StepPhases)[];
+async function measured(
+  ranks: number,
+): Promise<{ stepMs: number; phases: Record<keyof StepPhases, number> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'switchyard-profile-'));
+  const cfg = resolveConfig({
+    preset: 'small',
+    sets: [
+      `train.steps=${steps}`,
+      'eval.every=0',
+      'eval.tokensPerDomain=128',
+      'log.plots=false',
+      'log.progress=quiet',
+      `backend=${backend}`,
+      `out=${join(dir, 'run')}`,
+    ],
+  });
+  const res = await launch<TrainRankArgs, TrainResult>({
+    module: RANK_MODULE_URL,
+    exportName: 'trainRank',
+    ranks,
+    inProcess: false,
+    backend,
+    args: { config: cfg },
+    timeoutMs: 600_000,
+  });
+  rmSync(dir, { recursive: true, force: true });
+  const kept = res.results[0]!.steps.slice(warmup, steps);
+  const tokens = B * S * M;
+  const phaseOf = (k: keyof StepPhases) => median(kept.map((s) => s.phaseMs?.[k] ?? Number.NaN));
+  return {
+    stepMs: median(kept.map((s) => (tokens / s.tokensPerSec) * 1000)),
+    phases: Object.fromEntries(PHASES.map((k) => [k, phaseOf(k)])) as Record<keyof StepPhases, number>,
+  };
+}
+
+const ms = (s: number) => (s * 1e3).toFixed(1);
+for (const ranks of [1, RANKS]) {
+  const p = predict(ranks);
+  const m = await measured(ranks);
+  const predictedMs = p.stepTime * 1e3;
+  console.log(
+    `--ranks ${ranks}: predicted ${predictedMs.toFixed(1)} ms, measured ${m.stepMs.toFixed(1)} ms, predicted/measured ${(predictedMs / m.stepMs).toFixed(2)}`,
+  );
+  const c = p.computeTerms;
+  console.log(
+    `  predicted: compute ${ms(p.pipelineTime)} ms (GEMM ${ms(c.gemm)}, kernel dispatch ${ms(c.kernels)}, elementwise ${ms(c.elementwise)}), ` +
+      `sync ${ms(p.dpSync.time)} ms, optimizer (clip + AdamW) ${ms(p.optimizerTime)} ms`,
+  );
+  const ph = m.phases;
+  console.log(
+    `  measured (rank 0 medians): compute ${ph.compute.toFixed(1)} ms, sync ${ph.sync.toFixed(1)} ms, ` +
+      `optimizer (clip + AdamW) ${(ph.clip + ph.optimizer).toFixed(1)} ms (clip ${ph.clip.toFixed(1)}); steps ${warmup + 1}..${steps}`,
+  );
+}
+console.log(`total ${((performance.now() - t0) / 1000).toFixed(0)} s`);
