@@ -62,6 +62,12 @@ export interface HostCosts {
   readonly kernelOverhead: number;
   /** Multiplier of compute time when more than one rank computes at once on the shared host (1: none). */
   readonly concurrencySlowdown: number;
+  /**
+   * Multiplier of kernel dispatch, memory-bound kernels and the optimizer update when more than one
+   * rank runs at once (memory-bound work slows down more than GEMMs on shared cores); absent: the
+   * GEMMs' `concurrencySlowdown`.
+   */
+  readonly memorySlowdown?: number;
   /** Kernels launched per layer per micro-batch, forward and backward (the model's total over its layers; embedding, loss and head included). */
   readonly kernelsPerLayer: { readonly forward: number; readonly backward: number };
   /** Seconds of memory-bound (non-GEMM) kernel work per token per layer, forward and backward (the same spreading). */

@@ -102,6 +102,24 @@ describe('machine profile -> hardware preset', () => {
     expect(host.optimizerPerParam).toBeCloseTo(100 / 4e9 + 2 / 1e9, 18);
   });
 
+  it('takes a timed optimizer update and the memory-bound slowdown when the profile has them', () => {
+    const host = machinePreset({
+      ...profile,
+      memorySlowdown: 1.4,
+      optimizerUpdate: { parameters: 2e6, seconds: 0.03 },
+    }).host!;
+    expect(host.memorySlowdown).toBe(1.4);
+    expect(host.concurrencySlowdown).toBe(1.25);
+    // The timed update holds its dispatch: no kernel term, seconds per parameter.
+    expect(host.optimizerKernels).toBe(0);
+    expect(host.optimizerPerParam).toBeCloseTo(0.03 / 2e6, 18);
+    expect(machinePreset(profile).host!.memorySlowdown).toBeUndefined();
+    expect(() => machinePreset({ ...profile, memorySlowdown: 0.9 })).toThrow(/memorySlowdown/);
+    expect(() => machinePreset({ ...profile, optimizerUpdate: { parameters: 0, seconds: 1 } })).toThrow(
+      /optimizerUpdate.parameters/,
+    );
+  });
+
   it('refuses a profile with a missing rate, naming the field', () => {
     const broken = { ...profile, matmul: { ...profile.matmul, flopsPerSec: 0 } };
     expect(() => machinePreset(broken)).toThrow(
@@ -205,6 +223,38 @@ describe('host costs', () => {
     });
     expect(one.computeTerms.kernels).toBeCloseTo(N * L * 150 * 10e-6, 12);
     expect(one.dpSync.time).toBe(0);
+  });
+
+  it('scales GEMMs by concurrencySlowdown and dispatch, elementwise and optimizer by memorySlowdown', () => {
+    const base = simulateCluster(dataParallel(plain));
+    const host = {
+      kernelOverhead: 10e-6,
+      concurrencySlowdown: 1.1,
+      memorySlowdown: 1.6,
+      kernelsPerLayer: { forward: 50, backward: 100 },
+      elementwisePerTokenLayer: { forward: 200e-9, backward: 400e-9 },
+      optimizerKernels: 300,
+      optimizerPerParam: 40e-9,
+    };
+    const report = simulateCluster(dataParallel({ ...plain, host }));
+    const N = 3;
+    const T = 64;
+    const L = toy.layers;
+    const kernels = 1.6 * N * L * 150 * 10e-6;
+    const elementwise = (1.6 * N * L * T * 600) / 1e9;
+    expect(report.computeTerms.gemm).toBeCloseTo(1.1 * base.computeTerms.gemm, 12);
+    expect(report.computeTerms.kernels).toBeCloseTo(kernels, 12);
+    expect(report.computeTerms.elementwise).toBeCloseTo(elementwise, 12);
+    expect(report.pipelineTime).toBeCloseTo(1.1 * base.pipelineTime + kernels + elementwise, 12);
+    expect(report.optimizerTime).toBeCloseTo(1.6 * (300 * 10e-6 + (paramCounts(toy).total * 40) / 1e9), 12);
+    // One GPU: neither slowdown.
+    const one = simulateCluster({
+      ...dataParallel({ ...plain, host }),
+      cluster: { hardware: { ...plain, host }, gpus: 1 },
+      dp: 1,
+      globalBatch: 6,
+    });
+    expect(one.computeTerms.elementwise).toBeCloseTo((N * L * T * 600) / 1e9, 12);
   });
 
   it('leaves GPU presets unchanged: no host terms, no optimizer time', () => {

@@ -9,7 +9,10 @@
  * - per-kernel dispatch overhead, elementwise bytes/s of cheap (add) and transcendental (exp)
  *   kernels, the kernels and non-GEMM bytes of each class in one micro-batch's forward and backward
  *   (spread evenly over the model's layers) and in one optimizer update -> `host`;
- * - the slowdown of compute when the ranks run at once on shared cores -> `host.concurrencySlowdown`;
+ * - the slowdown of GEMMs when the ranks run at once on shared cores -> `host.concurrencySlowdown`,
+ *   and of memory-bound kernels -> `host.memorySlowdown` (dispatch, elementwise, optimizer);
+ * - the optimizer update timed as a primitive at the model's parameter shapes (when present) ->
+ *   `host.optimizerPerParam` (dispatch included);
  * - rank-to-rank latency and bandwidth from two all-reduces -> both link tiers.
  */
 import { checkInt, invalidArgument } from '../errors';
@@ -38,6 +41,9 @@ export interface GemmSample {
   readonly n: number;
   /** FLOP/s (2·batch·m·k·n per product). */
   readonly flopsPerSec: number;
+  /** Operands read transposed, as the backward's products run (dX = dY·Wᵀ, dW = Xᵀ·dY); absent: neither. */
+  readonly transposeA?: boolean;
+  readonly transposeB?: boolean;
 }
 
 /** A measured profile of one machine and backend, as JSON. */
@@ -85,6 +91,17 @@ export interface MachineProfile {
   };
   /** Compute time of each of `ranks` ranks running matmuls at once / one rank alone (>= 1 on shared cores). */
   readonly concurrencySlowdown: number;
+  /**
+   * The same ratio for memory-bound kernels (>= 1); it scales dispatch, elementwise work and the
+   * optimizer update. Absent: `concurrencySlowdown`.
+   */
+  readonly memorySlowdown?: number;
+  /**
+   * The optimizer update (gradient clip + AdamW) timed as a primitive over tensors of the model's
+   * parameter shapes: seconds for `parameters` parameters, dispatch included. When present it
+   * replaces the `optimizerKernels` / `optimizerBytesPerParam` estimate.
+   */
+  readonly optimizerUpdate?: { readonly parameters: number; readonly seconds: number };
   readonly transport: {
     /** Per-transfer latency, seconds (from the small all-reduce). */
     readonly latency: number;
@@ -160,6 +177,14 @@ export function machinePreset(profile: MachineProfile): HardwarePreset {
   if (!(p.concurrencySlowdown >= 1)) {
     throw invalidArgument(fn, 'profile.concurrencySlowdown', 'a number >= 1', p.concurrencySlowdown);
   }
+  if (p.memorySlowdown !== undefined && !(p.memorySlowdown >= 1)) {
+    throw invalidArgument(fn, 'profile.memorySlowdown', 'a number >= 1', p.memorySlowdown);
+  }
+  const u = p.optimizerUpdate;
+  if (u !== undefined) {
+    positive('profile.optimizerUpdate.parameters', u.parameters);
+    atLeast0('profile.optimizerUpdate.seconds', u.seconds);
+  }
   const w = p.workload;
   const L = checkInt(fn, 'profile.workload.layers', w.layers, 1);
   const T = checkInt(fn, 'profile.workload.tokens', w.tokens, 1);
@@ -189,13 +214,18 @@ export function machinePreset(profile: MachineProfile): HardwarePreset {
     host: {
       kernelOverhead: p.kernelOverhead,
       concurrencySlowdown: p.concurrencySlowdown,
+      ...(p.memorySlowdown !== undefined ? { memorySlowdown: p.memorySlowdown } : {}),
       kernelsPerLayer: { forward: w.kernelsForward / L, backward: w.kernelsBackward / L },
       elementwisePerTokenLayer: {
         forward: seconds('elementwiseBytesForward', w.elementwiseBytesForward) / (L * T),
         backward: seconds('elementwiseBytesBackward', w.elementwiseBytesBackward) / (L * T),
       },
-      optimizerKernels: w.optimizerKernels,
-      optimizerPerParam: seconds('optimizerBytesPerParam', w.optimizerBytesPerParam),
+      // A timed update already holds its dispatch: no separate kernel term then.
+      optimizerKernels: u !== undefined ? 0 : w.optimizerKernels,
+      optimizerPerParam:
+        u !== undefined
+          ? u.seconds / u.parameters
+          : seconds('optimizerBytesPerParam', w.optimizerBytesPerParam),
     },
   };
 }

@@ -209,8 +209,10 @@ interface Resolved {
   readonly mbs: number;
   readonly tokens: number;
   readonly dpCollective: 'zero1' | 'all-reduce';
-  /** Compute time multiplier of the shared host (1 without `host` costs or on one GPU). */
+  /** GEMM time multiplier of the shared host (1 without `host` costs or on one GPU). */
   readonly slowdown: number;
+  /** Multiplier of dispatch, memory-bound kernels and the optimizer on the shared host (the same cases). */
+  readonly memorySlowdown: number;
 }
 
 function resolve(o: SimulateOptions): Resolved {
@@ -280,6 +282,10 @@ function resolve(o: SimulateOptions): Resolved {
     tokens: mbs * seq,
     dpCollective,
     slowdown: hw.host !== undefined && o.cluster.gpus > 1 ? hw.host.concurrencySlowdown : 1,
+    memorySlowdown:
+      hw.host !== undefined && o.cluster.gpus > 1
+        ? (hw.host.memorySlowdown ?? hw.host.concurrencySlowdown)
+        : 1,
   };
 }
 
@@ -386,7 +392,7 @@ function unitCosts(r: Resolved): { dense: UnitCost; moe: UnitCost; head: UnitCos
 /**
  * A host backend's per-layer, per-micro-batch time beyond GEMMs (0 without `host` costs): kernel
  * dispatch and memory-bound kernels, forward and backward (the backward's goes with the input
- * gradient), after the shared-host slowdown.
+ * gradient), after the shared-host slowdown of memory-bound work.
  */
 function hostLayerCost(r: Resolved): {
   forward: number;
@@ -396,8 +402,8 @@ function hostLayerCost(r: Resolved): {
 } {
   const h = r.o.cluster.hardware.host;
   if (h === undefined) return { forward: 0, backward: 0, kernels: 0, elementwise: 0 };
-  const k = (n: number) => r.slowdown * n * h.kernelOverhead;
-  const e = (secondsPerToken: number) => r.slowdown * r.tokens * secondsPerToken;
+  const k = (n: number) => r.memorySlowdown * n * h.kernelOverhead;
+  const e = (secondsPerToken: number) => r.memorySlowdown * r.tokens * secondsPerToken;
   const { kernelsPerLayer: kl, elementwisePerTokenLayer: eb } = h;
   return {
     forward: k(kl.forward) + e(eb.forward),
@@ -779,7 +785,8 @@ function computeTerms(r: Resolved, m: ModelSpec): SimulationReport['computeTerms
 /**
  * The optimizer update per step on the busiest rank (host presets only): its kernels' dispatch and
  * its memory-bound work per parameter it updates (every parameter it holds with
- * `all-reduce`, its 1/(ep·dp) or 1/dp shard with `zero1`), after the shared-host slowdown.
+ * `all-reduce`, its 1/(ep·dp) or 1/dp shard with `zero1`), after the shared-host slowdown of
+ * memory-bound work.
  */
 function optimizerUpdate(
   r: Resolved,
@@ -799,7 +806,7 @@ function optimizerUpdate(
     }
     most = Math.max(most, params);
   }
-  return r.slowdown * (h.optimizerKernels * h.kernelOverhead + most * h.optimizerPerParam);
+  return r.memorySlowdown * (h.optimizerKernels * h.kernelOverhead + most * h.optimizerPerParam);
 }
 
 /** Cost of one schedule op from its stages' units (level 1). */
