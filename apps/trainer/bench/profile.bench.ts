@@ -1,7 +1,9 @@
 // "This machine": a short measured profile of the host backend (GEMM rate at the default preset's
-// shapes, per-kernel dispatch, elementwise bytes/s, the kernels and bytes of one training
+// forward and backward shapes, per-kernel dispatch, bytes/s of the model's memory-bound kernel kinds
+// on cold operands, the optimizer update as a primitive, the kernels and bytes of one training
 // micro-batch and of one optimizer update counted with tf.profile on the real model, all-reduce
-// latency and bandwidth between 2 worker ranks, the slowdown of compute when 2 ranks run at once),
+// latency and bandwidth between 2 worker ranks, the slowdown of GEMMs and of memory-bound kernels
+// when 2 ranks run at once),
 // written as a MachineProfile; then @switchyard/plan's simulator predicts the default run's step
 // on --ranks 1 and --ranks 2 from that profile alone, beside the step measured through launch().
 //   pnpm --filter switchyard-train bench:profile
@@ -29,10 +31,18 @@ import { prepareData } from '../src/data/prepare';
 import { RANK_MODULE_URL, type TrainRankArgs } from '../src/rank';
 import type { StepPhases } from '../src/report/records';
 import { median } from '../src/report/report';
+import { AdamW, gradientClip } from '../src/train/adamw';
 import { OptimizerStep } from '../src/train/optimizer-step';
 import { buildModelConfig } from '../src/train/setup';
 import type { TrainResult } from '../src/train/trainer';
-import type { GemmArgs, GemmShape, TransportArgs } from './profile-rank';
+import {
+  type GemmArgs,
+  type GemmShape,
+  gemmOperands,
+  type MemoryArgs,
+  memoryPrimitives,
+  type TransportArgs,
+} from './profile-rank';
 
 const t0 = performance.now();
 const backend = 'wasm';
@@ -84,14 +94,28 @@ function modelGemms(b: number): GemmShape[] {
     { batch: 1, m: T, k: D, n: spec.vocab, count: 1 }, // head
   ];
 }
-const flopsOf = (s: GemmShape) => 2 * s.batch * s.m * s.k * s.n;
+/**
+ * The backward's products of each forward product Y[m, n] = X[m, k] W[k, n], as tf's matMul
+ * gradient runs them: dX = dY Wᵀ ([m, n] x [n, k], W read transposed) and dW = Xᵀ dY ([k, m] x
+ * [m, n], X read transposed).
+ */
+function backwardGemms(forward: readonly GemmShape[]): GemmShape[] {
+  return forward.flatMap((s) => [
+    { batch: s.batch, m: s.m, k: s.n, n: s.k, count: s.count, transposeB: true },
+    { batch: s.batch, m: s.k, k: s.m, n: s.n, count: s.count, transposeA: true },
+  ]);
+}
+const flopsOf = (s: Omit<GemmShape, 'count'>) => 2 * s.batch * s.m * s.k * s.n;
+const stepGemms = (b: number) => {
+  const f = modelGemms(b);
+  return [...f, ...backwardGemms(f)];
+};
 
 function timeGemm(s: Omit<GemmShape, 'count'>, minMs: number): number {
-  const a = tf.randomNormal(s.batch > 1 ? [s.batch, s.m, s.k] : [s.m, s.k], 0, 1, 'float32', 1);
-  const b = tf.randomNormal(s.batch > 1 ? [s.batch, s.k, s.n] : [s.k, s.n], 0, 1, 'float32', 2);
+  const [a, b] = gemmOperands(s);
   const once = () => {
     const t = performance.now();
-    const c = tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+    const c = tf.matMul(a, b, s.transposeA ?? false, s.transposeB ?? false);
     c.dataSync();
     c.dispose();
     return performance.now() - t;
@@ -108,16 +132,16 @@ const samples: GemmSample[] = [];
 let gemmFlops = 0;
 let gemmSeconds = 0;
 for (const b of [Br, B]) {
-  for (const s of modelGemms(b)) {
-    const sec = timeGemm(s, 150);
-    samples.push({ batch: s.batch, m: s.m, k: s.k, n: s.n, flopsPerSec: flopsOf(s) / sec });
+  for (const s of stepGemms(b)) {
+    const sec = timeGemm(s, 60);
+    const { count: _, ...shape } = s;
+    samples.push({ ...shape, flopsPerSec: flopsOf(s) / sec });
     gemmFlops += s.count * flopsOf(s);
     gemmSeconds += s.count * sec;
   }
 }
 const ref1024 =
-  flopsOf({ batch: 1, m: 1024, k: 1024, n: 1024, count: 1 }) /
-  timeGemm({ batch: 1, m: 1024, k: 1024, n: 1024 }, 500);
+  flopsOf({ batch: 1, m: 1024, k: 1024, n: 1024 }) / timeGemm({ batch: 1, m: 1024, k: 1024, n: 1024 }, 500);
 
 // ---------------------------------------------------------------------------------------------------
 // Per-kernel dispatch (many tiny kernels) and elementwise bytes/s (large add and exp, less dispatch).
@@ -141,31 +165,46 @@ function kernelOverhead(): number {
 const overhead = kernelOverhead();
 
 /**
- * Bytes/s of a cheap (add) and a transcendental (exp) kernel on 2^18 floats (1 MB, an activation's
- * size here), less the dispatch: the two classes differ ~50x on wasm.
+ * Bytes/s of the model's memory-bound kernel kinds (transposes, broadcast multiplies, reductions,
+ * scatter-adds, gathers, exp...) at the small preset's activation shapes, each on a pool of operands
+ * larger than the caches, less the dispatch: { kernel name -> bytes/s } (bytes by the tally's rule).
  */
-function elementwiseRates(): ElementwiseBytes {
-  const n = 1 << 18;
-  const a = tf.randomUniform([n], 0, 1, 'float32', 1);
-  const b = tf.randomUniform([n], 0, 1, 'float32', 2);
-  const rate = (op: () => tf.Tensor, moved: number) => {
+const dims = (() => {
+  const a = spec.attention;
+  if (a.kind !== 'gqa') throw new Error('expected grouped-query attention');
+  return {
+    b: Br,
+    s: S,
+    d: spec.hidden,
+    h: a.heads,
+    g: a.kvHeads,
+    a: a.headDim,
+    e: spec.experts,
+    k: spec.topK,
+    v: spec.vocab,
+  };
+})();
+function primitiveRates(): Map<string, { bytes: number; seconds: number }> {
+  const out = new Map<string, { bytes: number; seconds: number }>();
+  for (const p of memoryPrimitives(dims)) {
     const times: number[] = [];
     for (let i = 0; i < 41; i++) {
       const t = performance.now();
-      const c = op();
+      const y = p.run();
+      y.dataSync();
       times.push((performance.now() - t) / 1000);
-      c.dispose();
+      y.dispose();
     }
-    return moved / (median(times) - overhead);
-  };
-  const out = {
-    cheap: rate(() => tf.add(a, b), 3 * 4 * n),
-    transcendental: rate(() => tf.exp(a), 2 * 4 * n),
-  };
-  tf.dispose([a, b]);
+    p.dispose();
+    const r = out.get(p.kernel) ?? { bytes: 0, seconds: 0 };
+    out.set(p.kernel, {
+      bytes: r.bytes + p.bytes,
+      seconds: r.seconds + Math.max(median(times) - overhead, 1e-7),
+    });
+  }
   return out;
 }
-const elementwise = elementwiseRates();
+const primitives = primitiveRates();
 
 // ---------------------------------------------------------------------------------------------------
 // The workload, counted on the real model: kernels and non-GEMM bytes of one micro-batch of the
@@ -208,10 +247,18 @@ const TRANSCENDENTAL = new Set([
   'Elu',
   'Selu',
 ]);
-function tally(kernels: readonly KernelRecord[]): { kernels: number; bytes: ElementwiseBytes } {
+/** Bytes of each kernel name (forward + backward of the profiled micro-batch), for the rates' weights. */
+const bytesByKernel = new Map<string, number>();
+function tally(
+  kernels: readonly KernelRecord[],
+  byName?: Map<string, number>,
+): { kernels: number; bytes: ElementwiseBytes } {
   const bytes = { cheap: 0, transcendental: 0 };
   for (const k of kernels) {
     if (GEMM_KERNELS.has(k.name) || VIEW_KERNELS.has(k.name)) continue;
+    // A custom-gradient op (softmax, log-softmax) is recorded as a scope around its own kernels,
+    // which are recorded too: its bytes would count twice.
+    if (k.name === 'unnamed scope') continue;
     const out = k.outputShapes.reduce((a: number, s) => a + size(s), 0);
     // A gather reads its rows (as many as it writes) and the indices, not the whole table.
     const inputs =
@@ -219,6 +266,7 @@ function tally(kernels: readonly KernelRecord[]): { kernels: number; bytes: Elem
         ? out + size(k.inputShapes[1] ?? [])
         : k.inputShapes.reduce((a: number, s) => a + size(s ?? []), 0);
     bytes[TRANSCENDENTAL.has(k.name) ? 'transcendental' : 'cheap'] += 4 * (inputs + out);
+    byName?.set(k.name, (byName.get(k.name) ?? 0) + 4 * (inputs + out));
   }
   return { kernels: kernels.length, bytes };
 }
@@ -238,7 +286,26 @@ const bothKernels = (
     tf.dispose([value, ...Object.values(grads)]);
   })
 ).kernels;
-const both = tally(bothKernels);
+const both = tally(bothKernels, bytesByKernel);
+
+/**
+ * Each class's rate over the model's own mix: the bytes of each kernel name at its primitive's rate
+ * (names without a primitive at the class's pooled primitive rate).
+ */
+function mixRate(transcendental: boolean): number {
+  const of = ([name]: [string, unknown]) => TRANSCENDENTAL.has(name) === transcendental;
+  const timed = [...primitives].filter(of);
+  const pooled = timed.reduce((a, [, r]) => a + r.bytes, 0) / timed.reduce((a, [, r]) => a + r.seconds, 0);
+  let bytes = 0;
+  let seconds = 0;
+  for (const [name, b] of [...bytesByKernel].filter(of)) {
+    const r = primitives.get(name);
+    bytes += b;
+    seconds += b / (r ? r.bytes / r.seconds : pooled);
+  }
+  return bytes > 0 ? bytes / seconds : pooled;
+}
+const elementwise: ElementwiseBytes = { cheap: mixRate(false), transcendental: mixRate(true) };
 const timed = kernelMs(bothKernels);
 const t = config.train;
 const opt = new OptimizerStep(
@@ -254,6 +321,32 @@ const optTally = tally((await tf.profile(() => void opt.apply(zeroGrads(), 1e-4)
 opt.dispose();
 tf.dispose([xBS, yBS]);
 const numParams = trainable.reduce((a, v) => a + v.size, 0);
+
+/**
+ * The optimizer update as a primitive: the clip's norm and AdamW's tensor ops over random variables
+ * and gradients of the model's parameter shapes (its names, for the decay rule), median seconds.
+ */
+function optimizerPrimitive(): number {
+  const vars = new Map(
+    [...named].map(([k, v], i) => [k, tf.variable(tf.randomNormal(v.shape, 0, 0.02, 'float32', 100 + i))]),
+  );
+  const grads = new Map(
+    [...named].map(([k, v], i) => [k, tf.randomNormal(v.shape, 0, 1e-3, 'float32', 500 + i)]),
+  );
+  const adam = new AdamW(vars, { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay });
+  const times: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    const t0 = performance.now();
+    const clip = gradientClip(grads, t.clipNorm);
+    adam.step(grads, 1e-4, clip.scale);
+    [...vars.values()].at(-1)!.dataSync();
+    times.push((performance.now() - t0) / 1000);
+  }
+  adam.dispose();
+  tf.dispose([...vars.values(), ...grads.values()]);
+  return median(times.slice(1));
+}
+const optimizerSeconds = optimizerPrimitive();
 
 // ---------------------------------------------------------------------------------------------------
 // Between worker ranks: all-reduce latency and bandwidth; GEMMs on 1 rank alone and on 2 at once.
@@ -275,7 +368,7 @@ const transport = await launch<TransportArgs, { bytes: number; seconds: number }
 const allReduce = transport.results[0]!;
 const link = linkFromAllReduce(allReduce, RANKS);
 
-const gemmArgs: GemmArgs = { shapes: modelGemms(Br), rounds: 7 };
+const gemmArgs: GemmArgs = { shapes: stepGemms(Br), rounds: 5 };
 const gemmOn = async (ranks: number) =>
   (
     await launch<GemmArgs, number>({
@@ -291,6 +384,23 @@ const gemmOn = async (ranks: number) =>
 const alone = (await gemmOn(1))[0]!;
 const together = await gemmOn(RANKS);
 const slowdown = Math.max(1, together.reduce((a, b) => a + b, 0) / together.length / alone);
+
+const memoryArgs: MemoryArgs = { dims, calls: 8, rounds: 7 };
+const memoryOn = async (ranks: number) =>
+  (
+    await launch<MemoryArgs, number>({
+      module: PROFILE_RANK_URL,
+      exportName: 'memoryRank',
+      ranks,
+      inProcess: false,
+      backend,
+      args: memoryArgs,
+      timeoutMs: 120_000,
+    })
+  ).results;
+const memAlone = (await memoryOn(1))[0]!;
+const memTogether = await memoryOn(RANKS);
+const memorySlowdown = Math.max(1, memTogether.reduce((a, b) => a + b, 0) / memTogether.length / memAlone);
 
 const profile: MachineProfile = {
   name: 'node2core',
@@ -318,6 +428,8 @@ const profile: MachineProfile = {
     },
   },
   concurrencySlowdown: slowdown,
+  memorySlowdown,
+  optimizerUpdate: { parameters: numParams, seconds: optimizerSeconds },
   transport: { latency: link.alpha, bandwidth: link.beta, allReduce },
 };
 writeFileSync(outPath, `${JSON.stringify(profile, null, 2)}\n`);
@@ -331,10 +443,13 @@ console.log(
   `matmul at the small preset's GEMM shapes (T = ${Br * S} and ${B * S}): ${g(profile.matmul.flopsPerSec)} GFLOP/s; 1024^3: ${g(ref1024)} GFLOP/s`,
 );
 for (const s of samples) {
-  console.log(`  [${s.batch}] ${s.m}x${s.k}x${s.n}: ${g(s.flopsPerSec)} GFLOP/s`);
+  const tr = s.transposeA ? ' (A^T, dW)' : s.transposeB ? ' (B^T, dX)' : '';
+  console.log(`  [${s.batch}] ${s.m}x${s.k}x${s.n}${tr}: ${g(s.flopsPerSec)} GFLOP/s`);
 }
 console.log(
-  `per-kernel dispatch: ${(overhead * 1e6).toFixed(1)} us; elementwise: add ${g(elementwise.cheap)} GB/s, exp ${g(elementwise.transcendental)} GB/s`,
+  `per-kernel dispatch: ${(overhead * 1e6).toFixed(1)} us; memory-bound primitives (cold operands, model shapes): ` +
+    [...primitives].map(([k, r]) => `${k} ${g(r.bytes / r.seconds)}`).join(', ') +
+    ` GB/s; over the model's byte mix: cheap ${g(elementwise.cheap)} GB/s, transcendental ${g(elementwise.transcendental)} GB/s`,
 );
 const mb = (b: ElementwiseBytes) => `${(b.cheap / 1e6).toFixed(1)} + ${(b.transcendental / 1e6).toFixed(1)}`;
 console.log(
@@ -345,7 +460,7 @@ console.log(
   `  (diagnostic, not an input) tf.profile's kernel times of that forward + backward: GEMM ${timed.gemm.toFixed(1)} ms, other kernels ${timed.other.toFixed(1)} ms`,
 );
 console.log(
-  `optimizer update (clip + AdamW, ${(numParams / 1e6).toFixed(2)}M parameters): ${optTally.kernels} kernels, ${profile.workload.optimizerBytesPerParam.cheap.toFixed(1)} + ${profile.workload.optimizerBytesPerParam.transcendental.toFixed(1)} bytes per parameter`,
+  `optimizer update (clip + AdamW, ${(numParams / 1e6).toFixed(2)}M parameters): ${optTally.kernels} kernels, ${profile.workload.optimizerBytesPerParam.cheap.toFixed(1)} + ${profile.workload.optimizerBytesPerParam.transcendental.toFixed(1)} bytes per parameter; timed as a primitive on random tensors of those shapes: ${(optimizerSeconds * 1e3).toFixed(1)} ms`,
 );
 console.log(
   `all-reduce between ${RANKS} worker ranks: ${allReduce.map((s) => `${s.bytes} B in ${(s.seconds * 1e3).toFixed(3)} ms`).join(', ')} ` +
@@ -353,6 +468,9 @@ console.log(
 );
 console.log(
   `GEMM round on 1 rank alone ${(alone * 1e3).toFixed(1)} ms, on each of ${RANKS} at once ${together.map((x) => (x * 1e3).toFixed(1)).join(' / ')} ms: slowdown ${slowdown.toFixed(2)}`,
+);
+console.log(
+  `memory-bound round on 1 rank alone ${(memAlone * 1e3).toFixed(1)} ms, on each of ${RANKS} at once ${memTogether.map((x) => (x * 1e3).toFixed(1)).join(' / ')} ms: slowdown ${memorySlowdown.toFixed(2)}`,
 );
 
 // ---------------------------------------------------------------------------------------------------
