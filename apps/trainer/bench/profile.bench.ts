@@ -10,9 +10,7 @@
 //   SWITCHYARD_PROFILE_OUT=path.json (default benchmarks/machine-profile-node2core.json),
 //   PROFILE_STEPS=12 (steps of each real run; the first PROFILE_WARMUP=4 are left out)
 // Nothing is fitted to the measured step: the profile's measurements are the prediction's only inputs.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { MoETransformerLM } from '@switchyard/model';
 import { createLocalCommunicator, launch } from '@switchyard/parallel';
 import {
@@ -28,13 +26,12 @@ import {
 import { initBackend, Rng, tf } from '@switchyard/tensor';
 import { resolveConfig } from '../src/config/load';
 import { prepareData } from '../src/data/prepare';
-import { RANK_MODULE_URL, type TrainRankArgs } from '../src/rank';
 import type { StepPhases } from '../src/report/records';
 import { median } from '../src/report/report';
 import { AdamW, gradientClip } from '../src/train/adamw';
 import { OptimizerStep } from '../src/train/optimizer-step';
 import { buildModelConfig } from '../src/train/setup';
-import type { TrainResult } from '../src/train/trainer';
+import { launchRun } from './launched';
 import {
   type GemmArgs,
   type GemmShape,
@@ -493,40 +490,12 @@ function predict(ranks: number): SimulationReport {
   });
 }
 
-const PHASES = ['compute', 'sync', 'clip', 'optimizer'] as const satisfies readonly (keyof StepPhases)[];
 async function measured(
   ranks: number,
 ): Promise<{ stepMs: number; phases: Record<keyof StepPhases, number> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'switchyard-profile-'));
-  const cfg = resolveConfig({
-    preset: 'small',
-    sets: [
-      `train.steps=${steps}`,
-      'eval.every=0',
-      'eval.tokensPerDomain=128',
-      'log.plots=false',
-      'log.progress=quiet',
-      `backend=${backend}`,
-      `out=${join(dir, 'run')}`,
-    ],
-  });
-  const res = await launch<TrainRankArgs, TrainResult>({
-    module: RANK_MODULE_URL,
-    exportName: 'trainRank',
-    ranks,
-    inProcess: false,
-    backend,
-    args: { config: cfg },
-    timeoutMs: 600_000,
-  });
-  rmSync(dir, { recursive: true, force: true });
-  const kept = res.results[0]!.steps.slice(warmup, steps);
+  const run = await launchRun({ ranks, backend, runSteps: steps, measuredSteps: steps, warmup });
   const tokens = B * S * M;
-  const phaseOf = (k: keyof StepPhases) => median(kept.map((s) => s.phaseMs?.[k] ?? Number.NaN));
-  return {
-    stepMs: median(kept.map((s) => (tokens / s.tokensPerSec) * 1000)),
-    phases: Object.fromEntries(PHASES.map((k) => [k, phaseOf(k)])) as Record<keyof StepPhases, number>,
-  };
+  return { stepMs: median(run.measured.map((s) => (tokens / s.tokensPerSec) * 1000)), phases: run.phases };
 }
 
 const ms = (s: number) => (s * 1e3).toFixed(1);

@@ -10,14 +10,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { launch } from '@switchyard/parallel';
 import { initBackend, tf } from '@switchyard/tensor';
-import { resolveConfig } from '../src/config/load';
-import { RANK_MODULE_URL, type TrainRankArgs } from '../src/rank';
 import type { StepPhases } from '../src/report/records';
 import { median } from '../src/report/report';
 import { createReporter } from '../src/reporter';
-import { type TrainResult, train } from '../src/train/trainer';
+import { train } from '../src/train/trainer';
+import { benchConfig, launchRun, PHASES } from './launched';
 
 const backend = (process.env.SWITCHYARD_BACKEND as 'wasm' | 'cpu' | undefined) ?? 'wasm';
 const steps = Number(process.env.BENCH_STEPS ?? 20);
@@ -40,24 +38,8 @@ function matMulGflops(N: number, reps: number): number {
   return (2 * N * N * N) / (times[Math.floor(reps / 2)]! / 1000) / 1e9;
 }
 
-/** The default preset, shortened to `runSteps` optimizer steps without evaluation or plots, writing under `dir`. */
-function benchConfig(dir: string, extra: readonly string[] = [], runSteps = steps) {
-  return resolveConfig({
-    preset: 'small',
-    sets: [
-      `train.steps=${runSteps}`,
-      'eval.every=0',
-      'eval.tokensPerDomain=128',
-      'log.plots=false',
-      ...extra,
-      `backend=${backend}`,
-      `out=${join(dir, 'run')}`,
-    ],
-  });
-}
-
 const out = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-const config = benchConfig(out);
+const config = benchConfig(out, backend, steps);
 const matmulBefore = matMulGflops(1024, backend === 'cpu' ? 3 : 7);
 const result = await train({ config, reporter: createReporter({ mode: 'quiet' }) });
 const matmulAfter = matMulGflops(1024, backend === 'cpu' ? 3 : 7);
@@ -86,31 +68,14 @@ console.log(`achieved / matMul: ${(achieved / matmul).toFixed(3)}`);
 // Data parallel through the launcher: the same global batch on 1 and on 2 worker ranks, alternated
 // over BENCH_ROUNDS rounds (default 2) so that a slow spell on the machine hits both; then 1 rank at
 // half the batch, the work each of 2 ranks does, to show where the rest of the time goes.
-const PHASES = ['compute', 'sync', 'clip', 'optimizer'] as const satisfies readonly (keyof StepPhases)[];
 interface Launched {
   readonly tokensPerSec: number;
   /** Median of each phase over the measured steps (rank 0), milliseconds. */
   readonly phases: Record<keyof StepPhases, number>;
 }
 async function launched(ranks: number, extra: readonly string[] = [], runSteps = steps): Promise<Launched> {
-  const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-  const cfg = benchConfig(dir, ['log.progress=quiet', ...extra], runSteps);
-  const res = await launch<TrainRankArgs, TrainResult>({
-    module: RANK_MODULE_URL,
-    exportName: 'trainRank',
-    ranks,
-    inProcess: false,
-    backend,
-    args: { config: cfg },
-    timeoutMs: 600_000,
-  });
-  rmSync(dir, { recursive: true, force: true });
-  const measured = res.results[0]!.steps.slice(warmup, steps);
-  const phaseOf = (k: keyof StepPhases): number => median(measured.map((s) => s.phaseMs?.[k] ?? Number.NaN));
-  return {
-    tokensPerSec: median(measured.map((s) => s.tokensPerSec)),
-    phases: Object.fromEntries(PHASES.map((k) => [k, phaseOf(k)])) as Launched['phases'],
-  };
+  const run = await launchRun({ ranks, backend, runSteps, measuredSteps: steps, warmup, sets: extra });
+  return { tokensPerSec: median(run.measured.map((s) => s.tokensPerSec)), phases: run.phases };
 }
 const showPhases = (p: Launched['phases']): string =>
   PHASES.map((k) => `${k} ${p[k].toFixed(0)} ms`).join(', ');
