@@ -227,6 +227,50 @@ describe('switchyard-plan simulate', () => {
     expect(helpText()).toContain('simulate --model MODEL --cluster NAME --pp P --ep G');
   });
 
+  it('simulates data parallelism on a measured machine profile (--machine) with a Switchyard preset', async () => {
+    const profile = new URL('../../../benchmarks/machine-profile-node2core.json', import.meta.url).pathname;
+    const small = new URL('../../model/src/presets/small.json', import.meta.url).pathname;
+    const args = ['simulate', '--model', small, '--machine', profile, '--pp', '1', '--ep', '1', '--dp', '2'];
+    const { code, stdout, stderr } = await run(
+      ...args,
+      '--schedule',
+      '1f1b',
+      '--micro-batches',
+      '1',
+      '--global-batch',
+      '8',
+      '--seq-len',
+      '128',
+      '--dp-collective',
+      'all-reduce',
+      '--efficiency',
+      '1',
+    );
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout).toMatch(
+      /^small on 2 x node2core: PP 1 \(1f1b\), EP 1, DP 2; 1 micro-batches of 4 x 128 tokens/,
+    );
+    expect(stdout).toMatch(/parameters +3\.87M total, 1\.51M activated/);
+    expect(stdout).toMatch(/no memory limit in the preset/);
+    const both = await run(...args, '--cluster', 'h100x2');
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/give --cluster or --machine, not both/);
+    const missing = await run(
+      'simulate',
+      '--model',
+      small,
+      '--machine',
+      '/nonexistent.json',
+      '--pp',
+      '1',
+      '--ep',
+      '1',
+    );
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--machine must be a readable JSON file, got "\/nonexistent.json"/);
+  });
+
   it('prints JSON with the report fields, and reads a config.json file', async () => {
     const { code, stdout } = await run(...dsv3, '--format', 'json');
     expect(code).toBe(0);

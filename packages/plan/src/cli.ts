@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pkg from '../package.json' with { type: 'json' };
 import { formatSimulationText } from './cluster/format';
-import { parseCluster } from './cluster/hardware';
+import { type ClusterSpec, parseCluster } from './cluster/hardware';
+import { type MachineProfile, machinePreset } from './cluster/machine';
 import { MODEL_PRESETS, type ModelSpec, modelPreset, parseModelConfig } from './cluster/model';
 import { type SimulateOptions, simulateCluster } from './cluster/simulate';
 import { isPlanError } from './errors';
@@ -79,7 +80,9 @@ Simulate options:
   --model MODEL        ${Object.keys(MODEL_PRESETS).join(', ')}, or a config.json (Hugging Face
                        mixtral, qwen2_moe, deepseek_v3; or a Switchyard model config)
   --cluster NAME       <gpu>x<count>: h800, h100, a100, b200 (h800x2048)
-  --pp P               pipeline ranks (>= 2)
+  --machine FILE       instead of --cluster: a measured MachineProfile JSON (see
+                       pnpm --filter switchyard-train bench:profile); GPUs = P * G * R
+  --pp P               pipeline ranks (1: data parallelism only)
   --ep G               expert-parallel group size (divides the routed experts)
   --dp R               expert data-parallel replicas (default: GPUs / (P * G))
   --schedule KIND      ${SCHEDULE_KINDS.join(', ')} (default dualpipe)
@@ -91,7 +94,8 @@ Simulate options:
   --fp8-share X        share of GEMM FLOPs in FP8 with --precision fp8 (default 1)
   --efficiency X       achievable fraction of peak FLOP/s (default 0.5)
   --no-overlap         run F&B pairs' halves one after the other
-  --dp-sync MODE       exposed (default) or hidden: ZeRO-1 gradient sync after the pipeline
+  --dp-sync MODE       exposed (default) or hidden: the gradient sync after the pipeline
+  --dp-collective C    zero1 (default: reduce-scatter + all-gather) or all-reduce
   --datacenters K      DP replicas spread over K datacenters (WAN between them; default 1)
   --format FORMAT      text (default) or json
 
@@ -117,6 +121,7 @@ function parse(argv: readonly string[]) {
         out: { type: 'string' },
         model: { type: 'string' },
         cluster: { type: 'string' },
+        machine: { type: 'string' },
         pp: { type: 'string' },
         ep: { type: 'string' },
         dp: { type: 'string' },
@@ -128,6 +133,7 @@ function parse(argv: readonly string[]) {
         efficiency: { type: 'string' },
         'no-overlap': { type: 'boolean' },
         'dp-sync': { type: 'string' },
+        'dp-collective': { type: 'string' },
         datacenters: { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean' },
@@ -192,17 +198,22 @@ function numberFlag(flag: string, text: string): number {
   return value;
 }
 
+/** The parsed JSON of the file a flag names; a usage error naming the flag when it cannot be read. */
+async function readJson(flag: string, path: string, expected = 'a readable JSON file'): Promise<unknown> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new UsageError(
+      `--${flag} must be ${expected}, got ${JSON.stringify(path)} (${(e as Error).message})`,
+    );
+  }
+}
+
 /** The model a --model value names: a preset, or a config.json file. */
 async function loadModel(text: string): Promise<ModelSpec> {
   if (MODEL_PRESETS[text] !== undefined) return modelPreset(text);
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(text, 'utf8'));
-  } catch (e) {
-    throw new UsageError(
-      `--model must be one of ${Object.keys(MODEL_PRESETS).join(', ')} or a readable JSON config file, got ${JSON.stringify(text)} (${(e as Error).message})`,
-    );
-  }
+  const presets = Object.keys(MODEL_PRESETS).join(', ');
+  const json = await readJson('model', text, `one of ${presets} or a readable JSON config file`);
   const name = text.replace(/^.*[\\/]/, '').replace(/\.json$/, '');
   return parseModelConfig(json, name);
 }
@@ -210,11 +221,24 @@ async function loadModel(text: string): Promise<ModelSpec> {
 /** The simulator's options the flags describe. */
 async function simulateOptions(values: Values): Promise<SimulateOptions> {
   const model = await loadModel(required(values, 'model', 'simulate'));
-  const cluster = parseCluster(required(values, 'cluster', 'simulate'));
-  const pp = intFlag('pp', required(values, 'pp', 'simulate'), 2);
+  const pp = intFlag('pp', required(values, 'pp', 'simulate'), 1);
   const ep = intFlag('ep', required(values, 'ep', 'simulate'), 1);
-  const dp =
-    values.dp === undefined ? Math.max(1, Math.floor(cluster.gpus / (pp * ep))) : intFlag('dp', values.dp, 1);
+  let cluster: ClusterSpec;
+  let dp: number;
+  if (values.machine !== undefined) {
+    if (values.cluster !== undefined) throw new UsageError('give --cluster or --machine, not both');
+    dp = values.dp === undefined ? 1 : intFlag('dp', values.dp, 1);
+    cluster = {
+      hardware: machinePreset((await readJson('machine', values.machine)) as MachineProfile),
+      gpus: pp * ep * dp,
+    };
+  } else {
+    cluster = parseCluster(required(values, 'cluster', 'simulate'));
+    dp =
+      values.dp === undefined
+        ? Math.max(1, Math.floor(cluster.gpus / (pp * ep)))
+        : intFlag('dp', values.dp, 1);
+  }
   const kindText = values.schedule ?? 'dualpipe';
   if (!(SCHEDULE_KINDS as readonly string[]).includes(kindText)) {
     throw new UsageError(
@@ -236,6 +260,10 @@ async function simulateOptions(values: Values): Promise<SimulateOptions> {
   if (dpSync !== 'exposed' && dpSync !== 'hidden') {
     throw new UsageError(`--dp-sync must be exposed or hidden, got ${JSON.stringify(dpSync)}`);
   }
+  const dpCollective = values['dp-collective'] ?? 'zero1';
+  if (dpCollective !== 'zero1' && dpCollective !== 'all-reduce') {
+    throw new UsageError(`--dp-collective must be zero1 or all-reduce, got ${JSON.stringify(dpCollective)}`);
+  }
   return {
     model,
     cluster,
@@ -247,6 +275,7 @@ async function simulateOptions(values: Values): Promise<SimulateOptions> {
     globalBatch,
     precision,
     dpSync,
+    dpCollective,
     overlap: values['no-overlap'] !== true,
     ...(values.chunks === undefined ? {} : { chunks: intFlag('chunks', values.chunks, 1) }),
     ...(values['seq-len'] === undefined ? {} : { seqLen: intFlag('seq-len', values['seq-len'], 1) }),

@@ -6,7 +6,14 @@ import type { SimulationReport } from './simulate';
 
 const ms = (s: number) => `${(s * 1e3).toFixed(2)} ms`;
 const sec = (s: number) => `${s.toFixed(3)} s`;
-const gb = (b: number) => `${(b / 1e9).toFixed(1)} GB`;
+/** Bytes in GB, or MB below 1 GB (a machine-sized model's figures would all read 0.0 GB). */
+const gb = (b: number) => (b >= 1e9 || b === 0 ? `${(b / 1e9).toFixed(1)} GB` : `${(b / 1e6).toFixed(1)} MB`);
+/** A count as B (billions) or, below 1e9, M. */
+const count = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)}B` : `${(n / 1e6).toFixed(2)}M`);
+/** Tokens/s as M tokens/s or, below 1e6, tokens/s. */
+const rate = (t: number) => (t >= 1e6 ? `${(t / 1e6).toFixed(2)} M tokens/s` : `${t.toFixed(0)} tokens/s`);
+/** FLOPs as GFLOP or, below 1e9, MFLOP. */
+const flop = (f: number) => (f >= 1e9 ? `${(f / 1e9).toFixed(1)} GFLOP` : `${(f / 1e6).toFixed(2)} MFLOP`);
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
 /**
@@ -36,13 +43,13 @@ export function formatSimulationText(r: SimulationReport): string {
     `bubble               ${sec(r.bubble.mean)} mean, ${sec(r.bubble.max)} max per rank (${pct(r.bubble.fraction)} of the step)`,
     `exposed EP all-to-all ${sec(r.exposedComm.epA2a)} of ${sec(r.exposedComm.epA2aTotal)} (${pct(r.exposedComm.epA2aShare)} of the step)`,
     `MFU                  ${pct(r.mfu)} of BF16 peak, ${pct(r.mfuFp8)} of FP8 peak`,
-    `throughput           ${(r.tokensPerStep / r.stepTime / 1e6).toFixed(2)} M tokens/s; ` +
+    `throughput           ${rate(r.tokensPerStep / r.stepTime)}; ` +
       `${(r.gpuHoursPerTrillionTokens / 1e3).toFixed(1)}K GPU-hours per trillion tokens`,
-    `parameters           ${(r.params.total / 1e9).toFixed(1)}B total, ${(r.params.active / 1e9).toFixed(1)}B activated; ` +
-      `${(r.modelFlopsPerToken / 1e9).toFixed(1)} GFLOP per token (fwd+bwd)`,
+    `parameters           ${count(r.params.total)} total, ${count(r.params.active)} activated; ` +
+      `${flop(r.modelFlopsPerToken)} per token (fwd+bwd)`,
     `memory per GPU       ${gb(heaviest.total)} on rank ${heaviest.rank} (weights ${gb(heaviest.weights)}, ` +
       `gradients ${gb(heaviest.gradients)}, optimizer ${gb(heaviest.optimizer)}, activations ${gb(heaviest.activations)} ` +
-      `= ${heaviest.peakActivations} micro-batch-stages); ${r.peakMemory.fits ? 'fits' : 'does NOT fit'} ${gb(r.peakMemory.hbm)}`,
+      `= ${heaviest.peakActivations} micro-batch-stages); ${Number.isFinite(r.peakMemory.hbm) ? `${r.peakMemory.fits ? 'fits' : 'does NOT fit'} ${gb(r.peakMemory.hbm)}` : 'no memory limit in the preset'}`,
     `bytes per GPU/step   NVLink ${gb(r.bytesPerGpu.nvlink)}, InfiniBand ${gb(r.bytesPerGpu.ib)}, WAN ${gb(r.bytesPerGpu.wan)}`,
     '',
     'per layer, one micro-batch   fwd compute  fwd comm   bwd compute  bwd comm   F&B pair (overlapped / serial)',
