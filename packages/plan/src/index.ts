@@ -42,6 +42,8 @@ export type { StreamKind, StreamRun, StreamTask } from './cluster/streams';
 export { runStreams } from './cluster/streams';
 export type { PlanErrorCode } from './errors';
 export { isPlanError, PLAN_ERROR_CODES, PlanError } from './errors';
+export type { ExpertPlacement, PlacementBalance, RebalanceOptions } from './placement/eplb';
+export { balancedness, rebalanceExperts } from './placement/eplb';
 export type { DualPipeOptions, DualPipeSteps } from './schedule/dualpipe';
 export { dualPipe, dualPipeSteps, dualPipeV } from './schedule/dualpipe';
 export type { SvgOptions, TimelineSource } from './schedule/format';
