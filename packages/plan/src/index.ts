@@ -44,6 +44,8 @@ export type { PlanErrorCode } from './errors';
 export { isPlanError, PLAN_ERROR_CODES, PlanError } from './errors';
 export type { ExpertPlacement, PlacementBalance, RebalanceOptions } from './placement/eplb';
 export { balancedness, rebalanceExperts } from './placement/eplb';
+export type { RefinedPlacement, RefineOptions } from './placement/refine';
+export { refinePlacement } from './placement/refine';
 export type { DualPipeOptions, DualPipeSteps } from './schedule/dualpipe';
 export { dualPipe, dualPipeSteps, dualPipeV } from './schedule/dualpipe';
 export type { SvgOptions, TimelineSource } from './schedule/format';
