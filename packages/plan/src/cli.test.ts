@@ -1,9 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import pkg from '../package.json' with { type: 'json' };
 import { helpText, main } from './cli';
+import { balancedness, rebalanceExperts } from './placement/eplb';
+import { refinePlacement } from './placement/refine';
 import { dualPipe, dualPipeV } from './schedule/dualpipe';
 import { formatScheduleText, scheduleToJson } from './schedule/format';
 
@@ -128,7 +130,7 @@ describe('switchyard-plan usage', () => {
   });
 
   it.each([
-    [[], /^switchyard-plan: missing command: schedule or simulate \(see switchyard-plan --help\)\n$/],
+    [[], /^switchyard-plan: missing command: schedule, simulate or eplb \(see switchyard-plan --help\)\n$/],
     [['plan'], /unknown command "plan", expected schedule/],
     [['schedule', '--stages', '8', '--micro-batches', '20'], /schedule needs --kind/],
     [['schedule', '--kind', 'dualpipe', '--micro-batches', '20'], /schedule needs --stages/],
@@ -359,5 +361,118 @@ describe('switchyard-plan simulate', () => {
     );
     expect(code).toBe(2);
     expect(stderr).toMatch(/--pp does not apply to schedule/);
+  });
+});
+
+describe('switchyard-plan eplb', () => {
+  const LOAD = [[90, 132, 40, 61, 104, 165, 39, 4]];
+  const loadFile = join(tmp, 'load.json');
+  const flags = ['--replicas', '12', '--groups', '2', '--nodes', '2', '--gpus', '4'];
+
+  it('prints per layer each GPU load and experts, balancedness and imbalance ratio', async () => {
+    writeFileSync(loadFile, JSON.stringify(LOAD));
+    const { code, stdout, stderr } = await run('eplb', '--load', loadFile, ...flags);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    expect(stdout).toBe(
+      [
+        'eplb: 1 layer, 8 experts, 12 slots on 4 GPUs (3 each), 2 groups, 2 nodes, hierarchical policy',
+        'layer 0: balancedness 0.9150, imbalance ratio 1.0929',
+        '  GPU 0 (node 0): load 167, experts 1 3 2',
+        '  GPU 1 (node 0): load 156, experts 1 0 0',
+        '  GPU 2 (node 1): load 173.5, experts 5 4 6',
+        '  GPU 3 (node 1): load 138.5, experts 5 4 7',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('refines with --refine and says what EPLB alone gave', async () => {
+    writeFileSync(loadFile, JSON.stringify(LOAD));
+    const { code, stdout } = await run('eplb', '--load', loadFile, ...flags, '--refine');
+    expect(code).toBe(0);
+    expect(stdout).toContain('hierarchical policy, refined');
+    expect(stdout).toContain('layer 0: balancedness 0.9506 (EPLB alone 0.9150; 0 swaps, 1 moves)');
+    expect(stdout).toContain('  GPU 2 (node 1): load 149, experts 5 5 6');
+  });
+
+  it('prints the maps and balance as JSON with --format json', async () => {
+    writeFileSync(loadFile, JSON.stringify(LOAD));
+    const plain = await run('eplb', '--load', loadFile, ...flags, '--format', 'json');
+    expect(plain.code).toBe(0);
+    const p = rebalanceExperts(LOAD, { replicas: 12, groups: 2, nodes: 2, gpus: 4 });
+    expect(JSON.parse(plain.stdout)).toEqual({
+      policy: 'hierarchical',
+      refined: false,
+      phy2log: p.physToLog,
+      log2phy: p.logToPhys,
+      logcnt: p.replicaCounts,
+      ...balancedness(LOAD, p),
+    });
+    const refined = await run('eplb', '--load', loadFile, ...flags, '--refine', '--format=json');
+    const r = refinePlacement(LOAD, p, { nodes: 2 });
+    const json = JSON.parse(refined.stdout);
+    expect(json.phy2log).toEqual(r.physToLog);
+    expect(json.logcnt).toEqual(r.replicaCounts);
+    expect(json.log2phy).toEqual(r.logToPhys);
+    expect(json.eplbBalancedness).toEqual(balancedness(LOAD, p).balancedness);
+    expect(json.moves).toEqual([1]);
+  });
+
+  it.each([
+    [
+      ['--replicas', '12', '--groups', '2', '--nodes', '2', '--gpus', '4'],
+      /^switchyard-plan: eplb needs --load/,
+    ],
+    [['--load', 'LOAD', '--groups', '2', '--nodes', '2', '--gpus', '4'], /eplb needs --replicas/],
+    [['--load', 'LOAD', ...flags, '--format', 'svg'], /--format for eplb must be text or json, got "svg"/],
+    [['--load', 'LOAD', ...flags, '--pp', '2'], /--pp does not apply to eplb/],
+    [
+      ['--load', 'LOAD', '--replicas', 'x', '--groups', '2', '--nodes', '2', '--gpus', '4'],
+      /--replicas must be an integer >= 1, got "x"/,
+    ],
+    [
+      ['--load', 'LOAD', '--replicas', '10', '--groups', '2', '--nodes', '2', '--gpus', '4'],
+      /`options\.replicas` .* a multiple of options\.gpus \(4\)/,
+    ],
+    [
+      ['--load', 'LOAD', '--replicas', '12', '--groups', '3', '--nodes', '2', '--gpus', '4'],
+      /`options\.groups` .* a divisor of the number of experts \(8\)/,
+    ],
+    [['--load', 'RAGGED', ...flags], /`load\[1\]\.length` .* rows must not be ragged/],
+    [['--load', 'NEGATIVE', ...flags], /`load\[0\]\[1\]` .* finite number >= 0/],
+    [
+      ['--load', join(tmp, 'missing.json'), ...flags],
+      /--load must be a readable JSON file of \[layer\]\[expert\] loads/,
+    ],
+  ])('rejects %j with one line and exit code 2', async (argv, message) => {
+    writeFileSync(loadFile, JSON.stringify(LOAD));
+    writeFileSync(join(tmp, 'ragged.json'), JSON.stringify([LOAD[0], [1, 2]]));
+    writeFileSync(join(tmp, 'negative.json'), JSON.stringify([[1, -2, 3, 4, 5, 6, 7, 8]]));
+    const files: Record<string, string> = {
+      LOAD: loadFile,
+      RAGGED: join(tmp, 'ragged.json'),
+      NEGATIVE: join(tmp, 'negative.json'),
+    };
+    const { code, stdout, stderr } = await run('eplb', ...argv.map((a) => files[a] ?? a));
+    expect(code).toBe(2);
+    expect(stdout).toBe('');
+    expect(stderr).toMatch(message);
+    expect(stderr.trimEnd().split('\n')).toHaveLength(1);
+  });
+
+  it('does not take eplb flags in schedule or simulate', async () => {
+    const { code, stderr } = await run(
+      'schedule',
+      '--kind',
+      '1f1b',
+      '--stages',
+      '2',
+      '--micro-batches',
+      '2',
+      '--refine',
+    );
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/--refine does not apply to schedule/);
   });
 });

@@ -1,7 +1,8 @@
 /**
  * The `switchyard-plan` command line: `schedule` generates a pipeline schedule and prints it as text,
  * JSON or an SVG timeline; `simulate` runs the cluster simulator and prints its report as text or
- * JSON. Usage errors are one line, `switchyard-plan: <message>`, and exit code 2;
+ * JSON; `eplb` places experts from per-layer loads (EPLB, optionally refined) and prints each GPU's
+ * load and the balancedness, or the placement maps as JSON. Usage errors are one line, `switchyard-plan: <message>`, and exit code 2;
  * other failures exit 1.
  *
  * The only file of the package that uses Node's modules; the library itself runs in the browser.
@@ -17,6 +18,8 @@ import { type MachineProfile, machinePreset } from './cluster/machine';
 import { MODEL_PRESETS, type ModelSpec, modelPreset, parseModelConfig } from './cluster/model';
 import { type SimulateOptions, simulateCluster } from './cluster/simulate';
 import { isPlanError } from './errors';
+import { balancedness, type ExpertPlacement, rebalanceExperts } from './placement/eplb';
+import { type RefinedPlacement, refinePlacement } from './placement/refine';
 import { formatScheduleSvg, formatScheduleText, scheduleToJson } from './schedule/format';
 import { generateSchedule } from './schedule/generate';
 import { SCHEDULE_KINDS, type ScheduleKind, type ScheduleRequest } from './schedule/types';
@@ -49,13 +52,15 @@ class UsageError extends Error {}
 export function helpText(): string {
   return `Usage: ${NAME} schedule --kind KIND --stages S --micro-batches N [options]
        ${NAME} simulate --model MODEL --cluster NAME --pp P --ep G [options]
+       ${NAME} eplb --load FILE --replicas R --groups G --nodes N --gpus P [--refine]
 
 Generate a pipeline schedule (the ops each rank runs, in order) and print it, or simulate one
-training step of an MoE model on a cluster.
+training step of an MoE model on a cluster, or place replicated experts on GPUs from their loads.
 
 Commands:
   schedule             generate one schedule
   simulate             simulate one training step (see "Simulate options")
+  eplb                 replicate and place experts (see "EPLB options")
 
 Options:
   --kind KIND          ${SCHEDULE_KINDS.join(', ')}
@@ -99,10 +104,23 @@ Simulate options:
   --datacenters K      DP replicas spread over K datacenters (WAN between them; default 1)
   --format FORMAT      text (default) or json
 
+EPLB options:
+  --load FILE          JSON [layer][expert] loads (routed token counts or shares), >= 0
+  --replicas R         physical expert slots in all: a multiple of --gpus, >= the experts
+  --groups G           expert groups (divides the experts); G % N == 0 keeps groups on a node
+                       (hierarchical policy), otherwise replicas go anywhere (global policy)
+  --nodes N            nodes (--gpus is a multiple of N)
+  --gpus P             GPUs in all
+  --refine             improve EPLB's placement by local search (refinePlacement)
+  --format FORMAT      text (default): per layer each GPU's load and experts, balancedness
+                       (mean/max) and imbalance ratio (max/mean); json: also the maps phy2log,
+                       log2phy (padded with -1) and logcnt
+
 Examples:
   ${NAME} schedule --kind dualpipe --stages 8 --micro-batches 20
   ${NAME} simulate --model deepseek-v3 --cluster h800x2048 --pp 16 --ep 64 --schedule dualpipe \\
-    --micro-batches 120 --global-batch 15360 --precision fp8`;
+    --micro-batches 120 --global-batch 15360 --precision fp8
+  ${NAME} eplb --load load.json --replicas 16 --groups 4 --nodes 2 --gpus 8 --refine`;
 }
 
 function parse(argv: readonly string[]) {
@@ -135,6 +153,12 @@ function parse(argv: readonly string[]) {
         'dp-sync': { type: 'string' },
         'dp-collective': { type: 'string' },
         datacenters: { type: 'string' },
+        load: { type: 'string' },
+        replicas: { type: 'string' },
+        groups: { type: 'string' },
+        nodes: { type: 'string' },
+        gpus: { type: 'string' },
+        refine: { type: 'boolean' },
         version: { type: 'boolean' },
         help: { type: 'boolean' },
       },
@@ -157,7 +181,19 @@ function intFlag(flag: string, text: string, min: number): number {
 
 function required(
   values: Values,
-  flag: 'kind' | 'stages' | 'micro-batches' | 'model' | 'cluster' | 'pp' | 'ep',
+  flag:
+    | 'kind'
+    | 'stages'
+    | 'micro-batches'
+    | 'model'
+    | 'cluster'
+    | 'pp'
+    | 'ep'
+    | 'load'
+    | 'replicas'
+    | 'groups'
+    | 'nodes'
+    | 'gpus',
   command = 'schedule',
 ): string {
   const value = values[flag];
@@ -182,6 +218,18 @@ const SIMULATE_ONLY = [
   'datacenters',
 ] as const;
 const SCHEDULE_ONLY = ['kind', 'stages', 'layers', 'out'] as const;
+const EPLB_ONLY = ['load', 'replicas', 'groups', 'nodes', 'gpus', 'refine'] as const;
+/** Every flag of schedule and simulate that eplb does not take. */
+const NOT_EPLB = [
+  ...new Set([
+    ...SIMULATE_ONLY,
+    ...SCHEDULE_ONLY,
+    'machine',
+    'micro-batches',
+    'chunks',
+    'dp-collective',
+  ] as const),
+];
 
 /** Fails when a flag of the other command was given. */
 function onlyFlagsOf(command: string, values: Values, others: readonly (keyof Values)[]): void {
@@ -296,6 +344,88 @@ async function renderSimulation(values: Values): Promise<string> {
   return format === 'json' ? `${JSON.stringify(report, null, 2)}\n` : formatSimulationText(report);
 }
 
+/** A number as the eplb text report prints it: up to 6 significant digits, no trailing zeros. */
+function num(x: number): string {
+  return String(Number(x.toPrecision(6)));
+}
+
+/** The eplb report: per layer, each GPU's load and experts, balancedness and imbalance ratio. */
+function eplbText(
+  load: number[][],
+  placement: ExpertPlacement,
+  refined: RefinedPlacement | undefined,
+  eplbBalance: readonly number[],
+  nodes: number,
+  groups: number,
+): string {
+  const b = balancedness(load, placement);
+  const replicas = placement.physToLog[0]!.length;
+  const slotsPerGpu = replicas / placement.gpus;
+  const gpusPerNode = placement.gpus / nodes;
+  const lines = [
+    `eplb: ${load.length} layer${load.length === 1 ? '' : 's'}, ${load[0]!.length} experts, ${replicas} slots on ` +
+      `${placement.gpus} GPUs (${slotsPerGpu} each), ${groups} groups, ${nodes} nodes, ${placement.policy} policy` +
+      (refined === undefined ? '' : ', refined'),
+  ];
+  load.forEach((_, l) => {
+    const steps =
+      refined === undefined
+        ? ''
+        : ` (EPLB alone ${eplbBalance[l]!.toFixed(4)}; ${refined.swaps[l]} swaps, ${refined.moves[l]} moves)`;
+    lines.push(
+      `layer ${l}: balancedness ${b.balancedness[l]!.toFixed(4)}${steps}, imbalance ratio ${b.imbalanceRatio[l]!.toFixed(4)}`,
+    );
+    b.gpuLoad[l]!.forEach((x, p) => {
+      const experts = placement.physToLog[l]!.slice(p * slotsPerGpu, (p + 1) * slotsPerGpu);
+      lines.push(
+        `  GPU ${p} (node ${Math.floor(p / gpusPerNode)}): load ${num(x)}, experts ${experts.join(' ')}`,
+      );
+    });
+  });
+  return `${lines.join('\n')}\n`;
+}
+
+/** Runs `eplb`: reads the loads, places (and refines) and renders the report. */
+async function renderEplb(values: Values): Promise<string> {
+  const format = values.format ?? 'text';
+  if (format !== 'text' && format !== 'json') {
+    throw new UsageError(`--format for eplb must be text or json, got ${JSON.stringify(format)}`);
+  }
+  const load = (await readJson(
+    'load',
+    required(values, 'load', 'eplb'),
+    'a readable JSON file of [layer][expert] loads',
+  )) as number[][];
+  const options = {
+    replicas: intFlag('replicas', required(values, 'replicas', 'eplb'), 1),
+    groups: intFlag('groups', required(values, 'groups', 'eplb'), 1),
+    nodes: intFlag('nodes', required(values, 'nodes', 'eplb'), 1),
+    gpus: intFlag('gpus', required(values, 'gpus', 'eplb'), 1),
+  };
+  const eplb = rebalanceExperts(load, options);
+  const eplbBalance = balancedness(load, eplb).balancedness;
+  const refined = values.refine === true ? refinePlacement(load, eplb, { nodes: options.nodes }) : undefined;
+  const placement = refined ?? eplb;
+  if (format === 'text') {
+    return eplbText(load, placement, refined, eplbBalance, options.nodes, options.groups);
+  }
+  const b = balancedness(load, placement);
+  const json = {
+    policy: placement.policy,
+    refined: refined !== undefined,
+    phy2log: placement.physToLog,
+    log2phy: placement.logToPhys,
+    logcnt: placement.replicaCounts,
+    gpuLoad: b.gpuLoad,
+    balancedness: b.balancedness,
+    imbalanceRatio: b.imbalanceRatio,
+    ...(refined === undefined
+      ? {}
+      : { eplbBalancedness: eplbBalance, swaps: refined.swaps, moves: refined.moves }),
+  };
+  return `${JSON.stringify(json)}\n`;
+}
+
 /** The generator request the flags describe. */
 function scheduleRequest(values: Values): ScheduleRequest {
   const kindText = required(values, 'kind');
@@ -372,17 +502,22 @@ export async function main(
       return 0;
     }
     const [command, ...rest] = positionals;
-    if (command === undefined) throw new UsageError('missing command: schedule or simulate');
-    if (command !== 'schedule' && command !== 'simulate')
-      throw new UsageError(`unknown command ${JSON.stringify(command)}, expected schedule or simulate`);
+    if (command === undefined) throw new UsageError('missing command: schedule, simulate or eplb');
+    if (command !== 'schedule' && command !== 'simulate' && command !== 'eplb')
+      throw new UsageError(`unknown command ${JSON.stringify(command)}, expected schedule, simulate or eplb`);
     if (rest.length > 0)
       throw new UsageError(`${command} takes no positional arguments, got ${rest.join(' ')}`);
+    if (command === 'eplb') {
+      onlyFlagsOf('eplb', values, NOT_EPLB);
+      io.stdout.write(await renderEplb(values));
+      return 0;
+    }
     if (command === 'simulate') {
-      onlyFlagsOf('simulate', values, SCHEDULE_ONLY);
+      onlyFlagsOf('simulate', values, [...SCHEDULE_ONLY, ...EPLB_ONLY]);
       io.stdout.write(await renderSimulation(values));
       return 0;
     }
-    onlyFlagsOf('schedule', values, SIMULATE_ONLY);
+    onlyFlagsOf('schedule', values, [...SIMULATE_ONLY, ...EPLB_ONLY]);
     const text = render(scheduleRequest(values), outputFormat(values));
     if (values.out === undefined) io.stdout.write(text);
     else await writeFile(values.out, text);
