@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { placementProblem } from '../../test/placements';
 import { isPlanError } from '../errors';
 import { balancedness, type ExpertPlacement, rebalanceExperts } from './eplb';
 
@@ -145,18 +146,12 @@ describe('rebalanceExperts', () => {
         extraSlotsPerGpu: fc.integer({ min: 0, max: 2 }),
         layers: fc.integer({ min: 1, max: 3 }),
       })
-      .chain((t) => {
-        const groups = t.nodes * t.groupsPerNode;
-        const experts = groups * t.groupSize;
-        const gpus = t.nodes * t.gpusPerNode;
-        const replicas = gpus * (Math.ceil(experts / gpus) + t.extraSlotsPerGpu);
-        const value = fc.oneof(fc.integer({ min: 0, max: 20 }), fc.double({ min: 0, max: 1e6, noNaN: true }));
-        const load = fc.array(fc.array(value, { minLength: experts, maxLength: experts }), {
-          minLength: t.layers,
-          maxLength: t.layers,
-        });
-        return fc.record({ load, o: fc.constant({ replicas, groups, nodes: t.nodes, gpus }) });
-      });
+      .chain((t) =>
+        placementProblem(
+          { ...t, groups: t.nodes * t.groupsPerNode },
+          fc.oneof(fc.integer({ min: 0, max: 20 }), fc.double({ min: 0, max: 1e6, noNaN: true })),
+        ),
+      );
     fc.assert(
       fc.property(topology, ({ load, o }) => {
         const p = rebalanceExperts(load, o);
@@ -177,14 +172,7 @@ describe('rebalanceExperts', () => {
         extraSlotsPerGpu: fc.integer({ min: 0, max: 2 }),
       })
       .filter((t) => t.groups % t.nodes !== 0)
-      .chain((t) => {
-        const experts = t.groups * t.groupSize;
-        const gpus = t.nodes * t.gpusPerNode;
-        const replicas = gpus * (Math.ceil(experts / gpus) + t.extraSlotsPerGpu);
-        const row = fc.array(fc.integer({ min: 0, max: 50 }), { minLength: experts, maxLength: experts });
-        const load = fc.array(row, { minLength: 1, maxLength: 3 });
-        return fc.record({ load, o: fc.constant({ replicas, groups: t.groups, nodes: t.nodes, gpus }) });
-      });
+      .chain((t) => placementProblem(t, fc.integer({ min: 0, max: 50 })));
     fc.assert(
       fc.property(topology, ({ load, o }) => {
         const p = rebalanceExperts(load, o);

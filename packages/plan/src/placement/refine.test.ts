@@ -2,6 +2,7 @@
 // policies), nodes kept in the hierarchical case, maxSwaps, and input errors.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { placementProblem } from '../../test/placements';
 import { balancedness, type ExpertPlacement, type RebalanceOptions, rebalanceExperts } from './eplb';
 import { refinePlacement } from './refine';
 
@@ -61,25 +62,15 @@ const cases = fc
     global: fc.boolean(),
   })
   .chain((t) => {
-    const groups = t.nodes * t.groupsPerNode;
-    const experts = groups * t.groupSize;
-    const gpus = t.nodes * t.gpusPerNode;
-    const replicas = gpus * (Math.ceil(experts / gpus) + t.extraSlotsPerGpu);
     const value = fc.oneof(fc.integer({ min: 0, max: 50 }), fc.double({ min: 0, max: 1e4, noNaN: true }));
-    const load = fc.array(fc.array(value, { minLength: experts, maxLength: experts }), {
-      minLength: 1,
-      maxLength: 3,
-    });
-    // groups + 1 does not divide over nodes >= 2: the global policy (groups must divide E: use 1)
-    const o: RebalanceOptions = t.global
-      ? { replicas, groups: 1, nodes: Math.max(2, t.nodes), gpus: (gpus * Math.max(2, t.nodes)) / t.nodes }
-      : { replicas, groups, nodes: t.nodes, gpus };
-    return fc.record({
-      load,
-      o: fc.constant(
-        t.global ? { ...o, replicas: o.gpus * (Math.ceil(experts / o.gpus) + t.extraSlotsPerGpu) } : o,
-      ),
-    });
+    const groups = t.nodes * t.groupsPerNode;
+    // one group over >= 2 nodes: the global policy, with the same experts and GPUs per node
+    return t.global
+      ? placementProblem(
+          { ...t, nodes: Math.max(2, t.nodes), groups: 1, groupSize: groups * t.groupSize },
+          value,
+        )
+      : placementProblem({ ...t, groups }, value);
   });
 
 describe('refinePlacement', () => {
