@@ -56,32 +56,37 @@ export interface MemoryPrimitive {
   readonly kernel: string;
   /** Bytes one call reads and writes (the profile's tally convention). */
   readonly bytes: number;
-  /** Runs it once on the next operands of the pool (cold: the pool is larger than the caches). */
+  /** Runs it once on the next operands of the pool (cold when the pool is larger than the caches). */
   readonly run: () => tf.Tensor;
   readonly dispose: () => void;
 }
 
 /** Operand pools above this many bytes, so that each call's operands come from memory, not cache. */
-const POOL_BYTES = 64 << 20;
+export const COLD_POOL_BYTES = 64 << 20;
 
 /**
  * The memory-bound kernels that the small preset's step spends its non-GEMM time in, at the shapes
  * of one micro-batch of `b` x `s` tokens (hidden `d`, `h` query and `g` KV heads of `a`, `e` experts
  * of top-`k`, vocabulary `v`): transposes of the heads, broadcast multiplies, adds, the attention
  * row reductions and max-subtraction, scatter-adds (the gradient of the expert gather), gathers of
- * rows, and the transcendental exp / sigmoid. Each cycles through a pool of distinct operands.
+ * rows, and the transcendental exp / sigmoid. Each cycles through a pool of distinct operands of
+ * about `poolBytes` (at least one set of operands): larger than the last-level cache for memory
+ * rates (the default), or within a cache level for the rate of operands that are still there.
  */
-export function memoryPrimitives(dims: {
-  b: number;
-  s: number;
-  d: number;
-  h: number;
-  g: number;
-  a: number;
-  e: number;
-  k: number;
-  v: number;
-}): MemoryPrimitive[] {
+export function memoryPrimitives(
+  dims: {
+    b: number;
+    s: number;
+    d: number;
+    h: number;
+    g: number;
+    a: number;
+    e: number;
+    k: number;
+    v: number;
+  },
+  poolBytes: number = COLD_POOL_BYTES,
+): MemoryPrimitive[] {
   const { b, s, d, h, g, a, v } = dims;
   const T = b * s;
   const N = b * h;
@@ -95,7 +100,10 @@ export function memoryPrimitives(dims: {
     int: readonly (number | undefined)[] = [],
   ) => {
     const per = shapes.reduce((acc, sh) => acc + 4 * size(sh), 0);
-    const copies = Math.max(2, Math.ceil(POOL_BYTES / per));
+    const copies =
+      poolBytes >= COLD_POOL_BYTES
+        ? Math.max(2, Math.ceil(poolBytes / per))
+        : Math.max(1, Math.floor(poolBytes / per));
     const pool = Array.from({ length: copies }, (_, c) =>
       shapes.map((sh, j) =>
         int[j] !== undefined

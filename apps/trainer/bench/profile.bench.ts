@@ -1,6 +1,7 @@
 // "This machine": a short measured profile of the host backend (GEMM rate at the default preset's
 // forward and backward shapes, per-kernel dispatch, bytes/s of the model's memory-bound kernel kinds
-// on cold operands, the optimizer update as a primitive, the kernels and bytes of one training
+// with operands in L2, in L3 and in memory, weighted by where the step's own reads find their
+// operands (LRU stack distances of a traced step against this machine's cache sizes), the optimizer update as a primitive, the kernels and bytes of one training
 // micro-batch and of one optimizer update counted with tf.profile on the real model, all-reduce
 // latency and bandwidth between 2 worker ranks, the slowdown of GEMMs and of memory-bound kernels
 // when 2 ranks run at once),
@@ -33,6 +34,7 @@ import { OptimizerStep } from '../src/train/optimizer-step';
 import { buildModelConfig } from '../src/train/setup';
 import { launchRun } from './launched';
 import {
+  COLD_POOL_BYTES,
   type GemmArgs,
   type GemmShape,
   gemmOperands,
@@ -40,6 +42,7 @@ import {
   memoryPrimitives,
   type TransportArgs,
 } from './profile-rank';
+import { cacheSizes, readTiers, TIERS, type Tier, traceKernels } from './reuse';
 
 const t0 = performance.now();
 const backend = 'wasm';
@@ -163,8 +166,9 @@ const overhead = kernelOverhead();
 
 /**
  * Bytes/s of the model's memory-bound kernel kinds (transposes, broadcast multiplies, reductions,
- * scatter-adds, gathers, exp...) at the small preset's activation shapes, each on a pool of operands
- * larger than the caches, less the dispatch: { kernel name -> bytes/s } (bytes by the tally's rule).
+ * scatter-adds, gathers, exp...) at the small preset's activation shapes, less the dispatch, with
+ * their operands in each tier: pools of half the L2, of half the L3, and larger than the caches.
+ * { tier -> kernel name -> bytes and seconds } (bytes by the tally's rule).
  */
 const dims = (() => {
   const a = spec.attention;
@@ -181,9 +185,10 @@ const dims = (() => {
     v: spec.vocab,
   };
 })();
-function primitiveRates(): Map<string, { bytes: number; seconds: number }> {
-  const out = new Map<string, { bytes: number; seconds: number }>();
-  for (const p of memoryPrimitives(dims)) {
+type Rate = { bytes: number; seconds: number };
+function primitiveRates(poolBytes: number): Map<string, Rate> {
+  const out = new Map<string, Rate>();
+  for (const p of memoryPrimitives(dims, poolBytes)) {
     const times: number[] = [];
     for (let i = 0; i < 41; i++) {
       const t = performance.now();
@@ -201,7 +206,12 @@ function primitiveRates(): Map<string, { bytes: number; seconds: number }> {
   }
   return out;
 }
-const primitives = primitiveRates();
+const caches = cacheSizes();
+const primitives: Record<Tier, Map<string, Rate>> = {
+  l2: caches ? primitiveRates(caches.l2 / 2) : new Map(),
+  l3: caches ? primitiveRates(caches.l3 / 2) : new Map(),
+  dram: primitiveRates(Math.max(COLD_POOL_BYTES, 4 * (caches?.l3 ?? 0))),
+};
 
 // ---------------------------------------------------------------------------------------------------
 // The workload, counted on the real model: kernels and non-GEMM bytes of one micro-batch of the
@@ -244,12 +254,10 @@ const TRANSCENDENTAL = new Set([
   'Elu',
   'Selu',
 ]);
-/** Bytes of each kernel name (forward + backward of the profiled micro-batch), for the rates' weights. */
-const bytesByKernel = new Map<string, number>();
-function tally(
-  kernels: readonly KernelRecord[],
-  byName?: Map<string, number>,
-): { kernels: number; bytes: ElementwiseBytes } {
+/** Whether a kernel's bytes are memory-bound work (not a product, a view or a custom-gradient scope). */
+const memoryBound = (name: string) =>
+  !GEMM_KERNELS.has(name) && !VIEW_KERNELS.has(name) && name !== 'unnamed scope';
+function tally(kernels: readonly KernelRecord[]): { kernels: number; bytes: ElementwiseBytes } {
   const bytes = { cheap: 0, transcendental: 0 };
   for (const k of kernels) {
     if (GEMM_KERNELS.has(k.name) || VIEW_KERNELS.has(k.name)) continue;
@@ -263,7 +271,6 @@ function tally(
         ? out + size(k.inputShapes[1] ?? [])
         : k.inputShapes.reduce((a: number, s) => a + size(s ?? []), 0);
     bytes[TRANSCENDENTAL.has(k.name) ? 'transcendental' : 'cheap'] += 4 * (inputs + out);
-    byName?.set(k.name, (byName.get(k.name) ?? 0) + 4 * (inputs + out));
   }
   return { kernels: kernels.length, bytes };
 }
@@ -283,24 +290,56 @@ const bothKernels = (
     tf.dispose([value, ...Object.values(grads)]);
   })
 ).kernels;
-const both = tally(bothKernels, bytesByKernel);
+const both = tally(bothKernels);
 
 /**
- * Each class's rate over the model's own mix: the bytes of each kernel name at its primitive's rate
- * (names without a primitive at the class's pooled primitive rate).
+ * Bytes of each kernel name in one forward + backward, split by the tier its reads find their
+ * operands in (the engine's kernels traced, LRU stack distances against the cache sizes; every read
+ * from memory where the sizes are unknown). The bytes of a kernel follow the tally's rule.
+ */
+const bytesByKernel = new Map<string, Record<Tier, number>>();
+{
+  const trace = traceKernels(() => {
+    const { value, grads } = tf.variableGrads(lossOf, trainable);
+    tf.dispose([value, ...Object.values(grads)]);
+  });
+  const tiers = readTiers(trace, caches ?? { l2: 0, l3: 0 }, memoryBound);
+  let i = 0;
+  for (const k of trace) {
+    if (!memoryBound(k.name)) continue;
+    const { share } = tiers[i++]!;
+    const out = k.writes.reduce((a, w) => a + w.bytes, 0);
+    const reads =
+      k.name === 'GatherV2' ? out + (k.reads[1]?.bytes ?? 0) : k.reads.reduce((a, r) => a + r.bytes, 0);
+    const into = bytesByKernel.get(k.name) ?? { l2: 0, l3: 0, dram: 0 };
+    for (const t of TIERS) into[t] += share[t] * (reads + out);
+    bytesByKernel.set(k.name, into);
+  }
+}
+const tierBytes = (t: Tier) => [...bytesByKernel.values()].reduce((a, b) => a + b[t], 0);
+
+/**
+ * Each class's rate over the model's own mix: the bytes of each kernel name in each tier at its
+ * primitive's rate in that tier (names without a primitive at the class's pooled rate of the tier).
  */
 function mixRate(transcendental: boolean): number {
-  const of = ([name]: [string, unknown]) => TRANSCENDENTAL.has(name) === transcendental;
-  const timed = [...primitives].filter(of);
-  const pooled = timed.reduce((a, [, r]) => a + r.bytes, 0) / timed.reduce((a, [, r]) => a + r.seconds, 0);
+  const of = (name: string) => TRANSCENDENTAL.has(name) === transcendental;
+  const pooled = (t: Tier) => {
+    const timed = [...primitives[t]].filter(([name]) => of(name));
+    return timed.reduce((a, [, r]) => a + r.bytes, 0) / timed.reduce((a, [, r]) => a + r.seconds, 0);
+  };
   let bytes = 0;
   let seconds = 0;
-  for (const [name, b] of [...bytesByKernel].filter(of)) {
-    const r = primitives.get(name);
-    bytes += b;
-    seconds += b / (r ? r.bytes / r.seconds : pooled);
+  for (const [name, byTier] of bytesByKernel) {
+    if (!of(name)) continue;
+    for (const t of TIERS) {
+      if (byTier[t] === 0) continue;
+      const r = primitives[t].get(name);
+      bytes += byTier[t];
+      seconds += byTier[t] / (r ? r.bytes / r.seconds : pooled(t));
+    }
   }
-  return bytes > 0 ? bytes / seconds : pooled;
+  return bytes > 0 ? bytes / seconds : pooled('dram');
 }
 const elementwise: ElementwiseBytes = { cheap: mixRate(false), transcendental: mixRate(true) };
 const timed = kernelMs(bothKernels);
@@ -444,9 +483,27 @@ for (const s of samples) {
   console.log(`  [${s.batch}] ${s.m}x${s.k}x${s.n}${tr}: ${g(s.flopsPerSec)} GFLOP/s`);
 }
 console.log(
-  `per-kernel dispatch: ${(overhead * 1e6).toFixed(1)} us; memory-bound primitives (cold operands, model shapes): ` +
-    [...primitives].map(([k, r]) => `${k} ${g(r.bytes / r.seconds)}`).join(', ') +
-    ` GB/s; over the model's byte mix: cheap ${g(elementwise.cheap)} GB/s, transcendental ${g(elementwise.transcendental)} GB/s`,
+  `per-kernel dispatch: ${(overhead * 1e6).toFixed(1)} us; memory-bound primitives at the model's shapes (GB/s):`,
+);
+const poolOf: Record<Tier, string> = caches
+  ? {
+      l2: `operands in L2 (pools of ${caches.l2 >> 11} KiB)`,
+      l3: `operands in L3 (pools of ${caches.l3 >> 21} MiB)`,
+      dram: 'operands in memory',
+    }
+  : { l2: '', l3: '', dram: 'operands in memory (cache sizes unknown: every read counted from memory)' };
+for (const t of TIERS) {
+  if (primitives[t].size === 0) continue;
+  console.log(
+    `  ${poolOf[t]}: ${[...primitives[t]].map(([k, r]) => `${k} ${g(r.bytes / r.seconds)}`).join(', ')}`,
+  );
+}
+const allTierBytes = TIERS.reduce((a, t) => a + tierBytes(t), 0);
+console.log(
+  `  the step's memory-bound bytes by where their reads find the operands: ` +
+    TIERS.map((t) => `${t} ${((100 * tierBytes(t)) / allTierBytes).toFixed(1)}%`).join(', ') +
+    (caches ? ` (L2 ${caches.l2 >> 10} KiB, L3 ${caches.l3 >> 20} MiB)` : '') +
+    `; over the model's mix: cheap ${g(elementwise.cheap)} GB/s, transcendental ${g(elementwise.transcendental)} GB/s`,
 );
 const mb = (b: ElementwiseBytes) => `${(b.cheap / 1e6).toFixed(1)} + ${(b.transcendental / 1e6).toFixed(1)}`;
 console.log(
