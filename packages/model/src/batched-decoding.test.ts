@@ -101,8 +101,18 @@ describe('MoETransformerLM.forwardRagged', () => {
       const x = new KVCache();
       const y = new KVCache();
       model.forwardRagged([{ tokens: [1, 2, 3], cache: x }]).logitsBV.dispose();
-      model.forwardRagged([{ tokens: [4], cache: x }, { tokens: [5, 6], cache: y }]).logitsBV.dispose();
-      model.forwardRagged([{ tokens: [7], cache: y }, { tokens: [8], cache: x }]).logitsBV.dispose();
+      model
+        .forwardRagged([
+          { tokens: [4], cache: x },
+          { tokens: [5, 6], cache: y },
+        ])
+        .logitsBV.dispose();
+      model
+        .forwardRagged([
+          { tokens: [7], cache: y },
+          { tokens: [8], cache: x },
+        ])
+        .logitsBV.dispose();
       x.dispose();
       y.dispose();
     }, 'forwardRagged');
