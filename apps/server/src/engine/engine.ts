@@ -1,0 +1,380 @@
+/**
+ * The batching engine: one running batch that sequences join and leave at token boundaries
+ * (continuous batching), a bounded FIFO of waiting sequences, KV-cache admission within a memory
+ * budget, and chunked prefill so a long prompt never stalls the sequences already decoding.
+ *
+ * Each step feeds every decoding sequence its last token and up to `prefillChunk` prompt tokens of
+ * the sequences still prefilling (oldest first), runs one {@link MoETransformerLM.forwardRagged}
+ * over all of them, then samples a token for each sequence whose prompt is complete. A sequence's
+ * tokens do not depend on what shares its batch: attention keeps sequences apart and every other
+ * layer works row by row (with dropless routing; see {@link batchIndependentRouting}).
+ *
+ * Shape letters: B sequences in a step, V vocabulary, L MoE layers, E experts.
+ */
+import type { MoETransformerLM } from '@switchyard/model';
+import { SwitchyardError } from '@switchyard/tensor';
+import { logSumExp, topLogprobs } from './logprobs';
+import { type FinishReason, Sequence, type SequenceHandle, type SequenceSpec } from './sequence';
+
+/** Limits of the engine. */
+export interface EngineConfig {
+  /** Most sequences decoding or prefilling at once. */
+  readonly maxBatch: number;
+  /** KV-cache memory the running sequences may reserve, in bytes. */
+  readonly kvBudgetBytes: number;
+  /** Most sequences waiting to start; a submission beyond it is refused. */
+  readonly maxWaiting: number;
+  /** Most prompt tokens prefilled per step (across sequences). */
+  readonly prefillChunk: number;
+  /**
+   * Sample only among ids below this (default: the model's vocabulary), e.g. when the model's
+   * vocabulary is padded beyond its tokenizer's.
+   */
+  readonly vocabLimit?: number;
+}
+
+/** Engine events, for metrics. All times in seconds. */
+export interface EngineObserver {
+  /** A sequence's first token, `seconds` after it was submitted. */
+  firstToken?(seconds: number): void;
+  /** A later token, `seconds` after the sequence's previous one. */
+  interToken?(seconds: number): void;
+  /** One step: its sequences, the prompt tokens it prefilled, tokens generated, and routed
+   *  assignments per MoE layer and expert. */
+  step?(info: StepInfo): void;
+  /** A sequence ended. */
+  finished?(reason: FinishReason, generated: number): void;
+}
+
+/** What one engine step did. */
+export interface StepInfo {
+  readonly sequences: number;
+  readonly prefillTokens: number;
+  readonly generatedTokens: number;
+  readonly expertCounts: readonly Int32Array[];
+  readonly seconds: number;
+}
+
+/** A snapshot of the engine's state. */
+export interface EngineStats {
+  readonly running: number;
+  readonly waiting: number;
+  /** Bytes of KV cache the running sequences hold now. */
+  readonly kvUsedBytes: number;
+  /** Bytes reserved for the running sequences (prompt + max tokens each). */
+  readonly kvReservedBytes: number;
+  readonly kvBudgetBytes: number;
+  readonly draining: boolean;
+}
+
+/** Why a submission was refused. */
+export type RefusalReason = 'queue_full' | 'too_large' | 'draining' | 'closed';
+
+/** A submission the engine will not take; `reason` says why. */
+export class EngineRefusal extends SwitchyardError {
+  constructor(
+    readonly reason: RefusalReason,
+    message: string,
+  ) {
+    super('STATE_INVALID', message);
+  }
+}
+
+/**
+ * Whether the model's routing makes each token's experts independent of the other tokens in its
+ * batch at inference: no capacity dropping, no expert-choice selection, no round-robin over the
+ * batch order. When false, outputs can depend on what is batched together; the server warns.
+ */
+export function batchIndependentRouting(model: MoETransformerLM): boolean {
+  return model.moeLayers().every((layer) => {
+    const c = layer.router.config;
+    if (c.evalCapacityFactor !== null || c.type === 'expert-choice') return false;
+    return c.type !== 'balanced' || c.assignment === 'hash';
+  });
+}
+
+/** Bytes of KV cache one position of one sequence takes: keys and values of every layer, float32. */
+export function kvBytesPerPosition(model: MoETransformerLM): number {
+  const c = model.config;
+  return c.numLayers * 2 * c.numKvHeads * (c.dModel / c.numHeads) * 4;
+}
+
+/**
+ * Runs sequences on a model with continuous batching.
+ *
+ * When to use: behind a server (or any loop) that generates for many concurrent requests.
+ *
+ * @example
+ * ```ts
+ * const engine = new Engine(model, { maxBatch: 16, kvBudgetBytes: 64 << 20, maxWaiting: 64, prefillChunk: 64 });
+ * engine.submit([{ promptIds, maxTokens: 20, sampling: { temperature: 0 }, stopTokenIds: [], logprobs: null, sink }]);
+ * await engine.drain(10_000);
+ * ```
+ */
+export class Engine {
+  private readonly waiting: Sequence[] = [];
+  private readonly running: Sequence[] = [];
+  private readonly bytesPerPosition: number;
+  private reservedPositions = 0;
+  private wake: (() => void) | undefined;
+  private loopDone: Promise<void>;
+  private draining = false;
+  private closed = false;
+  private readonly idleWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly model: MoETransformerLM,
+    readonly config: EngineConfig,
+    private readonly observer: EngineObserver = {},
+  ) {
+    this.bytesPerPosition = kvBytesPerPosition(model);
+    this.loopDone = this.loop();
+  }
+
+  /** Bytes of KV cache a sequence of `positions` positions needs. */
+  kvBytes(positions: number): number {
+    return positions * this.bytesPerPosition;
+  }
+
+  /**
+   * Queues sequences (all or none: the sequences of one request start together or not at all).
+   * Throws an {@link EngineRefusal} when the queue is full, when one sequence could never fit in
+   * the KV budget, or when the engine is draining or closed.
+   */
+  submit(specs: readonly SequenceSpec[]): SequenceHandle[] {
+    if (this.closed) throw new EngineRefusal('closed', 'the engine is closed');
+    if (this.draining) throw new EngineRefusal('draining', 'the server is shutting down');
+    const maxSeqLen = this.model.config.maxSeqLen;
+    const budget = Math.floor(this.config.kvBudgetBytes / this.bytesPerPosition);
+    for (const s of specs) {
+      const positions = Math.min(maxSeqLen, s.promptIds.length + s.maxTokens);
+      if (positions > budget) {
+        throw new EngineRefusal(
+          'too_large',
+          `a sequence of ${positions} positions needs ${this.kvBytes(positions)} bytes of KV cache, more than the whole budget (${this.config.kvBudgetBytes} bytes)`,
+        );
+      }
+    }
+    if (this.waiting.length + specs.length > this.config.maxWaiting) {
+      throw new EngineRefusal(
+        'queue_full',
+        `the queue is full (${this.waiting.length} of ${this.config.maxWaiting} waiting; this request adds ${specs.length})`,
+      );
+    }
+    const now = performance.now();
+    const seqs = specs.map(
+      (s) =>
+        new Sequence(s, Math.min(maxSeqLen, s.promptIds.length + s.maxTokens), (q) => this.cancel(q), now),
+    );
+    this.waiting.push(...seqs);
+    this.wake?.();
+    return seqs;
+  }
+
+  /** Running and waiting sequences, KV use and budget. */
+  stats(): EngineStats {
+    let used = 0;
+    for (const s of this.running) used += s.cache.length;
+    return {
+      running: this.running.length,
+      waiting: this.waiting.length,
+      kvUsedBytes: this.kvBytes(used),
+      kvReservedBytes: this.kvBytes(this.reservedPositions),
+      kvBudgetBytes: this.config.kvBudgetBytes,
+      draining: this.draining,
+    };
+  }
+
+  /**
+   * Refuses new sequences, lets the running and waiting ones finish, and resolves when none is left;
+   * after `timeoutMs` the rest are cancelled.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    const idle = this.idle();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    const r = await Promise.race([idle, timeout]);
+    clearTimeout(timer);
+    if (r === 'timeout') {
+      for (const s of [...this.waiting, ...this.running]) s.cancel();
+      await idle;
+    }
+  }
+
+  /** Cancels everything, stops the loop and frees every cache. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.draining = true;
+    for (const s of [...this.waiting, ...this.running]) s.cancel();
+    this.closed = true;
+    this.wake?.();
+    await this.loopDone;
+  }
+
+  /** Resolves once no sequence is running or waiting. */
+  private idle(): Promise<void> {
+    if (this.running.length === 0 && this.waiting.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private cancel(seq: Sequence): void {
+    const w = this.waiting.indexOf(seq);
+    if (w >= 0) this.waiting.splice(w, 1);
+    const r = this.running.indexOf(seq);
+    if (r >= 0) {
+      this.running.splice(r, 1);
+      this.reservedPositions -= seq.reservedPositions;
+    }
+    seq.finish('cancelled');
+    this.observer.finished?.('cancelled', seq.generated);
+    this.notifyIfIdle();
+  }
+
+  private notifyIfIdle(): void {
+    if (this.running.length > 0 || this.waiting.length > 0) return;
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.closed) {
+      if (this.running.length === 0 && this.waiting.length === 0) {
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+        });
+        this.wake = undefined;
+        continue;
+      }
+      try {
+        this.step();
+      } catch (e) {
+        // A failure outside the model call (a bug): end what was running rather than the process.
+        const error = e instanceof Error ? e : new Error(String(e));
+        for (const seq of [...this.running]) this.end(seq, 'error', error);
+        this.notifyIfIdle();
+      }
+      // Let I/O run between steps: new requests join, tokens reach the clients, cancels arrive.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Admits waiting sequences (FIFO) while the batch and the KV budget have room. */
+  private admit(): void {
+    const budget = Math.floor(this.config.kvBudgetBytes / this.bytesPerPosition);
+    while (this.waiting.length > 0 && this.running.length < this.config.maxBatch) {
+      const next = this.waiting[0]!;
+      if (this.reservedPositions + next.reservedPositions > budget) break;
+      this.waiting.shift();
+      this.running.push(next);
+      this.reservedPositions += next.reservedPositions;
+    }
+  }
+
+  /** One step of the running batch (see the file comment). */
+  private step(): void {
+    this.admit();
+    if (this.running.length === 0) return;
+    const started = performance.now();
+    const items: { seq: Sequence; tokens: number[] }[] = [];
+    for (const seq of this.running) if (seq.decoding) items.push({ seq, tokens: [seq.lastToken] });
+    let chunkLeft = this.config.prefillChunk;
+    let prefillTokens = 0;
+    for (const seq of this.running) {
+      if (seq.decoding || chunkLeft === 0) continue;
+      const prompt = seq.spec.promptIds;
+      const n = Math.min(chunkLeft, prompt.length - seq.prefilled);
+      items.push({ seq, tokens: prompt.slice(seq.prefilled, seq.prefilled + n) as number[] });
+      chunkLeft -= n;
+      prefillTokens += n;
+    }
+    let logits: Float32Array;
+    let expertCounts: Int32Array[];
+    try {
+      const r = this.model.forwardRagged(items.map((it) => ({ tokens: it.tokens, cache: it.seq.cache })));
+      logits = r.logitsBV.dataSync() as Float32Array;
+      r.logitsBV.dispose();
+      expertCounts = r.expertCounts;
+    } catch (e) {
+      const error = e instanceof Error ? e : new Error(String(e));
+      for (const { seq } of items) this.end(seq, 'error', error);
+      this.notifyIfIdle();
+      return;
+    }
+    const V = this.model.config.vocabSize;
+    const now = performance.now();
+    let generated = 0;
+    items.forEach(({ seq, tokens }, b) => {
+      if (seq.finished !== undefined) return;
+      const wasDecoding = seq.decoding;
+      if (!wasDecoding) {
+        seq.prefilled += tokens.length;
+        if (!seq.decoding) return; // more prompt to prefill
+      }
+      const logitsV = logits.subarray(b * V, b * V + Math.min(V, this.config.vocabLimit ?? V));
+      generated++;
+      this.emit(seq, logitsV, now);
+    });
+    this.observer.step?.({
+      sequences: items.length,
+      prefillTokens,
+      generatedTokens: generated,
+      expertCounts,
+      seconds: (performance.now() - started) / 1000,
+    });
+    this.notifyIfIdle();
+  }
+
+  /** Samples the sequence's next token from its logits, reports it and decides whether it ends. */
+  private emit(seq: Sequence, logitsV: Float32Array, now: number): void {
+    const token = seq.sampler.next(logitsV);
+    if (seq.stopTokens.has(token)) {
+      this.end(seq, 'stop');
+      return;
+    }
+    let event: { token: number; logprob?: number; top?: ReturnType<typeof topLogprobs> } = { token };
+    if (seq.spec.logprobs !== null) {
+      const lse = logSumExp(logitsV);
+      event = {
+        token,
+        logprob: logitsV[token]! - lse,
+        ...(seq.spec.logprobs > 0 ? { top: topLogprobs(logitsV, seq.spec.logprobs, lse) } : {}),
+      };
+    }
+    seq.generated++;
+    seq.lastToken = token;
+    if (seq.generated === 1) this.observer.firstToken?.((now - seq.submittedAt) / 1000);
+    else this.observer.interToken?.((now - seq.lastTokenAt) / 1000);
+    seq.lastTokenAt = now;
+    let more: boolean | undefined;
+    try {
+      more = seq.spec.sink.onToken(event);
+    } catch (e) {
+      this.end(seq, 'error', e instanceof Error ? e : new Error(String(e)));
+      return;
+    }
+    if (seq.finished !== undefined) return; // cancelled from the sink
+    if (more === false) this.end(seq, 'stop');
+    else if (
+      seq.generated >= seq.spec.maxTokens ||
+      seq.spec.promptIds.length + seq.generated >= this.model.config.maxSeqLen
+    )
+      this.end(seq, 'length');
+  }
+
+  private end(seq: Sequence, reason: FinishReason, error?: Error): void {
+    if (seq.finished !== undefined) return;
+    seq.finish(reason, error);
+    this.observer.finished?.(reason, seq.generated);
+    this.remove(seq);
+  }
+
+  private remove(seq: Sequence): void {
+    const r = this.running.indexOf(seq);
+    if (r >= 0) {
+      this.running.splice(r, 1);
+      this.reservedPositions -= seq.reservedPositions;
+    }
+  }
+}
