@@ -218,6 +218,7 @@ export async function startServer(
   });
 
   app.addHook('onRequest', async (req) => {
+    engine.noteActivity();
     if (!req.url.startsWith('/v1/')) return;
     if (draining && req.method === 'POST') throw unavailable('The server is shutting down');
     if (config.apiKey !== undefined && !keyMatches(req.headers.authorization, config.apiKey))

@@ -2,6 +2,7 @@
 // and the server keeps serving. Also the limits (body size, max_tokens, context, queue) and client
 // disconnects, which must cancel generation and free the KV cache.
 import { request } from 'node:http';
+import { tf } from '@switchyard/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadServable, type RunningServer, type Servable, startServer } from '../src/server';
 import { type TestCheckpoint, writeTestCheckpoint } from './fixtures';
@@ -9,6 +10,8 @@ import { type TestCheckpoint, writeTestCheckpoint } from './fixtures';
 let ckpt: TestCheckpoint;
 let servable: Servable;
 let server: RunningServer;
+/** Live tensors once the server has answered one request (lazily built constants included). */
+let baselineTensors: number;
 
 beforeAll(async () => {
   ckpt = await writeTestCheckpoint({ maxSeqLen: 256 });
@@ -20,6 +23,8 @@ beforeAll(async () => {
     maxBodyKb: 8,
     maxTokens: 240,
   });
+  await expectServing();
+  baselineTensors = tf.memory().numTensors;
 });
 
 afterAll(async () => {
@@ -250,6 +255,13 @@ describe('limits and disconnects', () => {
     await waitFor(() => server.engine.stats().running === 0);
     expect(await finishedCount('cancelled')).toBe(before + 2);
     await expectServing();
+  });
+});
+
+describe('memory', () => {
+  it('holds no tensors beyond the model once every request above has ended', async () => {
+    await waitFor(() => server.engine.stats().running === 0 && server.engine.stats().waiting === 0);
+    expect(tf.memory().numTensors).toBe(baselineTensors);
   });
 });
 

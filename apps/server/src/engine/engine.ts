@@ -16,6 +16,14 @@ import { SwitchyardError } from '@switchyard/tensor';
 import { logSumExp, topLogprobs } from './logprobs';
 import { type FinishReason, Sequence, type SequenceHandle, type SequenceSpec } from './sequence';
 
+/**
+ * Event-loop turns between two steps: at least MIN_TURNS (a request needs a few turns to be
+ * accepted, read and parsed before its handler runs), more while requests keep arriving (each turn
+ * takes in about one), at most MAX_TURNS.
+ */
+const MIN_TURNS = 3;
+const MAX_TURNS = 256;
+
 /** Limits of the engine. */
 export interface EngineConfig {
   /** Most sequences decoding or prefilling at once. */
@@ -121,6 +129,7 @@ export class Engine {
   private draining = false;
   private closed = false;
   private readonly idleWaiters: (() => void)[] = [];
+  private activity = 0;
 
   constructor(
     readonly model: MoETransformerLM,
@@ -167,8 +176,18 @@ export class Engine {
         new Sequence(s, Math.min(maxSeqLen, s.promptIds.length + s.maxTokens), (q) => this.cancel(q), now),
     );
     this.waiting.push(...seqs);
+    // Take them into the batch now if it has room, so the queue only holds what really waits.
+    this.admit();
     this.wake?.();
     return seqs;
+  }
+
+  /**
+   * Tells the engine that I/O is arriving (a server calls it per incoming request): between steps it
+   * then lets the event loop turn until arrivals stop, so requests are answered between two steps.
+   */
+  noteActivity(): void {
+    this.activity++;
   }
 
   /** Running and waiting sequences, KV use and budget. */
@@ -255,8 +274,16 @@ export class Engine {
         for (const seq of [...this.running]) this.end(seq, 'error', error);
         this.notifyIfIdle();
       }
-      // Let I/O run between steps: new requests join, tokens reach the clients, cancels arrive.
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      // Let I/O run between steps: new requests join (or get their 429), tokens reach the clients,
+      // cancels arrive. While requests keep arriving (noteActivity) the loop keeps turning, so a
+      // burst is taken in or refused between two steps instead of one request per step.
+      let turns = 0;
+      let seen: number;
+      do {
+        seen = this.activity;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        turns++;
+      } while ((turns < MIN_TURNS || this.activity !== seen) && turns < MAX_TURNS);
     }
   }
 
