@@ -258,6 +258,31 @@ describe('limits and disconnects', () => {
   });
 });
 
+describe('shutdown', () => {
+  it('answers requests a drain timeout cancels with 503 (an error event when streaming)', async () => {
+    const own = await startServer(servable, { port: 0, drainTimeoutS: 0.05 });
+    const ask = (stream: boolean) =>
+      fetch(`${own.url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...base, max_tokens: 240, temperature: 0, stream }),
+      });
+    const plain = ask(false);
+    const streamed = await ask(true);
+    await waitFor(() => own.engine.stats().running === 2);
+    const closing = own.shutdown();
+    const r = await plain;
+    expect(r.status).toBe(503);
+    expect(await r.json()).toMatchObject({ error: { code: 'shutting_down', type: 'server_error' } });
+    const text = await streamed.text();
+    expect(text).toMatch(
+      /data: \{"error":\{"message":"the generation was cancelled \(the server is shutting down\)"/,
+    );
+    expect(text.endsWith('data: [DONE]\n\n')).toBe(true);
+    await closing;
+  });
+});
+
 describe('memory', () => {
   it('holds no tensors beyond the model once every request above has ended', async () => {
     await waitFor(() => server.engine.stats().running === 0 && server.engine.stats().waiting === 0);

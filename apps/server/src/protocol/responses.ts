@@ -80,12 +80,14 @@ export interface ChoiceResult {
   readonly withTop: boolean;
 }
 
+/** The fields every response and chunk starts with. */
+function envelope(head: ResponseHead, object: string) {
+  return { id: head.id, object, created: head.created, model: head.model };
+}
+
 export function completionResponse(head: ResponseHead, choices: readonly ChoiceResult[], u: Usage) {
   return {
-    id: head.id,
-    object: 'text_completion',
-    created: head.created,
-    model: head.model,
+    ...envelope(head, 'text_completion'),
     choices: choices.map((c) => ({
       index: c.index,
       text: c.text,
@@ -98,10 +100,7 @@ export function completionResponse(head: ResponseHead, choices: readonly ChoiceR
 
 export function chatResponse(head: ResponseHead, choices: readonly ChoiceResult[], u: Usage) {
   return {
-    id: head.id,
-    object: 'chat.completion',
-    created: head.created,
-    model: head.model,
+    ...envelope(head, 'chat.completion'),
     choices: choices.map((c) => ({
       index: c.index,
       message: { role: 'assistant', content: c.text, refusal: null },
@@ -127,10 +126,7 @@ export interface ChoiceDelta {
 
 export function completionChunk(head: ResponseHead, d: ChoiceDelta, includeUsage: boolean) {
   return {
-    id: head.id,
-    object: 'text_completion',
-    created: head.created,
-    model: head.model,
+    ...envelope(head, 'text_completion'),
     choices: [
       {
         index: d.index,
@@ -148,10 +144,7 @@ export function chatChunk(head: ResponseHead, d: ChoiceDelta, includeUsage: bool
   if (d.first) delta.role = 'assistant';
   if (d.text !== '' || d.first) delta.content = d.text;
   return {
-    id: head.id,
-    object: 'chat.completion.chunk',
-    created: head.created,
-    model: head.model,
+    ...envelope(head, 'chat.completion.chunk'),
     choices: [
       {
         index: d.index,
@@ -166,5 +159,5 @@ export function chatChunk(head: ResponseHead, d: ChoiceDelta, includeUsage: bool
 
 /** The last chunk when `stream_options.include_usage` is set: no choices, the usage. */
 export function usageChunk(head: ResponseHead, object: string, u: Usage) {
-  return { id: head.id, object, created: head.created, model: head.model, choices: [], usage: u };
+  return { ...envelope(head, object), choices: [], usage: u };
 }

@@ -36,7 +36,7 @@ import {
 } from '../protocol/responses';
 import type { ChatBody, CompletionBody } from '../protocol/schemas';
 import { type ChatTemplate, renderChat } from './chat-template';
-import { Generation, type GenerationSetup, type PreparedPrompt } from './generation';
+import { Generation, GenerationFailed, type GenerationSetup, type PreparedPrompt } from './generation';
 import { SseWriter } from './sse';
 
 /** Everything the handlers need from the server. */
@@ -179,7 +179,7 @@ async function run(
     try {
       choices = await gen.done;
     } catch (e) {
-      throw internalError(`generation failed: ${(e as Error).message}`);
+      throw failed(e);
     }
     const u = usage(gen.promptTokens, gen.completionTokens);
     return kind === 'chat' ? chatResponse(head, choices, u) : completionResponse(head, choices, u);
@@ -191,10 +191,16 @@ async function run(
     if (params.includeUsage)
       sse.send(usageChunk(head, object, usage(gen.promptTokens, gen.completionTokens)));
   } catch (e) {
-    sse.send(internalError(`generation failed: ${(e as Error).message}`).toBody());
+    sse.send(failed(e).toBody());
   }
   sse.done();
   return reply;
+}
+
+/** The API error for a generation that did not complete: 503 when cancelled by a shutdown, else 500. */
+function failed(e: unknown): ApiError {
+  if (e instanceof GenerationFailed && e.cancelled) return unavailable(e.message);
+  return internalError(`generation failed: ${(e as Error).message}`);
 }
 
 /** The API error for an engine that would not take a request. */

@@ -25,9 +25,15 @@ export interface PreparedPrompt {
   readonly maxTokens: number;
 }
 
-/** The failure that ended a generation (an engine error); cancellations are not failures. */
+/** Why a generation did not complete: an engine error, or cancelled (shutdown, client gone). */
 export class GenerationFailed extends Error {
   override readonly name = 'GenerationFailed';
+  constructor(
+    message: string,
+    readonly cancelled: boolean,
+  ) {
+    super(message);
+  }
 }
 
 interface ChoiceState {
@@ -44,7 +50,7 @@ interface ChoiceState {
 }
 
 export class Generation {
-  /** Resolves with every choice once all have finished; rejects when one failed. */
+  /** Resolves with every choice once all have finished; rejects when one failed or was cancelled. */
   readonly done: Promise<ChoiceResult[]>;
   private readonly choices: ChoiceState[] = [];
   private handles: SequenceHandle[] = [];
@@ -141,9 +147,17 @@ export class Generation {
 
   private onFinish(c: ChoiceState, reason: FinishReason, error?: Error): void {
     c.finished = reason;
-    if (reason === 'error') this.failure ??= new GenerationFailed(error?.message ?? 'generation failed');
-    else if (reason !== 'cancelled' && this.onDelta) this.emit(c, c.text.flush(), wireReason(reason));
-    else if (reason !== 'cancelled') c.text.flush();
+    if (reason === 'error')
+      this.failure ??= new GenerationFailed(error?.message ?? 'generation failed', false);
+    else if (reason === 'cancelled')
+      this.failure ??= new GenerationFailed(
+        'the generation was cancelled (the server is shutting down)',
+        true,
+      );
+    else {
+      const rest = c.text.flush();
+      if (this.onDelta) this.emit(c, rest, wireReason(reason));
+    }
     if (--this.open > 0) return;
     if (this.failure) this.reject(this.failure);
     else
