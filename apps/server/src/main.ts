@@ -4,13 +4,14 @@
  */
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { END_OF_TEXT } from '@switchyard/model';
+import { END_OF_TEXT, loadCheckpoint } from '@switchyard/model';
 import {
   BACKEND_NAMES,
   type BackendName,
   initBackend,
   isSwitchyardError,
   SwitchyardError,
+  tf,
 } from '@switchyard/tensor';
 import { type FlagDoc, GENERATE_FLAGS, helpText, SERVE_FLAGS } from './flags';
 import { loadServable, type ServeConfig, startServer } from './server';
@@ -78,18 +79,11 @@ export async function main(
 async function serve(argv: readonly string[], io: CliIO, options: MainOptions): Promise<number> {
   const values = parseFlags(argv, SERVE_FLAGS);
   const dir = required(values, 'checkpoint');
-  await startBackend(values.backend);
-  const settings: Record<string, unknown> = {};
+  const settings: Record<string, unknown> = { backend: backendName(values.backend) };
   for (const f of SERVE_FLAGS) if (f.key && values[f.flag] !== undefined) settings[f.key] = values[f.flag];
   settings.apiKey ??= process.env.SWITCHYARD_API_KEY || undefined;
   const servable = await loadServable(dir);
-  let server: Awaited<ReturnType<typeof startServer>>;
-  try {
-    server = await startServer(servable, settings as Partial<ServeConfig>);
-  } catch (e) {
-    servable.model.dispose();
-    throw e;
-  }
+  const server = await startServer(servable, settings as Partial<ServeConfig>);
   for (const w of server.warnings) io.stderr.write(`warning: ${w}\n`);
   io.stdout.write(
     `${NAME}: serving ${server.modelName} at ${server.url} (chat template: ${servable.chatTemplateSource})\n`,
@@ -97,7 +91,6 @@ async function serve(argv: readonly string[], io: CliIO, options: MainOptions): 
   await (options.stopSignal ?? termination());
   io.stdout.write(`${NAME}: draining\n`);
   await server.shutdown();
-  servable.model.dispose();
   io.stdout.write(`${NAME}: stopped\n`);
   return 0;
 }
@@ -109,8 +102,10 @@ async function generate(argv: readonly string[], io: CliIO): Promise<number> {
   if (prompt === '') throw usage('--prompt must not be empty');
   const topP = (values['top-p'] as number | undefined) ?? 1;
   if (!(topP > 0 && topP <= 1)) throw usage(`--top-p: expected a number in (0, 1], got ${topP}`);
-  await startBackend(values.backend);
-  const { model, tokenizer } = await loadServable(dir);
+  const backend = backendName(values.backend);
+  await initBackend(backend === undefined ? {} : { backend });
+  const { model, tokenizer, extraTensors } = await loadCheckpoint(dir);
+  tf.dispose(Object.values(extraTensors ?? {}));
   try {
     const ids = tokenizer.encode(prompt);
     const room = model.config.maxSeqLen - ids.length;
@@ -141,10 +136,11 @@ function termination(): Promise<void> {
   });
 }
 
-async function startBackend(name: unknown): Promise<void> {
+/** The --backend value, checked. */
+function backendName(name: unknown): BackendName | undefined {
   if (name !== undefined && !(BACKEND_NAMES as readonly string[]).includes(name as string))
     throw usage(`--backend: expected one of ${BACKEND_NAMES.join(', ')}, got ${JSON.stringify(name)}`);
-  await initBackend(name === undefined ? {} : { backend: name as BackendName });
+  return name as BackendName | undefined;
 }
 
 function required(values: Record<string, unknown>, flag: string): string {

@@ -4,7 +4,6 @@
  * expert the routed-token counts of live traffic (also kept as the L x E load matrix that
  * `switchyard-plan eplb --load` reads).
  */
-import type { MoETransformerLM } from '@switchyard/model';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineObserver, EngineStats, StepInfo } from './engine/engine';
 import type { FinishReason } from './engine/sequence';
@@ -27,12 +26,15 @@ export class ServerMetrics implements EngineObserver {
   private readonly finishedTotal: Counter;
   private readonly httpRequests: Counter;
 
-  constructor(model: MoETransformerLM, stats: () => EngineStats) {
+  /**
+   * @param layers block index of each MoE layer, in order
+   * @param E experts per MoE layer
+   * @param stats the engine's state, read at each scrape
+   */
+  constructor(layers: readonly number[], E: number, stats: () => EngineStats) {
     const r = this.registry;
-    const E = model.config.moe.experts.numExperts;
-    this.loadsLE = model.moeLayerIndices.map(() => new Array<number>(E).fill(0));
+    this.loadsLE = layers.map(() => new Array<number>(E).fill(0));
     const loads = this.loadsLE;
-    const layers = model.moeLayerIndices;
     collectDefaultMetrics({ register: r, prefix: 'switchyard_process_' });
     const gauge = (name: string, help: string, read: (s: EngineStats) => number) =>
       new Gauge({

@@ -5,11 +5,27 @@
  * batching in ./engine.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { basename, resolve } from 'node:path';
-import { type BpeTokenizer, END_OF_TEXT, loadCheckpoint, type MoETransformerLM } from '@switchyard/model';
-import { SwitchyardError, tf } from '@switchyard/tensor';
+import { readFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import {
+  BpeTokenizer,
+  CHECKPOINT_FILES,
+  END_OF_TEXT,
+  fromHfConfig,
+  isMoELayer,
+  type ModelConfig,
+  type MoETransformerLM,
+} from '@switchyard/model';
+import { type BackendName, SwitchyardError } from '@switchyard/tensor';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
-import { batchIndependentRouting, Engine, type EngineConfig } from './engine/engine';
+import { EngineClient } from './engine/client';
+import {
+  batchIndependentRouting,
+  Engine,
+  type EngineConfig,
+  type EngineHandle,
+  ROUTING_WARNING,
+} from './engine/engine';
 import { ServerMetrics } from './metrics';
 import {
   ApiError,
@@ -27,7 +43,7 @@ import {
   completionRequestSchema,
 } from './protocol/schemas';
 import { formatValidation } from './protocol/validation';
-import { type ChatTemplate, loadChatTemplate, PLAIN_CHAT_TEMPLATE } from './serving/chat-template';
+import { type ChatTemplate, loadChatTemplate } from './serving/chat-template';
 import { chatCompletions, completions, type ServingContext } from './serving/endpoints';
 
 /** Server settings; each has a command-line flag (see `switchyard-serve --help`). */
@@ -56,6 +72,8 @@ export interface ServeConfig {
   readonly drainTimeoutS: number;
   /** Seconds a 429 asks the client to wait (Retry-After). */
   readonly retryAfterS: number;
+  /** TensorFlow.js backend of the engine thread (default: the fastest that loads). */
+  readonly backend: BackendName | undefined;
 }
 
 export const defaultServeConfig: ServeConfig = {
@@ -71,22 +89,26 @@ export const defaultServeConfig: ServeConfig = {
   maxBodyKb: 256,
   drainTimeoutS: 30,
   retryAfterS: 1,
+  backend: undefined,
 };
 
-/** A model ready to serve. */
+/** A checkpoint ready to serve: what the HTTP side needs (the engine loads the weights). */
 export interface Servable {
-  readonly model: MoETransformerLM;
-  readonly tokenizer: BpeTokenizer;
+  /** The checkpoint folder. */
+  readonly dir: string;
   /** Default model id (the checkpoint folder's name). */
   readonly name: string;
+  readonly config: ModelConfig;
+  readonly tokenizer: BpeTokenizer;
   readonly chatTemplate: ChatTemplate;
   /** Where the chat template came from: `plain` or the file. */
   readonly chatTemplateSource: string;
 }
 
 /**
- * Loads a checkpoint folder for serving: the model, its tokenizer and chat template (its own
- * `chat_template.json`, else the plain one). Training-only tensors are released.
+ * Reads what serving a checkpoint folder needs besides the weights: its config, tokenizer and chat
+ * template (its own `chat_template.json`, else the plain one). The engine loads and verifies the
+ * weights when the server starts.
  *
  * @example
  * ```ts
@@ -94,20 +116,43 @@ export interface Servable {
  * ```
  */
 export async function loadServable(dir: string): Promise<Servable> {
-  const loaded = await loadCheckpoint(dir);
-  tf.dispose(Object.values(loaded.extraTensors ?? {}));
-  if (loaded.tokenizer.vocabSize > loaded.config.vocabSize) {
-    loaded.model.dispose();
+  const root = resolve(dir);
+  const read = async (name: string) => {
+    try {
+      return await readFile(join(root, name), 'utf8');
+    } catch (e) {
+      throw new SwitchyardError(
+        'CHECKPOINT_INVALID',
+        `checkpoint ${root}: cannot read ${name} (${String(e)})`,
+        {
+          cause: e,
+        },
+      );
+    }
+  };
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await read(CHECKPOINT_FILES.config));
+  } catch (e) {
+    if (e instanceof SwitchyardError) throw e;
+    throw new SwitchyardError('CHECKPOINT_INVALID', `checkpoint ${root}: config.json is not valid JSON`, {
+      cause: e,
+    });
+  }
+  const config = fromHfConfig(raw, join(root, CHECKPOINT_FILES.config));
+  const tokenizer = BpeTokenizer.load(await read(CHECKPOINT_FILES.tokenizer));
+  if (tokenizer.vocabSize > config.vocabSize) {
     throw new SwitchyardError(
       'CHECKPOINT_INVALID',
-      `checkpoint ${dir}: the tokenizer has ${loaded.tokenizer.vocabSize} ids but the model only ${loaded.config.vocabSize}`,
+      `checkpoint ${root}: the tokenizer has ${tokenizer.vocabSize} ids but the model only ${config.vocabSize}`,
     );
   }
-  const { template, source } = await loadChatTemplate(dir);
+  const { template, source } = await loadChatTemplate(root);
   return {
-    model: loaded.model,
-    tokenizer: loaded.tokenizer,
-    name: basename(resolve(dir)),
+    dir: root,
+    name: basename(root),
+    config,
+    tokenizer,
     chatTemplate: template,
     chatTemplateSource: source,
   };
@@ -120,19 +165,31 @@ export interface RunningServer {
   readonly port: number;
   readonly modelName: string;
   readonly app: FastifyInstance;
-  readonly engine: Engine;
+  /** The engine: an {@link EngineClient} to its own thread, or an {@link Engine} on this one. */
+  readonly engine: EngineHandle;
   readonly metrics: ServerMetrics;
   /** Warnings about the model (e.g. routing that makes outputs depend on the batch). */
   readonly warnings: readonly string[];
   /**
    * Stops taking requests (503), lets running ones finish (cancelling them after the drain
-   * timeout), then closes the listener. The model is not disposed.
+   * timeout), then closes the listener and stops the engine (a model passed in is not disposed).
    */
   shutdown(): Promise<void>;
 }
 
+/** Options of {@link startServer}: the settings, and optionally a model to run on this thread. */
+export interface StartOptions extends Partial<ServeConfig> {
+  /**
+   * Run the engine on this thread with this model (loaded by the caller and left to it) instead of
+   * in a worker thread that loads the checkpoint. Model compute then blocks this thread's I/O
+   * during each step.
+   */
+  readonly model?: MoETransformerLM;
+}
+
 /**
- * Starts serving `servable` over HTTP.
+ * Starts serving `servable` over HTTP. By default the engine runs in a worker thread that loads the
+ * checkpoint's weights, so HTTP is answered while a step computes.
  *
  * @example
  * ```ts
@@ -141,14 +198,12 @@ export interface RunningServer {
  * await server.shutdown();
  * ```
  */
-export async function startServer(
-  servable: Servable,
-  options: Partial<ServeConfig> = {},
-): Promise<RunningServer> {
-  const config: ServeConfig = { ...defaultServeConfig, ...stripUndefined(options) };
-  const { model, tokenizer } = servable;
+export async function startServer(servable: Servable, options: StartOptions = {}): Promise<RunningServer> {
+  const { model, ...settings } = options;
+  const config: ServeConfig = { ...defaultServeConfig, ...stripUndefined(settings) };
+  const { tokenizer } = servable;
   const modelName = config.modelName ?? servable.name;
-  const maxSeqLen = model.config.maxSeqLen;
+  const maxSeqLen = servable.config.maxSeqLen;
   const engineConfig: EngineConfig = {
     maxBatch: config.maxBatch,
     kvBudgetBytes: Math.floor(config.kvBudgetMb * 1024 * 1024),
@@ -156,9 +211,24 @@ export async function startServer(
     prefillChunk: config.prefillChunk,
     vocabLimit: tokenizer.vocabSize,
   };
-  let engine: Engine | undefined;
-  const metrics = new ServerMetrics(model, () => engine!.stats());
-  engine = new Engine(model, engineConfig, metrics);
+  let engine: EngineHandle | undefined;
+  const layers = Array.from({ length: servable.config.numLayers }, (_, l) => l).filter((l) =>
+    isMoELayer(servable.config, l),
+  );
+  const metrics = new ServerMetrics(layers, servable.config.moe.experts.numExperts, () => engine!.stats());
+  let warnings: readonly string[];
+  if (model) {
+    engine = new Engine(model, engineConfig, metrics);
+    warnings = batchIndependentRouting(model) ? [] : [ROUTING_WARNING];
+  } else {
+    const client = await EngineClient.start(
+      { checkpoint: servable.dir, backend: config.backend, config: engineConfig },
+      servable.config,
+      metrics,
+    );
+    engine = client;
+    warnings = client.warnings;
+  }
   const eot = tokenizer.specialTokens[END_OF_TEXT];
   let maxTokenBytes = 1;
   for (let id = 0; id < tokenizer.vocabSize; id++)
@@ -172,14 +242,9 @@ export async function startServer(
     vocabSize: tokenizer.vocabSize,
     maxTokensLimit: config.maxTokens ?? maxSeqLen,
     maxTokenBytes,
-    chatTemplate: servable.chatTemplate ?? PLAIN_CHAT_TEMPLATE,
+    chatTemplate: servable.chatTemplate,
     retryAfterS: config.retryAfterS,
   };
-  const warnings = batchIndependentRouting(model)
-    ? []
-    : [
-        'the model routes with a capacity or by expert choice at inference: a request’s tokens can depend on the other requests in its batch',
-      ];
   let draining = false;
   const bodyLimit = Math.floor(config.maxBodyKb * 1024);
   const app = Fastify({
@@ -271,7 +336,12 @@ export async function startServer(
     (req, reply) => chatCompletions(ctx, req.body, reply),
   );
 
-  await app.listen({ host: config.host, port: config.port });
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (e) {
+    await engine.close();
+    throw e;
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -287,9 +357,9 @@ export async function startServer(
     shutdown() {
       shuttingDown ??= (async () => {
         draining = true;
-        await engine.drain(config.drainTimeoutS * 1000);
+        await engine!.drain(config.drainTimeoutS * 1000);
         await app.close();
-        await engine.close();
+        await engine!.close();
       })();
       return shuttingDown;
     },

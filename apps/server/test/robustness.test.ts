@@ -2,6 +2,7 @@
 // and the server keeps serving. Also the limits (body size, max_tokens, context, queue) and client
 // disconnects, which must cancel generation and free the KV cache.
 import { request } from 'node:http';
+import { loadCheckpoint, type MoETransformerLM } from '@switchyard/model';
 import { tf } from '@switchyard/tensor';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadServable, type RunningServer, type Servable, startServer } from '../src/server';
@@ -9,6 +10,8 @@ import { type TestCheckpoint, writeTestCheckpoint } from './fixtures';
 
 let ckpt: TestCheckpoint;
 let servable: Servable;
+/** The model, loaded here: this server runs its engine on the test's thread (tensors countable). */
+let model: MoETransformerLM;
 let server: RunningServer;
 /** Live tensors once the server has answered one request (lazily built constants included). */
 let baselineTensors: number;
@@ -16,7 +19,9 @@ let baselineTensors: number;
 beforeAll(async () => {
   ckpt = await writeTestCheckpoint({ maxSeqLen: 256 });
   servable = await loadServable(ckpt.dir);
+  model = (await loadCheckpoint(ckpt.dir)).model;
   server = await startServer(servable, {
+    model,
     port: 0,
     maxBatch: 2,
     maxWaiting: 2,
@@ -29,7 +34,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.shutdown();
-  servable?.model.dispose();
+  model?.dispose();
   ckpt?.cleanup();
 });
 

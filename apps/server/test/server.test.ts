@@ -4,9 +4,10 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { END_OF_TEXT } from '@switchyard/model';
+import { END_OF_TEXT, loadCheckpoint, type MoETransformerLM } from '@switchyard/model';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EngineClient } from '../src/engine/client';
 import { loadServable, type RunningServer, type Servable, startServer } from '../src/server';
 import { renderChat } from '../src/serving/chat-template';
 import { type TestCheckpoint, writeTestCheckpoint } from './fixtures';
@@ -14,26 +15,33 @@ import { type TestCheckpoint, writeTestCheckpoint } from './fixtures';
 const KEY = 'test-key';
 let ckpt: TestCheckpoint;
 let servable: Servable;
+/** The same checkpoint loaded in this thread, for generate() (the server's engine has its own thread). */
+let model: MoETransformerLM;
 let server: RunningServer;
 let client: OpenAI;
+/** Live tensors in the engine thread once it has answered a request. */
+let baselineTensors: number;
 
 beforeAll(async () => {
   ckpt = await writeTestCheckpoint();
   servable = await loadServable(ckpt.dir);
+  model = (await loadCheckpoint(ckpt.dir)).model;
   server = await startServer(servable, { port: 0, apiKey: KEY, maxBatch: 8, prefillChunk: 16 });
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: KEY, maxRetries: 0 });
+  await client.completions.create({ model: 'tiny-moe', prompt: 'warm', max_tokens: 2 });
+  baselineTensors = await (server.engine as EngineClient).liveTensors();
 });
 
 afterAll(async () => {
   await server?.shutdown();
-  servable?.model.dispose();
+  model?.dispose();
   ckpt?.cleanup();
 });
 
 /** What generate() continues `text` with, greedily, as text. */
 function greedyText(text: string, maxNewTokens: number): string {
   const tok = servable.tokenizer;
-  const ids = servable.model.generate(tok.encode(text), {
+  const ids = model.generate(tok.encode(text), {
     maxNewTokens,
     greedy: true,
     stopTokens: [tok.specialTokens[END_OF_TEXT]!],
@@ -301,6 +309,12 @@ describe('switchyard-serve with the openai client', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(JSON.parse(r.stdout)).toHaveProperty('phy2log');
+  });
+
+  it('runs its engine in a worker thread that holds no tensors beyond the model after the requests', async () => {
+    expect(server.engine).toBeInstanceOf(EngineClient);
+    expect(server.engine.stats()).toMatchObject({ running: 0, waiting: 0, kvUsedBytes: 0 });
+    expect(await (server.engine as EngineClient).liveTensors()).toBe(baselineTensors);
   });
 
   it('answers health, and 401 in OpenAI shape without the API key', async () => {

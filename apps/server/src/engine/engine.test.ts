@@ -123,7 +123,7 @@ describe('Engine', () => {
   });
 
   it('admits within the KV budget, queues the rest and refuses what can never fit or overflows the queue', async () => {
-    const perSeq = 10 * kvBytesPerPosition(model); // 6 prompt + 4 new positions
+    const perSeq = 10 * kvBytesPerPosition(model.config); // 6 prompt + 4 new positions
     const engine = new Engine(model, { ...BIG, kvBudgetBytes: 2 * perSeq, maxWaiting: 5 });
     const runs = Array.from({ length: 5 }, (_, i) => recorded(greedy(prompt(i, 6), 4)));
     engine.submit(runs.slice(0, 2).map((r) => r.spec));

@@ -11,7 +11,7 @@
  *
  * Shape letters: B sequences in a step, V vocabulary, L MoE layers, E experts.
  */
-import type { MoETransformerLM } from '@switchyard/model';
+import type { ModelConfig, MoETransformerLM } from '@switchyard/model';
 import { SwitchyardError } from '@switchyard/tensor';
 import { logSumExp, topLogprobs } from './logprobs';
 import { type FinishReason, Sequence, type SequenceHandle, type SequenceSpec } from './sequence';
@@ -88,6 +88,48 @@ export class EngineRefusal extends SwitchyardError {
   }
 }
 
+/** The startup warning for a model whose routing makes outputs depend on the batch. */
+export const ROUTING_WARNING =
+  'the model routes with a capacity, by expert choice or round-robin at inference: a request’s tokens can depend on the other requests in its batch';
+
+/** What a server needs from an engine, in this thread ({@link Engine}) or in a worker ({@link EngineClient}). */
+export interface EngineHandle {
+  /** Queues sequences, all or none; throws an {@link EngineRefusal} when it will not take them. */
+  submit(specs: readonly SequenceSpec[]): SequenceHandle[];
+  stats(): EngineStats;
+  /** Tells the engine requests are arriving (an engine on this thread then yields to I/O longer). */
+  noteActivity(): void;
+  /** Refuses new sequences, lets the others finish (cancelled after `timeoutMs`), resolves when none is left. */
+  drain(timeoutMs: number): Promise<void>;
+  /** Cancels everything and releases the model's work state. */
+  close(): Promise<void>;
+}
+
+/** Throws the refusal a submission gets when the engine is closed or draining, or a sequence could never fit the KV budget. */
+export function checkSubmittable(
+  specs: readonly Pick<SequenceSpec, 'promptIds' | 'maxTokens'>[],
+  at: {
+    readonly closed: boolean;
+    readonly draining: boolean;
+    readonly maxSeqLen: number;
+    readonly bytesPerPosition: number;
+    readonly kvBudgetBytes: number;
+  },
+): void {
+  if (at.closed) throw new EngineRefusal('closed', 'the engine is closed');
+  if (at.draining) throw new EngineRefusal('draining', 'the server is shutting down');
+  const budget = Math.floor(at.kvBudgetBytes / at.bytesPerPosition);
+  for (const s of specs) {
+    const positions = Math.min(at.maxSeqLen, s.promptIds.length + s.maxTokens);
+    if (positions > budget) {
+      throw new EngineRefusal(
+        'too_large',
+        `a sequence of ${positions} positions needs ${positions * at.bytesPerPosition} bytes of KV cache, more than the whole budget (${at.kvBudgetBytes} bytes)`,
+      );
+    }
+  }
+}
+
 /**
  * Whether the model's routing makes each token's experts independent of the other tokens in its
  * batch at inference: no capacity dropping, no expert-choice selection, no round-robin over the
@@ -102,8 +144,7 @@ export function batchIndependentRouting(model: MoETransformerLM): boolean {
 }
 
 /** Bytes of KV cache one position of one sequence takes: keys and values of every layer, float32. */
-export function kvBytesPerPosition(model: MoETransformerLM): number {
-  const c = model.config;
+export function kvBytesPerPosition(c: ModelConfig): number {
   return c.numLayers * 2 * c.numKvHeads * (c.dModel / c.numHeads) * 4;
 }
 
@@ -119,7 +160,7 @@ export function kvBytesPerPosition(model: MoETransformerLM): number {
  * await engine.drain(10_000);
  * ```
  */
-export class Engine {
+export class Engine implements EngineHandle {
   private readonly waiting: Sequence[] = [];
   private readonly running: Sequence[] = [];
   private readonly bytesPerPosition: number;
@@ -136,7 +177,7 @@ export class Engine {
     readonly config: EngineConfig,
     private readonly observer: EngineObserver = {},
   ) {
-    this.bytesPerPosition = kvBytesPerPosition(model);
+    this.bytesPerPosition = kvBytesPerPosition(model.config);
     this.loopDone = this.loop();
   }
 
@@ -151,19 +192,14 @@ export class Engine {
    * the KV budget, or when the engine is draining or closed.
    */
   submit(specs: readonly SequenceSpec[]): SequenceHandle[] {
-    if (this.closed) throw new EngineRefusal('closed', 'the engine is closed');
-    if (this.draining) throw new EngineRefusal('draining', 'the server is shutting down');
+    checkSubmittable(specs, {
+      closed: this.closed,
+      draining: this.draining,
+      maxSeqLen: this.model.config.maxSeqLen,
+      bytesPerPosition: this.bytesPerPosition,
+      kvBudgetBytes: this.config.kvBudgetBytes,
+    });
     const maxSeqLen = this.model.config.maxSeqLen;
-    const budget = Math.floor(this.config.kvBudgetBytes / this.bytesPerPosition);
-    for (const s of specs) {
-      const positions = Math.min(maxSeqLen, s.promptIds.length + s.maxTokens);
-      if (positions > budget) {
-        throw new EngineRefusal(
-          'too_large',
-          `a sequence of ${positions} positions needs ${this.kvBytes(positions)} bytes of KV cache, more than the whole budget (${this.config.kvBudgetBytes} bytes)`,
-        );
-      }
-    }
     if (this.waiting.length + specs.length > this.config.maxWaiting) {
       throw new EngineRefusal(
         'queue_full',
@@ -173,7 +209,12 @@ export class Engine {
     const now = performance.now();
     const seqs = specs.map(
       (s) =>
-        new Sequence(s, Math.min(maxSeqLen, s.promptIds.length + s.maxTokens), (q) => this.cancel(q), now),
+        new Sequence(
+          s,
+          Math.min(maxSeqLen, s.promptIds.length + s.maxTokens),
+          (q, reason) => this.endEarly(q, reason),
+          now,
+        ),
     );
     this.waiting.push(...seqs);
     // Take them into the batch now if it has room, so the queue only holds what really waits.
@@ -239,16 +280,11 @@ export class Engine {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private cancel(seq: Sequence): void {
+  /** Ends a sequence from outside the step (cancel, stop); its cache is freed at once. */
+  private endEarly(seq: Sequence, reason: 'cancelled' | 'stop'): void {
     const w = this.waiting.indexOf(seq);
     if (w >= 0) this.waiting.splice(w, 1);
-    const r = this.running.indexOf(seq);
-    if (r >= 0) {
-      this.running.splice(r, 1);
-      this.reservedPositions -= seq.reservedPositions;
-    }
-    seq.finish('cancelled');
-    this.observer.finished?.('cancelled', seq.generated);
+    this.end(seq, reason);
     this.notifyIfIdle();
   }
 

@@ -40,10 +40,12 @@ export interface SequenceSpec {
   readonly sink: SequenceSink;
 }
 
-/** What a caller holds to cancel a submitted sequence. */
+/** What a caller holds to end a submitted sequence early. */
 export interface SequenceHandle {
   /** Ends the sequence with reason `cancelled` (no effect once it has ended) and frees its KV cache. */
   cancel(): void;
+  /** Ends the sequence with reason `stop` (e.g. a stop string matched elsewhere) and frees its KV cache. */
+  stop(): void;
 }
 
 export class Sequence implements SequenceHandle {
@@ -65,7 +67,7 @@ export class Sequence implements SequenceHandle {
     readonly spec: SequenceSpec,
     /** Cache positions reserved against the KV budget. */
     readonly reservedPositions: number,
-    private readonly onCancel: (seq: Sequence) => void,
+    private readonly onEnd: (seq: Sequence, reason: 'cancelled' | 'stop') => void,
     now: number,
   ) {
     this.sampler = new TokenSampler(spec.sampling, 'switchyard-serve sampler');
@@ -78,7 +80,11 @@ export class Sequence implements SequenceHandle {
   }
 
   cancel(): void {
-    if (this.finished === undefined) this.onCancel(this);
+    if (this.finished === undefined) this.onEnd(this, 'cancelled');
+  }
+
+  stop(): void {
+    if (this.finished === undefined) this.onEnd(this, 'stop');
   }
 
   /** Marks the sequence ended, frees its cache and tells its sink (once). */

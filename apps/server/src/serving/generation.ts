@@ -5,7 +5,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { BpeTokenizer } from '@switchyard/model';
-import type { Engine } from '../engine/engine';
+import type { EngineHandle } from '../engine/engine';
 import type { FinishReason, SequenceHandle, TokenEvent } from '../engine/sequence';
 import type { SamplingRequest } from '../protocol/requests';
 import type { ChoiceDelta, ChoiceResult, TokenAlternative, TokenInfo } from '../protocol/responses';
@@ -13,7 +13,7 @@ import { TextStream } from './text';
 
 /** What a generation needs besides its request. */
 export interface GenerationSetup {
-  readonly engine: Engine;
+  readonly engine: EngineHandle;
   readonly tokenizer: BpeTokenizer;
   /** Token ids that end a choice (end-of-text). */
   readonly stopTokenIds: readonly number[];
