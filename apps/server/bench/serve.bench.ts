@@ -119,24 +119,24 @@ interface Outcome {
   readonly tokens: number;
 }
 
-/** One streaming completion; `ok` when it ended with a usage chunk and data: [DONE]. */
-async function complete(url: string, seed: number): Promise<Outcome> {
+/** One streaming completion; `ok` when it ended with data: [DONE] and no error event. */
+async function complete(url: string, seed: number, text: string = prompt()): Promise<Outcome> {
   const t0 = performance.now();
   try {
-    return await streamed(url, seed, t0);
+    return await streamed(url, seed, text, t0);
   } catch (e) {
     const failure = `${(e as Error).message} ${String((e as { cause?: unknown }).cause ?? '')}`;
     return { status: 0, ok: false, failure, latencyMs: performance.now() - t0, ttftMs: undefined, tokens: 0 };
   }
 }
 
-async function streamed(url: string, seed: number, t0: number): Promise<Outcome> {
+async function streamed(url: string, seed: number, text: string, t0: number): Promise<Outcome> {
   const res = await fetch(`${url}/v1/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({
       model: 'small',
-      prompt: prompt(),
+      prompt: text,
       max_tokens: MAX_TOKENS,
       temperature: 0.8,
       seed,
@@ -270,9 +270,18 @@ for (const [name, flags] of [
 const burst = 64;
 const over = await startServer(['--max-batch', '4', '--max-waiting', '8']);
 await complete(over.url, -1);
+// The floor: the same burst of GET /health (HTTP alone, no model work) against the same server.
+const healthStart = performance.now();
+const healthMs = await Promise.all(
+  Array.from({ length: burst }, async () => {
+    await (await fetch(`${over.url}/health`)).text();
+    return performance.now() - healthStart;
+  }),
+);
+const burstPrompts = Array.from({ length: burst }, () => prompt()); // made before the clock starts
 const burstStart = performance.now();
 const burstOutcomes = await Promise.all(
-  Array.from({ length: burst }, (_, i) => complete(over.url, 1000 + i)),
+  Array.from({ length: burst }, (_, i) => complete(over.url, 1000 + i, burstPrompts[i])),
 );
 const burstWall = (performance.now() - burstStart) / 1000;
 await stopServer(over);
@@ -363,6 +372,10 @@ console.log(
         0.5,
       ),
     )}; burst over in ${burstWall.toFixed(1)} s`,
+);
+console.log(
+  `the same burst of GET /health on that server: p50 ${ms(quantile(healthMs, 0.5))}, ` +
+    `p99 ${ms(quantile(healthMs, 0.99))} (HTTP alone, no model work)`,
 );
 console.log('\n| decode batch | tokens/s | step | attention | routing | experts | other |');
 console.log('|---:|---:|---:|---:|---:|---:|---:|');
