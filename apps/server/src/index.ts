@@ -5,7 +5,15 @@
  *
  * @packageDocumentation
  */
-export type { EngineConfig, EngineObserver, EngineStats, RefusalReason, StepInfo } from './engine/engine';
+export { EngineClient } from './engine/client';
+export type {
+  EngineConfig,
+  EngineHandle,
+  EngineObserver,
+  EngineStats,
+  RefusalReason,
+  StepInfo,
+} from './engine/engine';
 export { batchIndependentRouting, Engine, EngineRefusal, kvBytesPerPosition } from './engine/engine';
 export type { FinishReason, SequenceHandle, SequenceSink, SequenceSpec, TokenEvent } from './engine/sequence';
 export type { FlagDoc } from './flags';
@@ -16,7 +24,7 @@ export { ServerMetrics } from './metrics';
 export type { ErrorBody } from './protocol/errors';
 export { ApiError } from './protocol/errors';
 export type { ChatMessage } from './protocol/requests';
-export type { RunningServer, Servable, ServeConfig } from './server';
+export type { RunningServer, Servable, ServeConfig, StartOptions } from './server';
 export { defaultServeConfig, loadServable, startServer } from './server';
 export type { ChatTemplate } from './serving/chat-template';
 export {

@@ -303,6 +303,8 @@ export async function startServer(servable: Servable, options: StartOptions = {}
   });
 
   app.get('/health', async (_req, reply) => {
+    const failure = engine!.stats().failure;
+    if (failure !== undefined) return reply.code(503).send({ status: 'failed', error: failure });
     if (draining) return reply.code(503).send({ status: 'draining' });
     return { status: 'ok' };
   });

@@ -2,6 +2,8 @@
 // draining a real process (in-flight stream finished, new requests refused, exit code 0).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { END_OF_TEXT, loadCheckpoint } from '@switchyard/model';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -89,6 +91,24 @@ describe('switchyard-serve command line', () => {
       expect(await main(argv, io), argv.join(' ')).toBe(code);
       expect(out.stderr).toMatch(message);
       expect(out.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
+
+  it("fails with the engine thread's error (exit code 1) when the weights do not verify", async () => {
+    const bad = await writeTestCheckpoint({}, 'corrupt');
+    try {
+      const weights = join(bad.dir, 'model.safetensors');
+      const bytes = readFileSync(weights);
+      bytes[bytes.length - 1] = bytes.at(-1)! ^ 0xff;
+      writeFileSync(weights, bytes);
+      const { out, io } = collector();
+      expect(await main(['--checkpoint', bad.dir, '--port', '0'], io)).toBe(1);
+      expect(out.stderr).toMatch(
+        /model.safetensors is corrupted: its sha256 is [0-9a-f]{64}, the manifest records/,
+      );
+      expect(out.stdout).toBe('');
+    } finally {
+      bad.cleanup();
     }
   });
 

@@ -47,6 +47,7 @@ export class EngineClient implements EngineHandle {
   private closed = false;
   private readonly waiters = new Map<string, (m: FromWorker) => void>();
   private readonly bytesPerPosition: number;
+  private failure: string | undefined;
 
   private constructor(
     private readonly worker: Worker,
@@ -134,7 +135,11 @@ export class EngineClient implements EngineHandle {
 
   /** The engine's state as of its last step (running, waiting, KV). */
   stats(): EngineStats {
-    return { ...this.lastStats, draining: this.draining || this.lastStats.draining };
+    return {
+      ...this.lastStats,
+      draining: this.draining || this.lastStats.draining,
+      ...(this.failure === undefined ? {} : { failure: this.failure }),
+    };
   }
 
   noteActivity(): void {
@@ -230,6 +235,7 @@ export class EngineClient implements EngineHandle {
   private fail(message: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.failure = message;
     for (const r of this.seqs.values()) if (!r.ended) this.endLocally(r, 'error', new Error(message));
     this.seqs.clear();
     for (const resolve of this.waiters.values()) resolve({ type: 'failed', message });

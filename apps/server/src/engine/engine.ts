@@ -73,6 +73,8 @@ export interface EngineStats {
   readonly kvReservedBytes: number;
   readonly kvBudgetBytes: number;
   readonly draining: boolean;
+  /** Why the engine stopped working (its thread died), when it did. */
+  readonly failure?: string;
 }
 
 /** Why a submission was refused. */
