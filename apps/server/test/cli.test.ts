@@ -9,7 +9,7 @@ import { END_OF_TEXT, loadCheckpoint } from '@switchyard/model';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GENERATE_FLAGS, SERVE_FLAGS } from '../src/flags';
 import { main } from '../src/main';
-import { type TestCheckpoint, writeTestCheckpoint } from './fixtures';
+import { fromSources, type TestCheckpoint, writeTestCheckpoint } from './fixtures';
 
 let ckpt: TestCheckpoint;
 beforeAll(async () => {
@@ -136,18 +136,14 @@ describe('switchyard-serve command line', () => {
     const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
     const child = spawn(
       process.execPath,
-      [
-        '--conditions=@switchyard/source',
-        '--import',
-        'tsx',
-        cli,
+      fromSources(cli, [
         '--checkpoint',
         ckpt.dir,
         '--port',
         '0',
         '--backend',
         process.env.SWITCHYARD_BACKEND ?? 'wasm',
-      ],
+      ]),
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     try {

@@ -56,3 +56,8 @@ export async function writeTestCheckpoint(
   }
   return { dir, tokenizer, cleanup: () => rmSync(root, { recursive: true, force: true }) };
 }
+
+/** Node arguments that run a TypeScript entry point from sources (tsx, the source export condition). */
+export function fromSources(script: string, args: readonly string[]): string[] {
+  return ['--conditions=@switchyard/source', '--import', 'tsx', script, ...args];
+}

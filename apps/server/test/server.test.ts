@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EngineClient } from '../src/engine/client';
 import { loadServable, type RunningServer, type Servable, startServer } from '../src/server';
 import { renderChat } from '../src/serving/chat-template';
-import { type TestCheckpoint, writeTestCheckpoint } from './fixtures';
+import { fromSources, type TestCheckpoint, writeTestCheckpoint } from './fixtures';
 
 const KEY = 'test-key';
 let ckpt: TestCheckpoint;
@@ -285,11 +285,7 @@ describe('switchyard-serve with the openai client', () => {
     const plan = fileURLToPath(new URL('../../../packages/plan/src/cli.ts', import.meta.url));
     const r = spawnSync(
       process.execPath,
-      [
-        '--conditions=@switchyard/source',
-        '--import',
-        'tsx',
-        plan,
+      fromSources(plan, [
         'eplb',
         '--load',
         file,
@@ -303,7 +299,7 @@ describe('switchyard-serve with the openai client', () => {
         '2',
         '--format',
         'json',
-      ],
+      ]),
       { encoding: 'utf8' },
     );
     expect(r.stderr).toBe('');
