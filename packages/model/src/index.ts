@@ -32,8 +32,19 @@ export {
 } from './config';
 export { CHECKPOINT_FORMAT_VERSION, fromHfConfig, mixtralIncompatibilities, toHfConfig } from './hfconfig';
 export type { LayerKV } from './internal/layers';
-export type { GenerateOptions } from './internal/sampling';
-export type { BlockRangeOptions, BlockRangeResult, ForwardOptions, ForwardResult, LossResult } from './model';
+export type { GenerateOptions, SamplingOptions } from './internal/sampling';
+export { TokenSampler } from './internal/sampling';
+export type {
+  BlockRangeOptions,
+  BlockRangeResult,
+  ForwardOptions,
+  ForwardResult,
+  LossResult,
+  RaggedOptions,
+  RaggedResult,
+  RaggedSequence,
+  StepProfile,
+} from './model';
 export { KVCache, MoETransformerLM } from './model';
 export type { PresetInfo, PresetName } from './presets';
 export { presetInfo, presets } from './presets';

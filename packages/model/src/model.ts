@@ -28,8 +28,10 @@ import {
   causalMask,
   type LayerKV,
   normalVariable,
+  type RaggedSegment,
   RMSNorm,
   RotaryEmbedding,
+  tidy,
 } from './internal/layers';
 import { type GenerateOptions, sampleNext, validateGenerateOptions } from './internal/sampling';
 
@@ -87,6 +89,49 @@ export interface BlockRangeResult {
   readonly plans: RoutingPlan[];
 }
 
+/** One sequence of a {@link MoETransformerLM.forwardRagged} batch. */
+export interface RaggedSequence {
+  /** The sequence's new token ids (one when decoding, a prompt chunk when prefilling). */
+  readonly tokens: readonly number[];
+  /** The sequence's own cache (batch 1, or empty); extended with the new positions. */
+  readonly cache: KVCache;
+}
+
+/**
+ * Time spent in each part of {@link MoETransformerLM.forwardRagged} calls, in milliseconds, summed
+ * over the calls that were given this object. Routing is measured by running each MoE layer's router
+ * once more on the same input (its result discarded); experts are the rest of the MoE layer
+ * (dispatch, grouped expert compute, combine, shared experts).
+ */
+export interface StepProfile {
+  /** Calls measured. */
+  steps: number;
+  /** Whole calls, cache updates included. */
+  totalMs: number;
+  /** Self-attention: projections, RoPE, cache concatenation, scores, output projection. */
+  attentionMs: number;
+  /** The MoE layers' routers. */
+  routingMs: number;
+  /** The MoE layers minus routing, plus dense FFN blocks. */
+  expertsMs: number;
+}
+
+/** Options of {@link MoETransformerLM.forwardRagged}. */
+export interface RaggedOptions {
+  /** Selection-only bias per MoE layer, as in {@link ForwardOptions.selectionBias}. */
+  readonly selectionBias?: (moeLayerIndex: number) => Float32Array | undefined;
+  /** When given, the call's phases are timed into it (adds synchronisation; for benchmarks). */
+  readonly profile?: StepProfile;
+}
+
+/** What {@link MoETransformerLM.forwardRagged} returns. */
+export interface RaggedResult {
+  /** Next-token logits [B, V] after each sequence's last new token, float32. */
+  readonly logitsBV: Tensor2D;
+  /** Per MoE layer (in order), the routed assignments each expert received in this call (countsE). */
+  readonly expertCounts: Int32Array[];
+}
+
 type FFNBlock =
   | { readonly kind: 'moe'; readonly layer: MoELayer }
   | { readonly kind: 'dense'; readonly ffn: DenseFFN };
@@ -130,14 +175,6 @@ export class KVCache {
 }
 
 const FN = 'MoETransformerLM';
-
-/**
- * tf.tidy for results holding tensors among other values (routing plans carry host arrays): the
- * tensors in the result move to the caller's scope, every other tensor created in `fn` is released.
- */
-function tidy<R>(fn: () => R): R {
-  return tf.tidy(fn as () => tf.TensorContainer) as R;
-}
 
 /**
  * A decoder-only language model: token embedding, N blocks of RMSNorm -> causal grouped-query
@@ -439,6 +476,137 @@ export class MoETransformerLM {
     cache.length = P + S;
     cache.batch = B;
     return logitsBSV;
+  }
+
+  /**
+   * One step over a ragged batch: each sequence brings its own cache (any length) and any number of
+   * new tokens, and gets the logits after its last new token. Norms, projections, MoE layers and the
+   * head run over all rows at once; attention keeps sequences apart (decoding rows together, masked
+   * to each cache's length). Each sequence's logits equal what {@link forwardCached} gives it alone
+   * (up to float rounding) when routing is dropless, whatever else shares the batch. Evaluation mode.
+   *
+   * When to use: continuous batching, where sequences join and leave a running batch between steps
+   * and long prompts are prefilled in chunks alongside decoding sequences.
+   *
+   * @example
+   * ```ts
+   * const a = model.createCache();
+   * const b = model.createCache();
+   * const { logitsBV } = model.forwardRagged([
+   *   { tokens: [5, 6, 7], cache: a }, // a prompt chunk
+   *   { tokens: [9], cache: b },       // one decoding step
+   * ]);
+   * ```
+   */
+  forwardRagged(seqs: readonly RaggedSequence[], opts: RaggedOptions = {}): RaggedResult {
+    this.assertLive('forwardRagged');
+    const fn = `${FN}.forwardRagged`;
+    if (!Array.isArray(seqs) || seqs.length === 0)
+      throw invalidArgument(fn, 'seqs', 'a non-empty array of { tokens, cache }', seqs);
+    const V = this.config.vocabSize;
+    const seen = new Set<KVCache>();
+    const ids: number[] = [];
+    const positions: number[] = [];
+    seqs.forEach((q, i) => {
+      if (q === null || typeof q !== 'object' || !(q.cache instanceof KVCache) || seen.has(q.cache))
+        throw invalidArgument(fn, `seqs[${i}].cache`, 'a KVCache of its own', q?.cache);
+      seen.add(q.cache);
+      if (q.cache.batch > 1)
+        throw invalidArgument(fn, `seqs[${i}].cache`, 'a cache of one sequence', q.cache.batch);
+      if (!Array.isArray(q.tokens) || q.tokens.length === 0)
+        throw invalidArgument(fn, `seqs[${i}].tokens`, 'a non-empty array of token ids', q.tokens);
+      if (q.cache.length + q.tokens.length > this.config.maxSeqLen) {
+        throw invalidArgument(
+          fn,
+          `seqs[${i}].tokens`,
+          `at most maxSeqLen (${this.config.maxSeqLen}) positions including ${q.cache.length} cached`,
+          q.cache.length + q.tokens.length,
+        );
+      }
+      q.tokens.forEach((id: number, j: number) => {
+        checkInt(fn, `seqs[${i}].tokens[${j}]`, id, { min: 0, max: V - 1 });
+        ids.push(id);
+        positions.push(q.cache.length + j);
+      });
+    });
+    const profile = opts.profile;
+    const started = profile ? performance.now() : 0;
+    const { logitsBV, expertCounts, kvsBySeq } = tidy(() => {
+      const tokenIds = Int32Array.from(ids);
+      let xTD = gatherRows(this.embedVD, tf.tensor1d(tokenIds, 'int32')) as Tensor2D;
+      const { cosSA: cosTA, sinSA: sinTA } = this.rope.tablesAt(positions);
+      const kvsBySeq: LayerKV[][] = seqs.map(() => []);
+      const expertCounts: Int32Array[] = [];
+      const lap = (t: tf.Tensor, since: number) => {
+        t.dataSync();
+        return performance.now() - since;
+      };
+      for (let l = 0; l < this.blocks.length; l++) {
+        const block = this.blocks[l]!;
+        const segments: RaggedSegment[] = seqs.map((q) => ({
+          rows: q.tokens.length,
+          past: q.cache.layers?.[l],
+        }));
+        const hTD = block.inputNorm.forward(xTD);
+        let t0 = profile ? performance.now() : 0;
+        const { yTD, kvs } = block.attn.forwardRagged(hTD, segments, this.rope, cosTA, sinTA);
+        if (profile) profile.attentionMs += lap(yTD, t0);
+        kvs.forEach((kv, i) => {
+          kvsBySeq[i]!.push(kv);
+        });
+        xTD = tf.add(xTD, yTD);
+        const h2TD = block.postAttentionNorm.forward(xTD);
+        t0 = profile ? performance.now() : 0;
+        if (block.ffn.kind === 'moe') {
+          const moeIndex = this.moeIndexOfBlock[l]!;
+          const bias = opts.selectionBias?.(moeIndex) ?? this.selectionBiases[moeIndex];
+          const routeOpts = {
+            training: false,
+            ...(bias ? { selectionBiasE: bias } : {}),
+            ...(this.needsTokenIds ? { tokenIds } : {}),
+          };
+          const { yTD: moeTD, plan } = block.ffn.layer.forward(h2TD, routeOpts);
+          if (profile) {
+            const moeMs = lap(moeTD, t0);
+            const r0 = performance.now();
+            disposeRoutingPlan(block.ffn.layer.router.route(h2TD, routeOpts));
+            const routeMs = performance.now() - r0;
+            profile.routingMs += routeMs;
+            profile.expertsMs += Math.max(0, moeMs - routeMs);
+          }
+          expertCounts.push(Int32Array.from(plan.countsE));
+          disposeRoutingPlan(plan);
+          xTD = tf.add(xTD, moeTD);
+        } else {
+          const ffnTD = block.ffn.ffn.forward(h2TD);
+          if (profile) profile.expertsMs += lap(ffnTD, t0);
+          xTD = tf.add(xTD, ffnTD);
+        }
+      }
+      // The row after each sequence's last new token.
+      const lastRows: number[] = [];
+      let end = 0;
+      for (const q of seqs) {
+        end += q.tokens.length;
+        lastRows.push(end - 1);
+      }
+      const lastBD =
+        lastRows.length === end ? xTD : (tf.gather(xTD, tf.tensor1d(lastRows, 'int32')) as Tensor2D);
+      return { logitsBV: this.logitsOf(lastBD), expertCounts, kvsBySeq };
+    });
+    seqs.forEach((q, i) => {
+      const length = q.cache.length + q.tokens.length;
+      q.cache.dispose();
+      q.cache.layers = kvsBySeq[i]!;
+      q.cache.length = length;
+      q.cache.batch = 1;
+    });
+    if (profile) {
+      logitsBV.dataSync();
+      profile.totalMs += performance.now() - started;
+      profile.steps++;
+    }
+    return { logitsBV, expertCounts };
   }
 
   /**

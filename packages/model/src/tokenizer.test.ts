@@ -42,6 +42,16 @@ describe('BpeTokenizer', () => {
     for (const t of texts) expect(tok.decode(tok.encode(t))).toBe(t);
   });
 
+  it('gives the bytes of each token: their concatenation is the text in UTF-8', () => {
+    for (const t of CORPUS) {
+      const parts = tok.encode(`${t}${END_OF_TEXT}`).map((id) => tok.tokenBytes(id));
+      expect(Buffer.concat(parts).toString('utf8')).toBe(`${t}${END_OF_TEXT}`);
+    }
+    expect(() => tok.tokenBytes(300)).toThrow(
+      /`id` passed to BpeTokenizer.tokenBytes\(\) must be an integer in \[0, 299\], got 300/,
+    );
+  });
+
   it('encodes exactly like the Hugging Face tokenizers native encoder', async () => {
     const texts = [
       ...CORPUS,

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import {
   BYTE_TO_CHAR,
   bpe,
+  byteCharsToBytes,
   fromByteChars,
   type MergeRanks,
   preTokenize,
@@ -372,6 +373,24 @@ export class BpeTokenizer {
       }
     }
     return text + fromByteChars(run);
+  }
+
+  /**
+   * The bytes of one token (a special token's as UTF-8). A token may hold part of a character, so
+   * decoding single tokens can give U+FFFD where decoding the sequence does not.
+   *
+   * When to use: to report tokens exactly, e.g. the `bytes` of OpenAI-style logprobs.
+   *
+   * @example
+   * ```ts
+   * tok.tokenBytes(tok.encode('é')[0]!); // Uint8Array [0xc3, 0xa9] or its first byte
+   * ```
+   */
+  tokenBytes(id: number): Uint8Array {
+    if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+      throw invalidArgument('BpeTokenizer.tokenBytes', 'id', `an integer in [0, ${this.vocabSize - 1}]`, id);
+    const tok = this.idToTok[id]!;
+    return this.addedIds.has(id) ? new TextEncoder().encode(tok) : byteCharsToBytes(tok);
   }
 
   /** The id of a token string (byte-level form, e.g. "Ġthe"), or undefined. */

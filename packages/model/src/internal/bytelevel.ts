@@ -44,13 +44,18 @@ export function toByteChars(piece: string): string[] {
 
 /** Decodes a string of byte-level characters back to text (invalid UTF-8 becomes U+FFFD). */
 export function fromByteChars(chars: string): string {
+  return decoder.decode(byteCharsToBytes(chars));
+}
+
+/** The bytes byte-level symbols stand for (a character outside the byte alphabet as its UTF-8). */
+export function byteCharsToBytes(chars: string): Uint8Array {
   const bytes: number[] = [];
   for (const ch of chars) {
     const b = CHAR_TO_BYTE.get(ch);
     if (b === undefined) bytes.push(...encoder.encode(ch));
     else bytes.push(b);
   }
-  return decoder.decode(new Uint8Array(bytes));
+  return new Uint8Array(bytes);
 }
 
 /** Merge table: "left right" -> rank (position in the merge list). */

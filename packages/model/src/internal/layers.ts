@@ -9,6 +9,15 @@
  */
 import { matMul, type Rng, softmax, tf } from '@switchyard/tensor';
 
+/**
+ * tf.tidy for results holding tensors among other values (routing plans carry host arrays, caches
+ * are plain objects): the tensors in the result move to the caller's scope, every other tensor
+ * created in `fn` is released.
+ */
+export function tidy<R>(fn: () => R): R {
+  return tf.tidy(fn as () => tf.TensorContainer) as R;
+}
+
 /** A trainable variable initialised N(0, std) from `rng` (host-side, so every backend gets the same values). */
 export function normalVariable(rng: Rng, shape: readonly number[], std: number): tf.Variable {
   const init = rng.normalTensor(shape, 0, std);
@@ -68,12 +77,18 @@ export class RotaryEmbedding {
 
   /** cos and sin tables [S, A] for positions start .. start + S - 1. */
   tables(start: number, S: number): { cosSA: tf.Tensor2D; sinSA: tf.Tensor2D } {
+    return this.tablesAt(Array.from({ length: S }, (_, s) => start + s));
+  }
+
+  /** cos and sin tables [S, A] for the given positions, one row each (a ragged batch's rows). */
+  tablesAt(positions: readonly number[]): { cosSA: tf.Tensor2D; sinSA: tf.Tensor2D } {
     const A = this.headDim;
     const half = A / 2;
+    const S = positions.length;
     const cos = new Float32Array(S * A);
     const sin = new Float32Array(S * A);
     for (let s = 0; s < S; s++) {
-      const pos = start + s;
+      const pos = positions[s]!;
       for (let i = 0; i < half; i++) {
         const angle = Math.fround(pos * this.invFreq[i]!);
         const c = Math.cos(angle);
@@ -125,6 +140,12 @@ export interface LayerKV {
   readonly vBGPA: tf.Tensor4D;
 }
 
+/** One sequence's part of a ragged batch: `rows` new positions after the cached ones in `past`. */
+export interface RaggedSegment {
+  readonly rows: number;
+  readonly past: LayerKV | undefined;
+}
+
 /** Additive causal mask [S, T]: 0 where key position j <= query position P + i, else a large negative. */
 export function causalMask(S: number, P: number): tf.Tensor2D {
   const T = P + S;
@@ -171,34 +192,163 @@ export class CausalSelfAttention {
     past?: LayerKV,
   ): { yTD: tf.Tensor2D; kv: LayerKV } {
     return tf.tidy(() => {
-      const H = this.numHeads;
-      const G = this.numKvHeads;
-      const R = H / G;
-      const A = this.headDim;
-      const qBSHA = rope.apply(matMul(xTD, this.wqDX).reshape([B, S, H, A]), cosSA, sinSA);
-      const kBSGA = rope.apply(matMul(xTD, this.wkDY).reshape([B, S, G, A]), cosSA, sinSA);
-      const vBSGA = matMul(xTD, this.wvDY).reshape([B, S, G, A]);
+      const { qBSHA, kBSGA, vBSGA } = this.project(xTD, B, S, rope, cosSA, sinSA);
       let kBGTA = tf.transpose(kBSGA, [0, 2, 1, 3]) as tf.Tensor4D;
       let vBGTA = tf.transpose(vBSGA, [0, 2, 1, 3]) as tf.Tensor4D;
       if (past) {
         kBGTA = tf.concat([past.kBGPA, kBGTA], 2);
         vBGTA = tf.concat([past.vBGPA, vBGTA], 2);
       }
-      const T = kBGTA.shape[2];
-      // Query heads g*R .. g*R+R-1 share KV head g: [B, H, S, A] = [B, G, R, S, A] -> [N, M, A].
-      const qNMA = tf.transpose(qBSHA, [0, 2, 1, 3]).reshape([B * G, R * S, A]) as tf.Tensor3D;
-      const kNTA = kBGTA.reshape([B * G, T, A]) as tf.Tensor3D;
-      const vNTA = vBGTA.reshape([B * G, T, A]) as tf.Tensor3D;
-      const scoresQST = tf.add(
-        tf.mul(matMul(qNMA, kNTA, false, true), 1 / Math.sqrt(A)).reshape([B * G * R, S, T]),
-        maskST,
-      );
-      const probsNMT = softmax(scoresQST).reshape([B * G, R * S, T]);
-      const outBHSA = matMul(probsNMT, vNTA).reshape([B, H, S, A]);
-      const outTX = tf.transpose(outBHSA, [0, 2, 1, 3]).reshape([B * S, H * A]);
+      const outTX = this.attend(qBSHA, kBGTA, vBGTA, maskST.expandDims(0) as tf.Tensor3D);
       const yTD = matMul(outTX, this.woXD) as tf.Tensor2D;
       return { yTD, kv: { kBGPA: kBGTA, vBGPA: vBGTA } };
     });
+  }
+
+  /**
+   * Attention over a ragged batch: the rows of xTD are the sequences' new positions one sequence
+   * after another (`segments[i].rows` rows each, after `segments[i].past` cached positions), with
+   * `cosTA`/`sinTA` the RoPE tables of each row's own position. Projections run over all rows at
+   * once; the single-position segments (decoding) attend together as one padded batch (keys past a
+   * sequence's length masked out), the longer ones (prefill chunks) one at a time. Returns the
+   * output [T, D] in row order and each segment's keys/values of all its positions.
+   */
+  forwardRagged(
+    xTD: tf.Tensor2D,
+    segments: readonly RaggedSegment[],
+    rope: RotaryEmbedding,
+    cosTA: tf.Tensor2D,
+    sinTA: tf.Tensor2D,
+  ): { yTD: tf.Tensor2D; kvs: LayerKV[] } {
+    const run = (): { yTD: tf.Tensor2D; kvs: LayerKV[] } => {
+      const T = xTD.shape[0];
+      const { qBSHA, kBSGA, vBSGA } = this.project(xTD, 1, T, rope, cosTA, sinTA);
+      const sizes = segments.map((g) => g.rows);
+      const split = (t: tf.Tensor, inner: number[]) => {
+        const rows = t.reshape([T, ...inner]);
+        return segments.length === 1 ? [rows] : tf.split(rows, sizes, 0);
+      };
+      const qs = split(qBSHA, [this.numHeads, this.headDim]); // each [S_i, H, A]
+      const ks = split(kBSGA, [this.numKvHeads, this.headDim]); // each [S_i, G, A]
+      const vs = split(vBSGA, [this.numKvHeads, this.headDim]);
+      const kvs: LayerKV[] = segments.map((g, i) => {
+        // [S_i, G, A] -> [1, G, S_i, A], after the cached positions.
+        const kNew = tf.transpose(ks[i]!.expandDims(0), [0, 2, 1, 3]) as tf.Tensor4D;
+        const vNew = tf.transpose(vs[i]!.expandDims(0), [0, 2, 1, 3]) as tf.Tensor4D;
+        return g.past
+          ? { kBGPA: tf.concat([g.past.kBGPA, kNew], 2), vBGPA: tf.concat([g.past.vBGPA, vNew], 2) }
+          : { kBGPA: kNew, vBGPA: vNew };
+      });
+      const decode = segments.flatMap((g, i) => (g.rows === 1 ? [i] : []));
+      const prefill = segments.flatMap((g, i) => (g.rows === 1 ? [] : [i]));
+      const pieces: tf.Tensor2D[] = [];
+      if (decode.length > 0) pieces.push(this.attendDecoding(decode, qs, kvs));
+      for (const i of prefill) {
+        const S = sizes[i]!;
+        const P = kvs[i]!.kBGPA.shape[2] - S;
+        const maskST = causalMask(S, P);
+        const qBSHA = qs[i]!.expandDims(0) as tf.Tensor4D;
+        pieces.push(this.attend(qBSHA, kvs[i]!.kBGPA, kvs[i]!.vBGPA, maskST.expandDims(0) as tf.Tensor3D));
+      }
+      let outTX = pieces.length === 1 ? pieces[0]! : (tf.concat(pieces, 0) as tf.Tensor2D);
+      // Pieces hold the decoding rows first; put every row back in segment order.
+      const order = [...decode, ...prefill];
+      if (order.some((seg, j) => seg !== j)) {
+        const starts: number[] = [];
+        let at = 0;
+        for (const seg of order) {
+          starts[seg] = at;
+          at += sizes[seg]!;
+        }
+        const rowsT = segments.flatMap((g, i) => Array.from({ length: g.rows }, (_, r) => starts[i]! + r));
+        outTX = tf.gather(outTX, tf.tensor1d(rowsT, 'int32')) as tf.Tensor2D;
+      }
+      const yTD = matMul(outTX, this.woXD) as tf.Tensor2D;
+      return { yTD, kvs };
+    };
+    return tidy(run);
+  }
+
+  /** Queries and keys with rotary embeddings, and values, of B x S rows: [B, S, heads, A]. */
+  private project(
+    xTD: tf.Tensor2D,
+    B: number,
+    S: number,
+    rope: RotaryEmbedding,
+    cosSA: tf.Tensor2D,
+    sinSA: tf.Tensor2D,
+  ): { qBSHA: tf.Tensor4D; kBSGA: tf.Tensor4D; vBSGA: tf.Tensor4D } {
+    const H = this.numHeads;
+    const G = this.numKvHeads;
+    const A = this.headDim;
+    return {
+      qBSHA: rope.apply(matMul(xTD, this.wqDX).reshape([B, S, H, A]), cosSA, sinSA),
+      kBSGA: rope.apply(matMul(xTD, this.wkDY).reshape([B, S, G, A]), cosSA, sinSA),
+      vBSGA: matMul(xTD, this.wvDY).reshape([B, S, G, A]) as tf.Tensor4D,
+    };
+  }
+
+  /**
+   * The single-position segments `decode` attending together: their keys/values padded with zeros
+   * to the longest, positions past each sequence's own length masked. Output rows [B, X] in `decode` order.
+   */
+  private attendDecoding(decode: readonly number[], qs: tf.Tensor[], kvs: readonly LayerKV[]): tf.Tensor2D {
+    const lengths = decode.map((i) => kvs[i]!.kBGPA.shape[2]);
+    const Tmax = Math.max(...lengths);
+    const pad = (t: tf.Tensor4D) =>
+      t.shape[2] === Tmax
+        ? t
+        : tf.pad(t, [
+            [0, 0],
+            [0, 0],
+            [0, Tmax - t.shape[2]],
+            [0, 0],
+          ]);
+    const stack = (ts: tf.Tensor4D[]) => (ts.length === 1 ? ts[0]! : (tf.concat(ts, 0) as tf.Tensor4D));
+    const kBGTA = stack(decode.map((i) => pad(kvs[i]!.kBGPA)));
+    const vBGTA = stack(decode.map((i) => pad(kvs[i]!.vBGPA)));
+    const B = decode.length;
+    const mask = new Float32Array(B * Tmax);
+    lengths.forEach((len, b) => {
+      mask.fill(-1e9, b * Tmax + len, (b + 1) * Tmax);
+    });
+    const qB1HA = (
+      B === 1
+        ? qs[decode[0]!]!
+        : tf.concat(
+            decode.map((i) => qs[i]!),
+            0,
+          )
+    ).reshape([B, 1, this.numHeads, this.headDim]) as tf.Tensor4D;
+    return this.attend(qB1HA, kBGTA, vBGTA, tf.tensor3d(mask, [B, 1, Tmax]));
+  }
+
+  /**
+   * Scaled dot-product attention of queries [B, S, H, A] over keys and values [B, G, T, A] with an
+   * additive mask [B or 1, S, T]; returns the heads concatenated per row, [B * S, X].
+   */
+  private attend(
+    qBSHA: tf.Tensor4D,
+    kBGTA: tf.Tensor4D,
+    vBGTA: tf.Tensor4D,
+    maskMST: tf.Tensor3D,
+  ): tf.Tensor2D {
+    const [B, S, H, A] = qBSHA.shape;
+    const G = this.numKvHeads;
+    const R = H / G;
+    const T = kBGTA.shape[2];
+    // Query heads g*R .. g*R+R-1 share KV head g: [B, H, S, A] = [B, G, R, S, A] -> [N, M, A].
+    const qNMA = tf.transpose(qBSHA, [0, 2, 1, 3]).reshape([B * G, R * S, A]) as tf.Tensor3D;
+    const kNTA = kBGTA.reshape([B * G, T, A]) as tf.Tensor3D;
+    const vNTA = vBGTA.reshape([B * G, T, A]) as tf.Tensor3D;
+    // Scores [N, M, T] -> [B, G * R, S, T] so the mask [B|1, 1, S, T] broadcasts over the heads.
+    const scoresBQST = tf.add(
+      tf.mul(matMul(qNMA, kNTA, false, true), 1 / Math.sqrt(A)).reshape([B, G * R, S, T]),
+      maskMST.expandDims(1),
+    );
+    const probsNMT = softmax(scoresBQST).reshape([B * G, R * S, T]);
+    const outBHSA = matMul(probsNMT, vNTA).reshape([B, H, S, A]);
+    return tf.transpose(outBHSA, [0, 2, 1, 3]).reshape([B * S, H * A]) as tf.Tensor2D;
   }
 
   variables(): tf.Variable[] {

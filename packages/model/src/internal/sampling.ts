@@ -4,22 +4,26 @@
  */
 import { checkInt, checkNumber, invalidArgument, Rng } from '@switchyard/tensor';
 
-/** Options of {@link MoETransformerLM.generate}. */
-export interface GenerateOptions {
-  /** Most tokens to generate. */
-  readonly maxNewTokens: number;
+/** How the next token is picked from logits (see {@link TokenSampler}). */
+export interface SamplingOptions {
   /** Softmax temperature (> 0); 0 means greedy. Default 1. */
   readonly temperature?: number;
   /** Sample only among the k most likely tokens (0 or undefined: no limit). */
   readonly topK?: number;
   /** Sample only from the smallest set of tokens whose probability reaches p, in (0, 1]. Default 1. */
   readonly topP?: number;
-  /** Token ids that end generation (the stop token is not returned). */
-  readonly stopTokens?: readonly number[];
   /** Seed of the sampling generator. Default 0 (the same prompt and options give the same tokens). */
   readonly seed?: number;
   /** Always pick the most likely token (argmax); ties go to the lower id. */
   readonly greedy?: boolean;
+}
+
+/** Options of {@link MoETransformerLM.generate}. */
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate. */
+  readonly maxNewTokens: number;
+  /** Token ids that end generation (the stop token is not returned). */
+  readonly stopTokens?: readonly number[];
 }
 
 export interface ResolvedGenerateOptions {
@@ -122,4 +126,37 @@ export function sampleNext(logitsV: Float32Array, o: ResolvedGenerateOptions): n
     }
   }
   return last;
+}
+
+/**
+ * Picks one sequence's next tokens from logits: greedy (temperature 0 or `greedy`), or a draw from
+ * the distribution after temperature, top-k and top-p, in that order, with its own generator seeded
+ * from `seed`. Two samplers with the same options pick the same tokens from the same logits; this is
+ * what {@link MoETransformerLM.generate} uses.
+ *
+ * When to use: decoding loops outside `generate`, e.g. a server stepping many sequences at once,
+ * each with its own sampler.
+ *
+ * @example
+ * ```ts
+ * const sampler = new TokenSampler({ temperature: 0.8, topP: 0.95, seed: 7 });
+ * const next = sampler.next(logitsV); // logitsV: Float32Array [V]
+ * ```
+ */
+export class TokenSampler {
+  private readonly o: ResolvedGenerateOptions;
+
+  constructor(options: SamplingOptions = {}, fn = 'TokenSampler') {
+    this.o = validateGenerateOptions(fn, { ...options, maxNewTokens: 0 });
+  }
+
+  /** True when the sampler always takes the argmax. */
+  get greedy(): boolean {
+    return this.o.greedy;
+  }
+
+  /** The next token for logits [V]. */
+  next(logitsV: Float32Array): number {
+    return sampleNext(logitsV, this.o);
+  }
 }
