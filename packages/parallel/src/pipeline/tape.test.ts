@@ -39,7 +39,10 @@ describe('recordForward', () => {
   }
 
   it('Bi then W, and B, equal tf.grads of the same function bit for bit', () => {
-    const x0 = tf.tidy(() => model.forwardBlocks(model.embed(tokens(1, 2, 5)), 0, 1, { training: false, batch: 2, seqLen: 5 }).xTD);
+    const x0 = tf.tidy(
+      () =>
+        model.forwardBlocks(model.embed(tokens(1, 2, 5)), 0, 1, { training: false, batch: 2, seqLen: 5 }).xTD,
+    );
     const targets = tokens(2, 2, 5);
     const dy = tf.randomNormal(x0.shape, 0, 1, 'float32', 4) as Tensor2D;
     // tfjs: the objective sum(y * dy) + aux, differentiated with respect to x and every variable
@@ -85,7 +88,11 @@ describe('recordForward', () => {
       vars.forEach((v, i) => {
         const g = dW.get(v);
         const w = want[i + 1]!;
-        if (g === undefined) expect(tf.tidy(() => tf.max(tf.abs(w)).dataSync()[0]), names.get(v)).toBe(0);
+        if (g === undefined)
+          expect(
+            tf.tidy(() => tf.max(tf.abs(w)).dataSync()[0]),
+            names.get(v),
+          ).toBe(0);
         else expect(bits(g).equals(bits(w)), names.get(v)).toBe(true);
       });
       tf.dispose([dx, ...dW.values(), result.y, result.aux, seeds[1]!.dy]);
@@ -131,14 +138,22 @@ describe('recordForward', () => {
         { output: a.result.aux, dy: tf.onesLike(a.result.aux) },
       ];
       const [dx] = a.tape.backwardInputs(seeds, [x0]);
-      tf.dispose([dx!, ...a.tape.backwardWeights().values(), a.result.y, a.result.aux, ...seeds.map((s) => s.dy)]);
+      tf.dispose([
+        dx!,
+        ...a.tape.backwardWeights().values(),
+        a.result.y,
+        a.result.aux,
+        ...seeds.map((s) => s.dy),
+      ]);
       const b = recordForward(() => stage(x0, targets));
       b.tape.dispose();
       tf.dispose([b.result.y, b.result.aux]);
-      expect(() => recordForward(() => {
-        tf.matMul(x0, tf.zeros([32, 32]));
-        throw new Error('boom');
-      })).toThrow(/boom/);
+      expect(() =>
+        recordForward(() => {
+          tf.matMul(x0, tf.zeros([32, 32]));
+          throw new Error('boom');
+        }),
+      ).toThrow(/boom/);
     });
     tf.dispose([x0, targets]);
   });

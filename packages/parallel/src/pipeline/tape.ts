@@ -137,7 +137,10 @@ export class ForwardTape {
       }
       accumulate(grads, output.id, tf.keep(tf.clone(dy)));
     }
-    this.toY = leadsTo(this.nodes, seeds.map((s) => s.output.id));
+    this.toY = leadsTo(
+      this.nodes,
+      seeds.map((s) => s.output.id),
+    );
     this.fromX = dependOn(
       this.nodes,
       inputs.map((x) => x.id),
@@ -162,7 +165,8 @@ export class ForwardTape {
     const result = tf.tidy(() => {
       for (let i = this.nodes.length - 1; i >= 0; i--) {
         const node = this.nodes[i]!;
-        if (!leadsToY(node, this.toY) || !Object.values(node.inputs).some((t) => this.fromX.has(t.id))) continue;
+        if (!leadsToY(node, this.toY) || !Object.values(node.inputs).some((t) => this.fromX.has(t.id)))
+          continue;
         const thunks = nodeGradient(node, grads);
         for (const [name, input] of Object.entries(node.inputs)) {
           if (this.fromX.has(input.id)) accumulate(grads, input.id, tf.keep(evaluate(node, name, thunks)));
