@@ -25,35 +25,55 @@ import { blockRanges, modelStages, pipelineLayout } from './stages';
 const fixture = new URL('../../test/fixtures/pipeline.rank.ts', import.meta.url);
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 
-/** The one-rank gradients (model names) and losses of `count` micro-batches, each weighted 1 / count. */
-function reference(seed: number, count: number): { grads: Map<string, Float32Array>; losses: number[] } {
+/**
+ * The one-rank run: `steps` SGD steps over `perStep` micro-batches each (weight 1 / perStep): the
+ * first step's gradients (model names) and losses, and every step's mean loss.
+ */
+function reference(
+  seed: number,
+  perStep: number,
+  steps = 1,
+  lr = 0,
+): { grads: Map<string, Float32Array>; losses: number[]; curve: number[] } {
   const model = new MoETransformerLM(config, new Rng(seed));
   const named = model.namedVariables();
-  const sums = new Map<string, Float32Array>();
-  const losses: number[] = [];
-  const R = count / 4; // replicas, each with 4 micro-batches in these tests
-  for (let g = 0; g < count; g++) {
-    const { inputs, targets } = tokens(seed, g);
-    const x = tf.tensor2d(inputs, [B, S], 'int32');
-    const y = tf.tensor2d(targets, [B, S], 'int32');
-    const { value, grads } = tf.variableGrads(() => {
-      const { loss, plans } = model.loss(x, y, { training: true, rng: noise(seed, g) });
-      losses.push(loss.dataSync()[0]!);
-      const a = aux(plans);
-      for (const p of plans) disposeRoutingPlan(p);
-      const total = tf.mul(loss, 1 / count);
-      return (a === undefined ? total : tf.add(total, tf.mul(a, 1 / Math.max(1, R)))) as Scalar;
-    }, [...named.values()]);
-    for (const [name, v] of named) {
-      const d = grads[v.name]!.dataSync() as Float32Array;
-      const acc = sums.get(name);
-      if (acc === undefined) sums.set(name, d.slice());
-      else for (let i = 0; i < d.length; i++) acc[i]! += d[i]!;
+  const R = perStep / 4; // replicas, each with 4 micro-batches in these tests
+  const out = { grads: new Map<string, Float32Array>(), losses: [] as number[], curve: [] as number[] };
+  for (let step = 0; step < steps; step++) {
+    const sums = new Map<string, Float32Array>();
+    const losses: number[] = [];
+    for (let i = 0; i < perStep; i++) {
+      const g = step * perStep + i;
+      const { inputs, targets } = tokens(seed, g);
+      const x = tf.tensor2d(inputs, [B, S], 'int32');
+      const y = tf.tensor2d(targets, [B, S], 'int32');
+      const { value, grads } = tf.variableGrads(() => {
+        const { loss, plans } = model.loss(x, y, { training: true, rng: noise(seed, g) });
+        losses.push(loss.dataSync()[0]!);
+        const a = aux(plans);
+        for (const p of plans) disposeRoutingPlan(p);
+        const total = tf.mul(loss, 1 / perStep);
+        return (a === undefined ? total : tf.add(total, tf.mul(a, 1 / Math.max(1, R)))) as Scalar;
+      }, [...named.values()]);
+      for (const [name, v] of named) {
+        const d = grads[v.name]!.dataSync() as Float32Array;
+        const acc = sums.get(name);
+        if (acc === undefined) sums.set(name, d.slice());
+        else for (let j = 0; j < d.length; j++) acc[j]! += d[j]!;
+      }
+      tf.dispose([x, y, value, ...Object.values(grads)]);
     }
-    tf.dispose([x, y, value, ...Object.values(grads)]);
+    out.curve.push(losses.reduce((a, l) => a + l, 0) / perStep);
+    if (step === 0) {
+      out.grads = sums;
+      out.losses = losses;
+    }
+    for (const [name, v] of named) {
+      tf.tidy(() => v.assign(tf.sub(v, tf.mul(tf.tensor(sums.get(name)!, v.shape, 'float32'), lr))));
+    }
   }
   model.dispose();
-  return { grads: sums, losses };
+  return out;
 }
 
 function worstRelative(got: Float32Array, want: Float32Array): number {
@@ -212,17 +232,20 @@ describe('PipelineExecutor on one rank', () => {
 });
 
 describe('PipelineExecutor on worker ranks', () => {
-  it('every schedule kind on 2 ranks gives the one-rank gradients and losses of the same global batch', async () => {
+  it('every schedule kind on 2 ranks: the first step has the one-rank gradients and losses, SGD steps the one-rank curve', async () => {
     const seed = 5;
     const kinds = [...SCHEDULE_KINDS];
+    const steps = onCpu ? 3 : 10;
+    const lr = 0.5;
     const { results } = await launch<GradArgs, GradResult>({
       module: fixture,
       exportName: 'gradients',
       ranks: 2,
-      args: { seed, microBatches: 4, kinds },
+      args: { seed, microBatches: 4, kinds, steps, lr },
       timeoutMs: 60_000,
     });
-    const ref = reference(seed, 4);
+    const ref = reference(seed, 4, steps, lr);
+    expect(ref.curve[steps - 1]!).toBeLessThan(ref.curve[0]! - (onCpu ? 0.01 : 0.1)); // training moves the loss
     for (const kind of kinds) {
       expectReferenceGrads(
         results.map((r) => r.grads[kind]!),
@@ -234,8 +257,13 @@ describe('PipelineExecutor on worker ranks', () => {
       );
       for (const [m, l] of seen) expect(l, `${kind} micro-batch ${m}`).toBeCloseTo(ref.losses[m]!, 5);
       expect(new Set(seen.map(([m]) => m)).size).toBe(4);
+      const curve = results[0]!.curve[kind]!;
+      expect(results[1]!.curve[kind]).toEqual(curve);
+      curve.forEach((l, i) => {
+        expect(Math.abs(l - ref.curve[i]!), `${kind} step ${i + 1}`).toBeLessThan(1e-4 * ref.curve[i]!);
+      });
     }
-  }, 120_000);
+  }, 180_000);
 
   it.skipIf(onCpu)(
     "PP x DP: two replicas of a 2-rank pipeline on 4 ranks give the one-rank gradients of both replicas' micro-batches",

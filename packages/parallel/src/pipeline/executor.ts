@@ -128,6 +128,8 @@ export class PipelineExecutor {
   readonly variables: readonly tf.Variable[];
   /** Stage -> the set of its variables, for the stages of this rank. */
   private readonly stageVariables = new Map<number, Set<tf.Variable>>();
+  /** Every stage variable -> the pipeline ranks holding it, ascending. */
+  private readonly holderRanks = new Map<tf.Variable, readonly number[]>();
   /** Variables several ranks hold, by holder set, in an order every rank shares. */
   private readonly shared: { readonly ranks: readonly number[]; readonly variables: tf.Variable[] }[] = [];
   private readonly names = new Map<tf.Variable, string>();
@@ -175,6 +177,11 @@ export class PipelineExecutor {
     }
     this.stages = [...mine].sort((a, b) => a - b);
     for (const s of this.stages) this.stageVariables.set(s, new Set(model.variables(s)));
+    for (const [v, set] of holders)
+      this.holderRanks.set(
+        v,
+        [...set].sort((a, b) => a - b),
+      );
     this.variables = order.filter((v) => holders.get(v)!.has(this.rank));
     const groups = new Map<string, { ranks: number[]; variables: tf.Variable[] }>();
     for (const v of this.variables) {
@@ -188,6 +195,17 @@ export class PipelineExecutor {
     this.shared.push(...[...groups.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, g]) => g));
     for (const s of this.stages)
       for (const v of model.variables(s)) this.names.set(v, `${v.name} (stage ${s})`);
+  }
+
+  /**
+   * The pipeline ranks holding variable `v` (the ranks of the stages that list it), ascending; empty
+   * for a variable of no stage.
+   *
+   * When to use: to count a shared variable once (in a gradient norm), or to pick the rank that
+   * broadcasts it.
+   */
+  holders(v: tf.Variable): readonly number[] {
+    return this.holderRanks.get(v) ?? [];
   }
 
   /**
