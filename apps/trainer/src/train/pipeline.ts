@@ -89,31 +89,11 @@ export class TrainingPipeline {
     rows: number,
   ) {
     const P = config.parallel.pipeline;
-    const name = config.parallel.schedule;
     this.layout = pipelineLayout(comm.worldSize, P, comm.rank);
     this.rows = rows;
+    checkPipeline(config, model.config.numLayers);
     this.schedule = scheduleOf(config);
     const S = this.schedule.stages;
-    const L = model.config.numLayers;
-    if (L < S) {
-      throw new SwitchyardError(
-        'CONFIG_INVALID',
-        `model.numLayers: expected >= the ${S} stages of the ${name} schedule on ${P} ranks (every stage runs at least one block), got ${L}`,
-      );
-    }
-    const method = config.balance.method;
-    if (method === 'shuffled') {
-      throw new SwitchyardError(
-        'CONFIG_INVALID',
-        'balance.method: the shuffled-batch loss draws its samples for every layer from one generator in layer order, which a pipeline splits over stages; choose another method, got shuffled',
-      );
-    }
-    if (name === 'dualpipe' && (method === 'global' || method === 'global+local')) {
-      throw new SwitchyardError(
-        'CONFIG_INVALID',
-        `balance.method: the global-batch loss pools each micro-batch's counts as it arrives, and DualPipe runs every stage as two copies that see half the micro-batches each; choose micro, sequence, loss-free or none with parallel.schedule=dualpipe, got ${method}`,
-      );
-    }
     this.pipeComm = comm.group(this.layout.pipelineRanks);
     this.dataComm = comm.group(this.layout.dataRanks);
     this.nameOf = new Map([...model.namedVariables()].map(([n, v]) => [v, n]));
@@ -274,6 +254,42 @@ export class PipelineOptimizer extends OptimizerStep {
 
   override releaseState(state: Record<string, tf.Tensor>): void {
     tf.dispose(Object.values(state));
+  }
+}
+
+/**
+ * Refuses a pipeline configuration that cannot run on `ranks` ranks (CONFIG_INVALID naming the key):
+ * the schedule's own conditions on P and the micro-batches, fewer blocks than stages, and balancing
+ * methods a pipeline cannot reproduce.
+ *
+ * @example
+ * ```ts
+ * checkPipeline(config, 2); // throws for parallel.schedule=dualpipe with train.gradAccum=2
+ * ```
+ */
+export function checkPipeline(config: TrainConfig, numLayers: number): void {
+  if (config.parallel.pipeline <= 1) return;
+  const schedule = scheduleOf(config);
+  const { pipeline: P, schedule: name } = config.parallel;
+  const S = schedule.stages;
+  if (numLayers < S) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `model.numLayers: expected >= the ${S} stages of the ${name} schedule on ${P} ranks (every stage runs at least one block), got ${numLayers}`,
+    );
+  }
+  const method = config.balance.method;
+  if (method === 'shuffled') {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      'balance.method: the shuffled-batch loss draws its samples for every layer from one generator in layer order, which a pipeline splits over stages; choose another method, got shuffled',
+    );
+  }
+  if (name === 'dualpipe' && (method === 'global' || method === 'global+local')) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `balance.method: the global-batch loss pools each micro-batch's counts as it arrives, and DualPipe runs every stage as two copies that see half the micro-batches each; choose micro, sequence, loss-free or none with parallel.schedule=dualpipe, got ${method}`,
+    );
   }
 }
 

@@ -23,7 +23,7 @@ import { buildEvalSet, type EvalModelInfo, type EvalSet } from '../eval/evaluate
 import { UnigramModel } from '../eval/unigram';
 import { BalanceController } from './balance';
 import { OptimizerStep, resolvePlacement } from './optimizer-step';
-import { TrainingPipeline } from './pipeline';
+import { checkPipeline, TrainingPipeline } from './pipeline';
 import type { Resumed } from './resume';
 
 /**
@@ -100,6 +100,7 @@ export function checkRanks(config: TrainConfig, ranks: number): void {
       `parallel.pipeline: expected a divisor of the number of ranks (${ranks}), got ${P}`,
     );
   }
+  checkPipeline(config, config.model.numLayers ?? presets[config.model.preset].numLayers);
   const replicas = ranks / P;
   if (config.train.microBatchSize < replicas) {
     throw new SwitchyardError(
