@@ -235,7 +235,8 @@ describe('PipelineExecutor on worker ranks', () => {
   it('every schedule kind on 2 ranks: the first step has the one-rank gradients and losses, SGD steps the one-rank curve', async () => {
     const seed = 5;
     const kinds = [...SCHEDULE_KINDS];
-    const steps = onCpu ? 3 : 10;
+    // PIPELINE_CURVE_STEPS=50 runs the 50-step comparison (about 2 minutes on a free 2-core machine).
+    const steps = Number(process.env.PIPELINE_CURVE_STEPS ?? (onCpu ? 3 : 10));
     const lr = 0.5;
     const { results } = await launch<GradArgs, GradResult>({
       module: fixture,
@@ -245,7 +246,7 @@ describe('PipelineExecutor on worker ranks', () => {
       timeoutMs: 60_000,
     });
     const ref = reference(seed, 4, steps, lr);
-    expect(ref.curve[steps - 1]!).toBeLessThan(ref.curve[0]! - (onCpu ? 0.01 : 0.1)); // training moves the loss
+    expect(ref.curve[steps - 1]!).toBeLessThan(ref.curve[0]! - (steps < 10 ? 0.01 : 0.1)); // training moves the loss
     for (const kind of kinds) {
       expectReferenceGrads(
         results.map((r) => r.grads[kind]!),
@@ -263,7 +264,7 @@ describe('PipelineExecutor on worker ranks', () => {
         expect(Math.abs(l - ref.curve[i]!), `${kind} step ${i + 1}`).toBeLessThan(1e-4 * ref.curve[i]!);
       });
     }
-  }, 180_000);
+  }, 600_000);
 
   it.skipIf(onCpu)(
     "PP x DP: two replicas of a 2-rank pipeline on 4 ranks give the one-rank gradients of both replicas' micro-batches",
