@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { loadCheckpoint } from '@switchyard/model';
 import { tf } from '@switchyard/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from './main';
+import { runCli as cli, stepRecords } from '../test/cli';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 const root = mkdtempSync(join(tmpdir(), 'sy-pipeline-'));
@@ -49,33 +49,8 @@ const RUN = [
   'balance.biasUpdateRate=0.01',
 ];
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const sink = (add: (s: string) => void) => ({
-    write: (s: string) => {
-      add(s);
-      return true;
-    },
-    isTTY: false,
-  });
-  const code = await main(args, {
-    stdout: sink((s) => {
-      out += s;
-    }),
-    stderr: sink((s) => {
-      err += s;
-    }),
-  });
-  return { code, out, err };
-}
-
-function losses(dir: string): { loss: number; auxLoss: number; gradNorm: number; maxVioBatch: number }[] {
-  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l));
-}
+const losses = (dir: string) =>
+  stepRecords<{ loss: number; auxLoss: number; gradNorm: number; maxVioBatch: number }>(dir);
 
 describe('switchyard-train --pipeline', () => {
   it.skipIf(onCpu)(
