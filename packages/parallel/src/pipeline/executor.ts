@@ -342,8 +342,8 @@ class StepRun {
       const inputs = p.input === undefined ? [] : [p.input];
       let dx: Tensor | undefined;
       if (w.kind === 'B') {
-        this.pending.delete(cell(w));
         const { inputGrads, weightGrads } = p.tape.backward(seeds, inputs);
+        this.pending.delete(cell(w));
         dx = inputGrads[0];
         this.accumulate(w, weightGrads);
       } else {
@@ -362,8 +362,9 @@ class StepRun {
   private weights(w: StageWork): void {
     const p = this.pending.get(cell(w));
     if (p === undefined || p.tape.state !== 'input-done') throw this.missing(w, 'Bi');
+    const weightGrads = p.tape.backwardWeights();
     this.pending.delete(cell(w));
-    this.accumulate(w, p.tape.backwardWeights());
+    this.accumulate(w, weightGrads);
   }
 
   /** Adds one backward's weight gradients to the step's sums (all of them: they are ours to release). */
