@@ -1,6 +1,7 @@
 /**
- * Pipeline-parallel training through the CLI (`--ranks 2 --pipeline 2`, worker-thread ranks): the
- * loss curve follows the one-rank run with the same seed and global batch, the checkpoint holds the
+ * Pipeline-parallel training through the CLI (`--ranks 4 --pipeline 2`: two data-parallel replicas of
+ * a 2-rank pipeline, worker-thread ranks): the loss curve follows the one-rank run with the same seed
+ * and global batch, the checkpoint holds the
  * whole model and its moments, a pipeline checkpoint resumes on one rank, and bad layouts are refused
  * before any rank starts. Training runs only on wasm.
  */
@@ -54,7 +55,7 @@ const losses = (dir: string) =>
 
 describe('switchyard-train --pipeline', () => {
   it.skipIf(onCpu)(
-    'a DualPipeV pipeline on 2 ranks follows the one-rank curve, saves whole checkpoints, and resumes on one rank',
+    'two replicas of a 2-rank DualPipeV pipeline (4 ranks) follow the one-rank curve, save whole checkpoints, and resume on one rank',
     async () => {
       const one = join(root, 'one');
       const two = join(root, 'two');
@@ -65,7 +66,7 @@ describe('switchyard-train --pipeline', () => {
         '--out',
         two,
         '--ranks',
-        '2',
+        '4',
         '--pipeline',
         '2',
         '--schedule',
