@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { loadCheckpoint } from '@switchyard/model';
 import { logSoftmax, tf } from '@switchyard/tensor';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { main } from './main';
+import { runCli as cli } from '../test/cli';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 const root = mkdtempSync(join(tmpdir(), 'sy-cli-'));
@@ -30,28 +30,6 @@ const SMALL_DATA = [
   'data.maxTextsPerDomain=5',
   'log.progress=lines',
 ];
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, {
-    stdout: {
-      write: (s: string) => {
-        out += s;
-        return true;
-      },
-      isTTY: false,
-    },
-    stderr: {
-      write: (s: string) => {
-        err += s;
-        return true;
-      },
-      isTTY: false,
-    },
-  });
-  return { code, out, err };
-}
 
 function jsonl(path: string): Record<string, unknown>[] {
   return readFileSync(path, 'utf8')

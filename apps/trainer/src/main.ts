@@ -13,6 +13,7 @@ import { EXPERIMENTS, runExperiment } from './experiments/run';
 import { RANK_MODULE_URL, type TrainRankArgs } from './rank';
 import { createReporter, type TextSink } from './reporter';
 import { checkOutDirFree, defaultOutDir } from './run/outdir';
+import { checkRanks } from './train/setup';
 import { type TrainResult, train } from './train/trainer';
 
 /** Streams the CLI writes to (process streams by default; tests pass collectors). */
@@ -67,6 +68,9 @@ export async function main(
       throw usage(`--ranks, --nnodes, --node-rank and --master apply to training only, not to ${command}`);
     }
 
+    if (command !== 'train' && (values.pipeline !== undefined || values.schedule !== undefined)) {
+      throw usage(`--pipeline and --schedule apply to training only, not to ${command}`);
+    }
     if (
       command !== 'experiment' &&
       (values.arms !== undefined || values.jobs !== undefined || values['no-report'] !== undefined)
@@ -85,6 +89,11 @@ export async function main(
 
     const sets = [...(values.set ?? [])];
     if (values.out !== undefined) sets.push(`out=${values.out}`);
+    // The pipeline layout may change when a run resumes: its flags are kept apart from the other sets.
+    const layoutSets = [
+      ...(values.pipeline !== undefined ? [`parallel.pipeline=${values.pipeline}`] : []),
+      ...(values.schedule !== undefined ? [`parallel.schedule=${values.schedule}`] : []),
+    ];
     if (values.backend !== undefined) sets.push(`backend=${values.backend}`);
 
     if (command === 'experiment') {
@@ -125,16 +134,18 @@ export async function main(
     const config = resolveConfig({
       ...(values.preset !== undefined ? { preset: values.preset } : {}),
       ...(values.config !== undefined ? { file: values.config } : {}),
-      sets,
+      sets: [...sets, ...layoutSets],
     });
+    const layout =
+      values.resume !== undefined && layoutSets.length > 0
+        ? {
+            ...(values.pipeline !== undefined ? { pipeline: config.parallel.pipeline } : {}),
+            ...(values.schedule !== undefined ? { schedule: config.parallel.schedule } : {}),
+          }
+        : undefined;
     let result: TrainResult;
     const launchRanks = (lc.ranks ?? 1) * (lc.nnodes ?? 1);
-    if (parallel && values.resume === undefined && launchRanks > config.train.microBatchSize) {
-      throw new SwitchyardError(
-        'CONFIG_INVALID',
-        `train.microBatchSize: expected >= the number of ranks (${launchRanks}), got ${config.train.microBatchSize}`,
-      );
-    }
+    if (values.resume === undefined) checkRanks(config, launchRanks);
     if (parallel) {
       // Refuse a used output folder before starting any rank (rank 0 checks again).
       if (values.resume === undefined && (lc.nodeRank ?? 0) === 0) {
@@ -145,6 +156,7 @@ export async function main(
         config:
           values.resume === undefined ? { ...config, out: defaultOutDir(config.out, config.name) } : config,
         ...(values.resume !== undefined ? { resume: values.resume } : {}),
+        ...(layout !== undefined ? { parallel: layout } : {}),
       };
       const launched = await launch<TrainRankArgs, TrainResult>({
         module: RANK_MODULE_URL,
@@ -172,6 +184,7 @@ export async function main(
         config,
         reporter,
         ...(values.resume !== undefined ? { resume: values.resume } : {}),
+        ...(layout !== undefined ? { parallel: layout } : {}),
       });
     }
     io.stdout.write(
@@ -205,6 +218,8 @@ function parse(argv: readonly string[]) {
       backend: { type: 'string' },
       checkpoint: { type: 'string' },
       text: { type: 'string' },
+      pipeline: { type: 'string' },
+      schedule: { type: 'string' },
       arms: { type: 'string' },
       jobs: { type: 'string' },
       'no-report': { type: 'boolean' },

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { loadCheckpoint } from '@switchyard/model';
 import { expectNoLeaks, tf } from '@switchyard/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from './main';
+import { runCli as cli, stepRecords } from '../test/cli';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 const root = mkdtempSync(join(tmpdir(), 'sy-ranks-'));
@@ -36,33 +36,7 @@ const RUN = [
   'balance.method=global',
 ];
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const sink = (add: (s: string) => void) => ({
-    write: (s: string) => {
-      add(s);
-      return true;
-    },
-    isTTY: false,
-  });
-  const code = await main(args, {
-    stdout: sink((s) => {
-      out += s;
-    }),
-    stderr: sink((s) => {
-      err += s;
-    }),
-  });
-  return { code, out, err };
-}
-
-function losses(dir: string): { loss: number; auxLoss: number; tokens: number }[] {
-  return readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { loss: number; auxLoss: number; tokens: number });
-}
+const losses = (dir: string) => stepRecords<{ loss: number; auxLoss: number; tokens: number }>(dir);
 
 describe('switchyard-train --ranks', () => {
   it.skipIf(onCpu)(

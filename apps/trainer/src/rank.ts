@@ -12,6 +12,8 @@ export interface TrainRankArgs {
   readonly config: TrainConfig;
   /** A run folder or checkpoint folder to continue. */
   readonly resume?: string;
+  /** Pipeline settings replacing the resumed run's (a checkpoint resumes under any layout). */
+  readonly parallel?: Partial<TrainConfig['parallel']>;
 }
 
 /**
@@ -30,8 +32,13 @@ export interface TrainRankArgs {
  * ```
  */
 export async function trainRank(ctx: RankContext<TrainRankArgs>): Promise<TrainResult> {
-  const { config, resume } = ctx.args;
-  return train({ config, comm: ctx.comm, ...(resume !== undefined ? { resume } : {}) });
+  const { config, resume, parallel } = ctx.args;
+  return train({
+    config,
+    comm: ctx.comm,
+    ...(resume !== undefined ? { resume } : {}),
+    ...(parallel !== undefined ? { parallel } : {}),
+  });
 }
 
 /** URL of this module as the running code sees it (TypeScript sources or the build). */

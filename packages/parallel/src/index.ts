@@ -1,8 +1,9 @@
 /**
- * @switchyard/parallel: collectives over three transports (one rank in-process, worker threads on one
- * machine, ZeroMQ between processes and hosts) and a launcher that starts ranks (`comm/`), and the
- * strategies that run a model on them (`strategies/`): data parallelism, ZeRO-1 sharded optimizer
- * steps, and expert parallelism as an expert bank installed through the model's `moeLayers()`.
+ * @switchyard/parallel: collectives and point-to-point messages over three transports (one rank
+ * in-process, worker threads on one machine, ZeroMQ between processes and hosts) and a launcher that
+ * starts ranks (`comm/`); the strategies that run a model on them (`strategies/`): data parallelism,
+ * ZeRO-1 sharded optimizer steps, and expert parallelism as an expert bank installed through the
+ * model's `moeLayers()`; and the executor of @switchyard/plan's pipeline schedules (`pipeline/`).
  *
  * @packageDocumentation
  */
@@ -20,6 +21,22 @@ export type {
   ReduceOp,
   TransportKind,
 } from './comm/types';
+export type {
+  ExecutedOp,
+  PipelineStages,
+  PipelineStepResult,
+  StageOutput,
+} from './pipeline/executor';
+export { PipelineExecutor } from './pipeline/executor';
+export type {
+  ModelStagesOptions,
+  PipelineLayout,
+  PipelineModel,
+  StageBlockOptions,
+} from './pipeline/stages';
+export { blockRanges, modelStages, pipelineLayout } from './pipeline/stages';
+export type { GradientSeed, TapeStage } from './pipeline/tape';
+export { ForwardTape, recordForward } from './pipeline/tape';
 export type { GradientSet, GradientSyncConfig, VariableSet } from './strategies/data';
 export {
   allReduceGradients,

@@ -201,6 +201,32 @@ const logSchema = z
   })
   .prefault({});
 
+/** Pipeline schedules the trainer runs (`zb` is ZB-H1, the zero-bubble schedule of Qi et al.). */
+export const PIPELINE_SCHEDULES = ['gpipe', '1f1b', 'interleaved', 'zb', 'dualpipe', 'dualpipev'] as const;
+/** One of {@link PIPELINE_SCHEDULES}. */
+export type PipelineScheduleName = (typeof PIPELINE_SCHEDULES)[number];
+
+const parallelSchema = z
+  .strictObject({
+    pipeline: posInt()
+      .default(1)
+      .describe(
+        'pipeline parallelism: ranks per pipeline P (1: off); R ranks run R / P data-parallel replicas of the pipeline',
+      ),
+    schedule: z
+      .enum(PIPELINE_SCHEDULES)
+      .default('1f1b')
+      .describe(
+        'pipeline schedule: gpipe, 1f1b, interleaved, zb (ZB-H1), dualpipe or dualpipev; train.gradAccum is its micro-batches',
+      ),
+    virtualStages: z
+      .int()
+      .min(2)
+      .default(2)
+      .describe('interleaved schedule: model stages per rank (v); the model is cut into v * P stages'),
+  })
+  .prefault({});
+
 const debugSchema = z
   .strictObject({
     nanAtStep: nonNegInt()
@@ -233,6 +259,7 @@ export const trainConfigSchema = z.strictObject({
   eval: evalSchema,
   checkpoint: checkpointSchema,
   log: logSchema,
+  parallel: parallelSchema,
   debug: debugSchema,
 });
 

@@ -357,6 +357,17 @@ export interface ClipResult {
 }
 
 /**
+ * How one rank's gradients enter a global norm that spans the variables of several ranks (pipeline
+ * stages): each variable's squared norm is weighted, and the rank's sum is reduced over the ranks.
+ */
+export interface NormSpan {
+  /** Weight of a variable's squared norm, by name: 1 / the number of ranks holding it, so a shared variable counts once. */
+  readonly share?: (name: string) => number;
+  /** Sums the weighted squared norms of every rank (a collective every rank calls once per step). */
+  readonly reduce?: (sumSq: number) => number;
+}
+
+/**
  * The global L2 norm of `grads` and the clipping factor for `maxNorm`, without touching the gradients:
  * pass `scale` to {@link AdamW.step}, which folds it into the update at no extra cost. `maxNorm` 0
  * disables clipping; variables whose gradient holds NaN or Infinity are named in `nonFinite`.
@@ -369,7 +380,11 @@ export interface ClipResult {
  * if (clip.nonFinite.length === 0) opt.step(grads, lr, clip.scale);
  * ```
  */
-export function gradientClip(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: number): ClipResult {
+export function gradientClip(
+  grads: ReadonlyMap<string, tf.Tensor>,
+  maxNorm: number,
+  span: NormSpan = {},
+): ClipResult {
   const names = [...grads.keys()];
   // One sum of squares per variable: two ops each. A non-finite sum means a NaN or Infinity in the
   // gradient, or (rarely) finite values whose squares overflow; only then is the gradient checked.
@@ -384,9 +399,9 @@ export function gradientClip(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: num
       const finite = tf.tidy(() => grads.get(n)!.isFinite().all().dataSync()[0]);
       if (!finite) nonFinite.push(n);
     }
-    total += sq;
+    total += span.share ? sq * span.share(n) : sq;
   });
-  const norm = Math.sqrt(total);
+  const norm = Math.sqrt(span.reduce ? span.reduce(total) : total);
   return { norm, nonFinite, scale: clipScale(norm, maxNorm) };
 }
 

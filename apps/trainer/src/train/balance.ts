@@ -37,6 +37,11 @@ export interface BalanceSettings {
   readonly allReduce?: (valuesE: Float32Array) => Float32Array;
   /** Concatenates every rank's expert indices in rank order (shuffled method); the identity when omitted. */
   readonly allGather?: (values: Int32Array) => Int32Array;
+  /**
+   * Sums the step's expert counts for the loss-free bias update, when they must be pooled over more
+   * ranks than `allReduce` pools (the two copies of a DualPipe stage); `allReduce` when omitted.
+   */
+  readonly stepAllReduce?: (valuesE: Float32Array) => Float32Array;
 }
 
 /** Checkpointable state of a {@link BalanceController}. */
@@ -89,7 +94,9 @@ export class BalanceController {
             numLayers: L,
             numExperts: E,
             updateRate: settings.biasUpdateRate,
-            ...(settings.allReduce ? { allReduce: settings.allReduce } : {}),
+            ...((settings.stepAllReduce ?? settings.allReduce)
+              ? { allReduce: (settings.stepAllReduce ?? settings.allReduce)! }
+              : {}),
           })
         : undefined;
   }
@@ -125,9 +132,13 @@ export class BalanceController {
     }
   }
 
-  /** Records one micro-batch's routing (counts for global/shuffled pools and the loss-free controller). */
-  observe(plans: readonly RoutingPlan[], micro: number): void {
-    plans.forEach((p, l) => {
+  /**
+   * Records one micro-batch's routing (counts for global/shuffled pools and the loss-free controller).
+   * `plans[i]` is MoE layer `firstLayer + i` (a pipeline stage passes its own layers' plans).
+   */
+  observe(plans: readonly RoutingPlan[], micro: number, firstLayer = 0): void {
+    plans.forEach((p, i) => {
+      const l = firstLayer + i;
       this.global[l]?.accumulate(p.countsE, micro);
       this.shuffled[l]?.accumulate(p, micro);
       this.lossFree?.observe(l, p.countsE, micro);
@@ -138,10 +149,11 @@ export class BalanceController {
    * Sum over layers of the method's loss and the z-loss for one micro-batch; null when there is none.
    * The terms belong to the caller's scope (a tf.tidy or gradient function) and are released with it.
    */
-  loss(plans: readonly RoutingPlan[], micro: number): tf.Scalar | null {
+  loss(plans: readonly RoutingPlan[], micro: number, firstLayer = 0): tf.Scalar | null {
     const { method, alpha, zLoss, seqLen } = this.settings;
     const terms: tf.Scalar[] = [];
-    plans.forEach((p, l) => {
+    plans.forEach((p, i) => {
+      const l = firstLayer + i;
       if (alpha > 0) {
         if (method === 'micro') terms.push(microBatchAuxLoss(p, { alpha }));
         else if (method === 'sequence') terms.push(sequenceAuxLoss(p, seqLen, { alpha }));

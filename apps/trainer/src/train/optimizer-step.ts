@@ -24,7 +24,15 @@ import {
   writeFlat,
 } from '@switchyard/parallel';
 import { tf } from '@switchyard/tensor';
-import { AdamW, type AdamWConfig, clipScale, gradientClip, HostAdamW, momentTensors } from './adamw';
+import {
+  AdamW,
+  type AdamWConfig,
+  clipScale,
+  gradientClip,
+  HostAdamW,
+  momentTensors,
+  type NormSpan,
+} from './adamw';
 
 /** Where the optimizer runs: `host` (JavaScript, sharded over ranks) or `backend` (tensor ops). */
 export type OptimizerPlacement = 'host' | 'backend';
@@ -89,6 +97,8 @@ export class OptimizerStep {
     cfg: AdamWConfig,
     readonly placement: OptimizerPlacement,
     private readonly clipNorm: number,
+    /** When `named` is one pipeline stage's share of the model: how the clipping norm spans the stages. */
+    private readonly span: NormSpan = {},
   ) {
     if (placement === 'host') {
       const layout = flatLayout(named);
@@ -130,8 +140,9 @@ export class OptimizerStep {
       tf.dispose([...grads.values()]);
     }
     const t1 = performance.now();
-    let sumSq = sumOfSquares(gradN);
+    let sumSq = this.span.share ? this.weightedSumOfSquares(gradN) : sumOfSquares(gradN);
     if (R > 1) sumSq = comm.allReduce(Float32Array.of(sumSq), 'sum')[0]!;
+    if (this.span.reduce) sumSq = this.span.reduce(sumSq);
     const norm = Math.sqrt(sumSq);
     const t2 = performance.now();
     if (!Number.isFinite(norm)) {
@@ -154,6 +165,19 @@ export class OptimizerStep {
       clipMs: t2 - t1,
       optimizerMs: t3 - t2 + (R > 1 ? 0 : exchangeMs),
     };
+  }
+
+  /** The sum of squares of this rank's range, each variable weighted by its `span.share`. */
+  private weightedSumOfSquares(gradN: Float32Array): number {
+    const { layout, adam } = this.host!;
+    const { start, end } = adam.range;
+    let total = 0;
+    for (const { key, offset, size } of layout.entries) {
+      const lo = Math.max(start, offset);
+      const hi = Math.min(end, offset + size);
+      if (lo < hi) total += this.span.share!(key) * sumOfSquares(gradN.subarray(lo - start, hi - start));
+    }
+    return total;
   }
 
   /** Names of the variables with a non-finite gradient value on any rank (a collective when R > 1). */
@@ -188,7 +212,7 @@ export class OptimizerStep {
     const t1 = performance.now();
     const syncMs = this.comm.worldSize > 1 ? t1 - t0 : 0; // one rank exchanges nothing
     try {
-      const clip = gradientClip(synced, this.clipNorm);
+      const clip = gradientClip(synced, this.clipNorm, this.span);
       const t2 = performance.now();
       if (clip.nonFinite.length > 0) {
         return {

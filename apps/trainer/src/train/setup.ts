@@ -13,7 +13,7 @@ import {
   MoETransformerLM,
   presets,
 } from '@switchyard/model';
-import { broadcastVariables, type Communicator, sumOverRanks } from '@switchyard/parallel';
+import { broadcastVariables, type Communicator, shardRange, sumOverRanks } from '@switchyard/parallel';
 import { type RouterConfig, resolveRouterConfig } from '@switchyard/routing';
 import { concatInt32, isSwitchyardError, Rng, SwitchyardError, tf } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
@@ -23,6 +23,7 @@ import { buildEvalSet, type EvalModelInfo, type EvalSet } from '../eval/evaluate
 import { UnigramModel } from '../eval/unigram';
 import { BalanceController } from './balance';
 import { OptimizerStep, resolvePlacement } from './optimizer-step';
+import { checkPipeline, TrainingPipeline } from './pipeline';
 import type { Resumed } from './resume';
 
 /**
@@ -87,12 +88,24 @@ export function routingShape(mc: ModelConfig): { k: number; numExperts: number }
   return { k: r.k, numExperts: r.numExperts };
 }
 
-/** Refuses more data-parallel ranks than sequences per micro-batch (CONFIG_INVALID). */
+/**
+ * Refuses a rank count that is not a multiple of `parallel.pipeline`, and more data-parallel ranks
+ * (ranks / parallel.pipeline) than sequences per micro-batch (CONFIG_INVALID).
+ */
 export function checkRanks(config: TrainConfig, ranks: number): void {
-  if (config.train.microBatchSize < ranks) {
+  const P = config.parallel.pipeline;
+  if (ranks % P !== 0) {
     throw new SwitchyardError(
       'CONFIG_INVALID',
-      `train.microBatchSize: expected >= the number of ranks (${ranks}), got ${config.train.microBatchSize}`,
+      `parallel.pipeline: expected a divisor of the number of ranks (${ranks}), got ${P}`,
+    );
+  }
+  checkPipeline(config, config.model.numLayers ?? presets[config.model.preset].numLayers);
+  const replicas = ranks / P;
+  if (config.train.microBatchSize < replicas) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `train.microBatchSize: expected >= the number of ${P > 1 ? 'data-parallel replicas' : 'ranks'} (${replicas}), got ${config.train.microBatchSize}`,
     );
   }
 }
@@ -113,6 +126,8 @@ export interface TrainingSetup {
   readonly evalSet: EvalSet;
   /** Validation loss of the unigram model over the same tokens, same tokenizer. */
   readonly unigramValLoss: number;
+  /** The pipeline this rank is part of (`parallel.pipeline` > 1). */
+  readonly pipeline?: TrainingPipeline;
 }
 
 /**
@@ -153,8 +168,12 @@ export function setUpTraining(
   const L = model.moeLayerIndices.length;
   const { k: K, numExperts: E } = routingShape(modelConfig);
   const named = model.namedVariables();
-  const optimizer = optimizerStep(config, comm, named);
-  const balance = balanceController(config, L, E, comm);
+  const pipeline =
+    config.parallel.pipeline > 1
+      ? new TrainingPipeline(config, comm, model, replicaRows(config, comm.worldSize, comm.rank))
+      : undefined;
+  const optimizer = pipeline ? pipelineOptimizer(config, pipeline) : optimizerStep(config, comm, named);
+  const balance = balanceController(config, L, E, pipeline?.dataComm ?? comm, pipeline?.poolComm);
   // Identical replicas: the same seed builds the same weights, the broadcast makes it certain.
   if (comm.worldSize > 1) broadcastVariables(comm, named);
   let noiseRng = new Rng(config.seed).fork('routing-noise');
@@ -170,7 +189,35 @@ export function setUpTraining(
     balance.loadState(state.balance);
   }
   const shape = { numMoELayers: L, numExperts: E, k: K };
-  return { modelConfig, model, shape, optimizer, balance, batcher, noiseRng, evalSet, unigramValLoss };
+  return {
+    modelConfig,
+    model,
+    shape,
+    optimizer,
+    balance,
+    batcher,
+    noiseRng,
+    evalSet,
+    unigramValLoss,
+    ...(pipeline ? { pipeline } : {}),
+  };
+}
+
+/** B_r: the sequences of every micro-batch on this rank's data-parallel replica. */
+export function replicaRows(config: TrainConfig, ranks: number, rank: number): number {
+  const P = config.parallel.pipeline;
+  const { start, end } = shardRange(config.train.microBatchSize, Math.floor(rank / P), ranks / P);
+  return end - start;
+}
+
+/** AdamW for this rank's pipeline stages. */
+function pipelineOptimizer(config: TrainConfig, pipeline: TrainingPipeline): OptimizerStep {
+  const t = config.train;
+  return pipeline.optimizer(
+    { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay },
+    resolvePlacement(t.optimizerOn),
+    t.clipNorm,
+  );
 }
 
 /** AdamW as the run configures it, with its clipping and placement. */
@@ -189,8 +236,17 @@ function optimizerStep(
   );
 }
 
-/** The run's balancing method; across ranks its counts are summed and its indices gathered. */
-function balanceController(config: TrainConfig, L: number, E: number, comm: Communicator): BalanceController {
+/**
+ * The run's balancing method; across ranks its counts are summed and its indices gathered. Under a
+ * pipeline, `comm` holds the replicas of this rank's stages and `stepComm` every rank running them.
+ */
+function balanceController(
+  config: TrainConfig,
+  L: number,
+  E: number,
+  comm: Communicator,
+  stepComm?: Communicator,
+): BalanceController {
   return new BalanceController({
     method: config.balance.method,
     alpha: config.balance.alpha,
@@ -207,5 +263,6 @@ function balanceController(config: TrainConfig, L: number, E: number, comm: Comm
           allGather: (values: Int32Array): Int32Array => concatInt32(comm.allGather(values)),
         }
       : {}),
+    ...(stepComm !== undefined && stepComm.worldSize > 1 ? { stepAllReduce: sumOverRanks(stepComm) } : {}),
   });
 }

@@ -40,7 +40,7 @@ export type StepParts = Pick<
 >;
 
 /** The logged sums of one step's micro-batches, before and after the reduction over ranks. */
-interface MicroBatchSums {
+export interface MicroBatchSums {
   /** Sum over micro-batches of the LM loss (after the reduction: of the global means). */
   loss: number;
   /** Same for the balance and z-loss terms. */
@@ -313,7 +313,7 @@ interface TracedLosses {
  * The step's expert-load metrics from its micro-batches' counts: MaxVio of the whole step's batch
  * and of each micro-batch (means over layers), the drop rate, and each expert's share of the step.
  */
-function expertLoads(
+export function expertLoads(
   sums: MicroBatchSums,
   M: number,
   L: number,
@@ -355,6 +355,6 @@ function expertLoads(
 }
 
 /** Milliseconds to 0.1 ms, as metrics.jsonl records them. */
-function round1(ms: number): number {
+export function round1(ms: number): number {
   return Math.round(ms * 10) / 10;
 }

@@ -40,7 +40,16 @@ export function openingLines(
       : `switchyard-train: resuming ${f.outDir} at step ${startStep} from ${resumedFrom}`,
     `backend: ${backend.name} (${backend.reason})`,
   ];
-  if (R > 1) {
+  const pipe = setup.pipeline;
+  if (pipe) {
+    const { pipeline: P, replicas } = pipe.layout;
+    const ranges = pipe.ranges.map(([from, to]) => `[${from}, ${to})`).join(' ');
+    lines.push(
+      `pipeline: ${config.parallel.schedule} on ${P} ranks, ${pipe.schedule.stages} stages (blocks ${ranges}), ` +
+        `${gradAccum} micro-batches per step` +
+        (replicas > 1 ? `; ${replicas} data-parallel replicas of ${pipe.rows} of ${B} sequences each` : ''),
+    );
+  } else if (R > 1) {
     const split = Array.from({ length: R }, (_, r) => {
       const sr = shardRange(B, r, R);
       return sr.end - sr.start;
@@ -110,7 +119,14 @@ export function reportSetup(f: RunFacts): [string, string][] {
       'balance',
       `${config.balance.method}, alpha ${config.balance.alpha}, u ${config.balance.biasUpdateRate}, z-loss ${config.balance.zLoss}`,
     ],
-    ['backend', R > 1 ? `${backend.name}, ${R} data-parallel ranks` : backend.name],
+    [
+      'backend',
+      setup.pipeline
+        ? `${backend.name}, ${R} ranks: ${config.parallel.schedule} pipeline of ${setup.pipeline.layout.pipeline} ranks x ${setup.pipeline.layout.replicas} data-parallel replicas`
+        : R > 1
+          ? `${backend.name}, ${R} data-parallel ranks`
+          : backend.name,
+    ],
     ['seed', String(config.seed)],
   ];
 }

@@ -18,6 +18,7 @@ import { createReporter, type Reporter } from '../reporter';
 import { checkOutDirFree, defaultOutDir } from '../run/outdir';
 import { RunOutputs } from '../run/outputs';
 import { RunCheckpoints, type RunPosition } from './checkpoints';
+import { PipelineTrainStep } from './pipeline-step';
 import { checkSameData, openResume } from './resume';
 import { checkRanks, setUpTraining } from './setup';
 import { type StepOutcome, TrainStep } from './step';
@@ -33,6 +34,8 @@ export interface TrainOptions {
   readonly reporter?: Reporter;
   /** Collectives among data-parallel ranks (from `launch()`); default: one rank in this thread. */
   readonly comm?: Communicator;
+  /** When resuming: pipeline settings replacing the saved run's (a checkpoint resumes under any layout). */
+  readonly parallel?: Partial<TrainConfig['parallel']>;
 }
 
 /** What a finished run returns. */
@@ -73,7 +76,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const lead = comm.rank === 0;
   const resumed =
     options.resume === undefined ? undefined : await openResume(options.resume, options.config.backend);
-  const config = resumed ? resumed.state.config : options.config;
+  const config = resumed
+    ? { ...resumed.state.config, parallel: { ...resumed.state.config.parallel, ...options.parallel } }
+    : options.config;
   const reporter =
     options.reporter ??
     createReporter({ mode: lead ? config.log.progress : 'quiet', every: config.log.every });
@@ -106,7 +111,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
 /** The loop of steps, evaluations and checkpoints of a set-up run, and its end. */
 class TrainingRun {
-  private readonly trainStep: TrainStep;
+  private readonly trainStep: TrainStep | PipelineTrainStep;
   private readonly checkpoints: RunCheckpoints;
   /**
    * Each rank scores every R-th validation batch on its identical replica and one all-reduce
@@ -126,7 +131,9 @@ class TrainingRun {
     resumedFrom: string | undefined,
   ) {
     const { config, outDir, comm, data, setup } = facts;
-    this.trainStep = new TrainStep(config, setup, comm);
+    this.trainStep = setup.pipeline
+      ? new PipelineTrainStep(config, setup, comm)
+      : new TrainStep(config, setup, comm);
     this.checkpoints = new RunCheckpoints(config, outDir, data, setup, comm.rank === 0, resumedFrom);
     this.evalShard =
       comm.worldSize > 1
@@ -159,6 +166,7 @@ class TrainingRun {
       if (config.eval.every > 0 && done % config.eval.every === 0 && done < totalSteps) this.evaluate(done);
       if (config.checkpoint.every > 0 && done % config.checkpoint.every === 0 && done < totalSteps) {
         const at = { step: done, elapsedSec: rec.time, tokensSeen: this.tokensSeen };
+        this.syncModel();
         this.reporter.info(`checkpoint: ${await this.checkpoints.savePeriodic(at)}`);
       }
     }
@@ -171,6 +179,7 @@ class TrainingRun {
     this.reporter.close();
     const finalEval = this.evaluate(totalSteps);
     const elapsed = this.elapsedSec();
+    this.syncModel();
     const finalDir = await this.checkpoints.saveFinal({
       step: totalSteps,
       elapsedSec: elapsed,
@@ -212,6 +221,7 @@ class TrainingRun {
 
   /** Scores the validation set after `step` steps (with the loss-free biases in place) and records it. */
   private evaluate(step: number): EvalRecord {
+    this.syncModel();
     const { model, balance, evalSet, shape } = this.facts.setup;
     balance.copyBiasesTo(model);
     const rec = evaluateModel(model, evalSet, shape, step, this.evalShard);
@@ -232,6 +242,11 @@ class TrainingRun {
       uniformFrequency: E > 0 ? K / E : Number.NaN,
       numMoELayers: L,
     });
+  }
+
+  /** Under a pipeline, gives every rank the current model (before evaluations and checkpoints). */
+  private syncModel(): void {
+    if (this.trainStep instanceof PipelineTrainStep) this.trainStep.syncModel();
   }
 
   /** Seconds of training so far, over every resumed segment. */

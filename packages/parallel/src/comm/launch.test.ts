@@ -54,7 +54,14 @@ describe('launch on worker ranks', () => {
         [2.25, 7],
       ]);
       expect(r.collectives).toBe(sizes.length * 4 + 6);
+      expect(r.ring).toEqual(digest(pattern((rank + 2) % 3, 70_001, 3)));
     });
+    const pair = pattern(0, 5, 2).map((v, i) => v + pattern(2, 5, 2)[i]!);
+    expect([results[0]!.pair, results[1]!.pair, results[2]!.pair]).toEqual([
+      digest(pair),
+      undefined,
+      digest(pair),
+    ]);
   });
 
   it('fails every rank within the timeout, naming the dead rank, when a rank exits mid-step', async () => {

@@ -50,6 +50,8 @@ export interface PeerInfo {
  * const total = ctx.comm.allReduce(new Float32Array([ctx.rank]), 'sum'); // [0 + 1 + ... + R-1]
  * const parts = ctx.comm.allGather(new Int32Array([ctx.rank])); // one Int32Array per rank
  * ctx.comm.barrier();
+ * if (ctx.rank === 0) ctx.comm.send(1, new Float32Array([1, 2]), 7);
+ * if (ctx.rank === 1) ctx.comm.recv(0, 7); // Float32Array [1, 2]
  * ```
  */
 export interface Communicator {
@@ -78,6 +80,28 @@ export interface Communicator {
   broadcast<T extends HostBuffer>(buf: T, root: number, options?: CollectiveOptions): T;
   /** Returns once every rank has called it. */
   barrier(options?: CollectiveOptions): void;
+  /**
+   * Posts `buf` (copied) to rank `dst` under `tag` (a non-negative integer) and returns at once.
+   * Point-to-point: only `dst` takes part, with a matching {@link Communicator.recv}; messages from
+   * one rank under one tag arrive in the order they were sent. They never mix with collectives.
+   */
+  send(dst: number, buf: HostBuffer, tag?: number): void;
+  /**
+   * Blocks until the next message rank `src` sent to this rank under `tag` arrives, and returns it.
+   * Fails with TIMEOUT after `timeoutMs`, or at once with RANK_FAILED when `src` failed or finished
+   * without sending it; either error names `src`, and breaks the communicator like a failed collective.
+   */
+  recv<T extends HostBuffer = HostBuffer>(src: number, tag?: number, options?: CollectiveOptions): T;
+  /**
+   * A communicator for a subgroup: `ranks` (this communicator's numbering; any order, this rank among
+   * them) become ranks 0..n-1 in ascending order. Its collectives and messages run among the members
+   * only, over the same transport, and every member must create it. The same ranks give the same
+   * communicator; all the ranks give this one. A failure in any communicator of a link breaks them all.
+   *
+   * When to use: collectives among part of the world, such as the data-parallel replicas of one
+   * pipeline stage.
+   */
+  group(ranks: readonly number[]): Communicator;
   /** Number of collectives this communicator has started (the next collective's sequence number). */
   readonly collectivesStarted: number;
 }

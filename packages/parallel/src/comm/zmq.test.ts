@@ -136,6 +136,8 @@ describe('ZeroMQ between two processes', () => {
         [0.25, 7],
         [1.25, 7],
       ]);
+      expect(out.ring).toEqual(digest(pattern(1 - rank, 70_001, 3)));
+      expect(out.pair).toEqual(digest(pattern(0, 5, 2).map((v, i) => v + pattern(1, 5, 2)[i]!)));
     });
   }, 120_000);
 

@@ -39,6 +39,15 @@ function fakeComm(R: number, peerScale = 1): Communicator & { calls: { op: strin
     allToAllV: () => {
       throw new Error('unused');
     },
+    send: () => {
+      throw new Error('unused');
+    },
+    recv: () => {
+      throw new Error('unused');
+    },
+    group: () => {
+      throw new Error('unused');
+    },
     broadcast<T extends HostBuffer>(buf: T): T {
       calls.push({ op: 'broadcast', n: buf.length });
       return buf.map((_, i) => 100 + i) as T;

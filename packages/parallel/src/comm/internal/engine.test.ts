@@ -333,6 +333,160 @@ describe('failures', () => {
   });
 });
 
+describe('point-to-point messages', () => {
+  it('delivers messages by sender and tag, in order, apart from collectives', () => {
+    const { comms } = world(3);
+    const [c0, c1, c2] = comms as [CollectiveEngine, CollectiveEngine, CollectiveEngine];
+    const x = Float32Array.of(1, 2, 3);
+    c0.send(1, x, 5);
+    x[0] = 99; // the message holds a copy
+    c0.send(1, Float32Array.of(4), 5);
+    c0.send(1, Int32Array.of(7), 6);
+    c2.send(1, Float32Array.of(8), 5);
+    // a collective runs while the messages wait; it neither takes nor counts them
+    const sums = values(lockstep(comms.map((c, r) => c.beginAllReduce(Float32Array.of(r)))));
+    expect(sums[1]).toEqual(Float32Array.of(3));
+    expect(c1.recv(0, 6)).toEqual(Int32Array.of(7));
+    expect(c1.recv(2, 5)).toEqual(Float32Array.of(8));
+    expect(c1.recv(0, 5)).toEqual(Float32Array.of(1, 2, 3));
+    expect(c1.recv(0, 5)).toEqual(Float32Array.of(4));
+    expect(comms.map((c) => c.collectivesStarted)).toEqual([1, 1, 1]);
+  });
+
+  it('times out naming the sender, and tells the others', () => {
+    const { net, comms } = world(2, 30);
+    const t0 = Date.now();
+    let err: SwitchyardError | undefined;
+    try {
+      comms[1]!.recv(0, 3);
+    } catch (e) {
+      err = e as SwitchyardError;
+    }
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(29);
+    expect(err?.code).toBe('TIMEOUT');
+    expect(err?.message).toMatch(/^recv from rank 0 \(tag 3\) on rank 1 timed out after 30 ms$/);
+    expect(err?.details.missing).toEqual([0]);
+    expect(net.states[1]).toBe(PEER_FAILED);
+    expect(() => comms[1]!.send(0, Float32Array.of(1))).toThrow(
+      /send\(\) was called on rank 1 after an earlier collective failed/,
+    );
+  });
+
+  it('fails at once when the sender failed or finished without sending', () => {
+    const { net, comms } = world(3, 60_000);
+    net.states[0] = PEER_FAILED;
+    net.reasons.set(0, 'rank 0 exited with code 3');
+    expect(() => comms[1]!.recv(0, 1)).toThrow(
+      /^recv from rank 0 \(tag 1\) on rank 1 cannot complete: rank 0 failed \(rank 0 exited with code 3\)$/,
+    );
+    const other = world(2, 60_000);
+    other.comms[0]!.send(1, Float32Array.of(2), 4);
+    other.net.states[0] = PEER_DONE;
+    expect(other.comms[1]!.recv(0, 4)).toEqual(Float32Array.of(2)); // sent before it finished
+    expect(() => other.comms[1]!.recv(0, 4)).toThrow(
+      /cannot complete: rank 0 finished its rank function without sending it/,
+    );
+  });
+
+  it('checks its arguments', () => {
+    const { comms } = world(2);
+    expect(() => comms[0]!.send(0, Float32Array.of(1))).toThrow(
+      /`dst` passed to send\(\) must be another rank/,
+    );
+    expect(() => comms[0]!.send(2, Float32Array.of(1))).toThrow(/`dst` passed to send\(\)/);
+    expect(() => comms[0]!.send(1, [1] as unknown as Float32Array)).toThrow(/`buf` passed to send\(\)/);
+    expect(() => comms[0]!.send(1, Float32Array.of(1), -1)).toThrow(
+      /`tag` passed to send\(\) must be a non-negative/,
+    );
+    expect(() => comms[0]!.recv(1, 0.5)).toThrow(/`tag` passed to recv\(\)/);
+    expect(() => comms[0]!.recv(1, 0, { timeoutMs: 0 })).toThrow(/`options.timeoutMs` passed to recv\(\)/);
+  });
+});
+
+describe('subgroups', () => {
+  it('run collectives among their members only, bit-identical, beside the world', () => {
+    const { comms } = world(4);
+    const evens = [comms[0]!.group([2, 0]), comms[2]!.group([0, 2])] as CollectiveEngine[];
+    const odds = [comms[1]!.group([1, 3]), comms[3]!.group([3, 1])] as CollectiveEngine[];
+    expect(evens.map((g) => [g.rank, g.worldSize])).toEqual([
+      [0, 2],
+      [1, 2],
+    ]);
+    const n = 70_001;
+    const inputs = [0, 1, 2, 3].map((r) => data(r, n));
+    // every rank starts a world all-reduce and a group all-reduce, messages interleaving
+    const world1 = lockstep(comms.map((c, r) => c.beginAllReduce(inputs[r]!)));
+    const groups = lockstep([
+      evens[0]!.beginAllReduce(inputs[0]!),
+      odds[0]!.beginAllReduce(inputs[1]!),
+      evens[1]!.beginAllReduce(inputs[2]!),
+      odds[1]!.beginAllReduce(inputs[3]!),
+    ]);
+    const got = values(groups);
+    const wantEven = reference([inputs[0]!, inputs[2]!], 'sum');
+    const wantOdd = reference([inputs[1]!, inputs[3]!], 'sum');
+    expect(Buffer.from(got[0]!.buffer).equals(Buffer.from(wantEven.buffer))).toBe(true);
+    expect(Buffer.from(got[2]!.buffer).equals(Buffer.from(wantEven.buffer))).toBe(true);
+    expect(Buffer.from(got[1]!.buffer).equals(Buffer.from(wantOdd.buffer))).toBe(true);
+    expect(values(world1)[3]).toEqual(reference(inputs, 'sum'));
+    // the same ranks give the same communicator; all ranks give the world's
+    expect(comms[0]!.group([0, 2])).toBe(evens[0]);
+    expect(comms[0]!.group([3, 2, 1, 0])).toBe(comms[0]);
+    // point-to-point inside a group uses group numbering
+    odds[1]!.send(0, Float32Array.of(9), 2);
+    expect(odds[0]!.recv(1, 2)).toEqual(Float32Array.of(9));
+    expect(() => comms[1]!.recv(3, 2, { timeoutMs: 1 })).toThrow(/timed out/); // not delivered to the world
+  });
+
+  it('keeps messages that arrive before the group is created', () => {
+    const { comms } = world(3);
+    const g2 = comms[2]!.group([1, 2]) as CollectiveEngine;
+    const p2 = g2.beginBroadcast(Float32Array.of(5, 6), 1);
+    p2.step(); // posts to rank 1, which has no such group yet
+    values(lockstep(comms.map((c) => c.beginAllGather(Int32Array.of(c.rank)))));
+    const g1 = comms[1]!.group([1, 2]) as CollectiveEngine;
+    expect(values(lockstep([g1.beginBroadcast(new Float32Array(2), 1), p2]))).toEqual([
+      Float32Array.of(5, 6),
+      Float32Array.of(5, 6),
+    ]);
+  });
+
+  it('names world ranks in errors, and a failure breaks every communicator of the rank', () => {
+    const { net, comms } = world(4, 30);
+    const g = comms[3]!.group([1, 3]) as CollectiveEngine;
+    const [o] = lockstep([g.beginAllReduce(Float32Array.of(1))]);
+    const err = (o as { error: SwitchyardError }).error;
+    expect(err.message).toMatch(
+      /^allReduce #0 of group \[1, 3\] on rank 3 timed out after 30 ms waiting for rank 1$/,
+    );
+    expect(err.details.missing).toEqual([1]);
+    expect(net.states[3]).toBe(PEER_FAILED);
+    expect(() => comms[3]!.barrier()).toThrow(
+      /after an earlier collective failed \(allReduce #0 of group \[1, 3\]/,
+    );
+    const late = comms[1]!.group([1, 3]) as CollectiveEngine;
+    expect(late.allReduce(Float32Array.of(2))).toEqual(Float32Array.of(3)); // rank 3 had sent its part
+    const [o1] = lockstep([late.beginBarrier()]);
+    expect((o1 as { error: SwitchyardError }).error.message).toMatch(
+      /^barrier #1 of group \[1, 3\] on rank 1 cannot complete: rank 3 failed \(allReduce #0 of group \[1, 3\] on rank 3 timed out/,
+    );
+  });
+
+  it('checks its members', () => {
+    const { comms } = world(3);
+    expect(() => comms[0]!.group([])).toThrow(/`ranks` passed to group\(\) must be a non-empty array/);
+    expect(() => comms[0]!.group([0, 3])).toThrow(
+      /`ranks\[1\]` passed to group\(\) must be an integer in \[0, 2\], got 3/,
+    );
+    expect(() => comms[0]!.group([0, 0])).toThrow(/`ranks` passed to group\(\) must be distinct ranks/);
+    expect(() => comms[0]!.group([1, 2])).toThrow(
+      /`ranks` passed to group\(\) must be a list that holds this rank \(0\)/,
+    );
+    expect(comms[0]!.group([0]).worldSize).toBe(1);
+    expect(comms[0]!.group([0]).allReduce(Float32Array.of(4))).toEqual(Float32Array.of(4));
+  });
+});
+
 describe('tensors at the edges', () => {
   it('all-reduces tensor data without leaking tensors', async () => {
     const { comms } = world(2);

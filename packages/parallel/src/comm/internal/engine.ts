@@ -1,5 +1,6 @@
 /**
- * The collective algorithms, written once over a point-to-point {@link Link}.
+ * The collective algorithms, written once over a point-to-point {@link Link}, and the
+ * point-to-point messages and subgroups that share the link with them.
  *
  * Each collective is a generator: it posts its sends (never blocking), then takes the messages it
  * needs from a mailbox, yielding the ranks it still waits for whenever one is missing. A driver resumes
@@ -16,14 +17,19 @@ import type { CollectiveOptions, Communicator, HostBuffer, ReduceOp, TransportKi
 /** The collectives, as named in messages and errors. */
 export type CollectiveName = 'allReduce' | 'allGather' | 'allToAllV' | 'broadcast' | 'barrier';
 
-/** One point-to-point message of a collective. */
+/** What a message carries: a part of a collective, or a point-to-point message (`p2p`). */
+export type WireOp = CollectiveName | 'p2p';
+
+/** One message on a link: a part of a collective, or a point-to-point message. */
 export interface WireMessage {
-  /** Sending rank. */
+  /** Sending rank (its rank in `group` when the message belongs to a subgroup). */
   readonly src: number;
-  /** Sequence number of the collective on the sender (the n-th collective it started). */
+  /** Sequence number of the collective on the sender (the n-th collective it started); the tag of a `p2p` message. */
   readonly seq: number;
-  /** Which collective the sender is running. */
-  readonly op: CollectiveName;
+  /** Which collective the sender is running, or `p2p`. */
+  readonly op: WireOp;
+  /** The subgroup the message belongs to (its world ranks joined by commas); absent for the whole world. */
+  readonly group?: string;
   /** Step of the collective the message belongs to. */
   readonly phase: number;
   readonly data: HostBuffer;
@@ -295,33 +301,33 @@ export class PendingCollective<R> {
   /** One non-blocking attempt to make progress; true once the collective has completed. */
   step(): boolean {
     if (this.finished) return true;
-    const link = this.engine.link;
+    const { engine } = this;
+    const link = engine.link;
     // Peer states are read before polling: a message a peer sent before it stopped is then seen.
     const states: number[] = [];
     for (let r = 0; r < link.worldSize; r++) states.push(link.peerState(r));
     try {
-      this.engine.pollInto();
-      this.engine.checkMismatch(this.seq, this.op);
+      engine.pollInto();
+      engine.checkMismatch(this.seq, this.op);
       const res = this.gen.next();
       if (res.done) {
         this.finished = true;
         this.value = res.value;
-        this.engine.finish(this);
+        engine.finish(this);
         return true;
       }
       const missing = res.value;
       const gone = missing.filter((r) => states[r] !== PEER_RUNNING);
-      if (gone.length > 0) throw this.peerGone(gone, states);
+      if (gone.length > 0)
+        throw engine.peerGone(`${this.op} #${this.seq}`, gone, (r) => states[r]!, this.details());
       if (Date.now() >= this.deadline) {
         throw new SwitchyardError(
           'TIMEOUT',
-          `${this.op} #${this.seq} on rank ${link.rank} timed out after ${this.timeoutMs} ms waiting for ${rankList(missing)}`,
+          `${this.op} #${this.seq}${engine.where()} timed out after ${this.timeoutMs} ms waiting for ${engine.rankList(missing)}`,
           {
             details: {
-              op: this.op,
-              seq: this.seq,
-              rank: link.rank,
-              missing: [...missing],
+              ...this.details(),
+              missing: missing.map((r) => engine.who(r)),
               timeoutMs: this.timeoutMs,
             },
           },
@@ -329,8 +335,7 @@ export class PendingCollective<R> {
       }
       return false;
     } catch (e) {
-      this.engine.fail(e, this);
-      throw this.engine.brokenError!;
+      throw engine.fail(e, `${this.op} #${this.seq}`, this);
     }
   }
 
@@ -351,42 +356,126 @@ export class PendingCollective<R> {
     return this.value as R;
   }
 
-  private peerGone(gone: readonly number[], states: readonly number[]): SwitchyardError {
-    const link = this.engine.link;
-    const why = gone
-      .map((r) => {
-        const reason = link.peerReason(r);
-        if (states[r] === PEER_DONE)
-          return `rank ${r} finished its rank function without joining this collective`;
-        return `rank ${r} failed${reason ? ` (${reason})` : ''}`;
-      })
-      .join('; ');
-    return new SwitchyardError(
-      'RANK_FAILED',
-      `${this.op} #${this.seq} on rank ${link.rank} cannot complete: ${why}`,
-      { details: { op: this.op, seq: this.seq, rank: link.rank, missing: [...gone] } },
-    );
+  private details(): Record<string, unknown> {
+    return { op: this.op, seq: this.seq, rank: this.engine.who(this.engine.rank) };
   }
 }
 
 /**
+ * Routes the messages of one link to the communicators sharing it (the world and its subgroups),
+ * and holds what they share: the error that broke the link, if any.
+ */
+class Switchboard {
+  /** The error that broke a communicator of this link; every communicator of the link then refuses calls. */
+  brokenError: SwitchyardError | undefined;
+  private readonly engines = new Map<string, CollectiveEngine>();
+  /** Messages of subgroups this rank has not created yet. */
+  private readonly early = new Map<string, WireMessage[]>();
+
+  constructor(readonly link: Link) {}
+
+  register(key: string, engine: CollectiveEngine): void {
+    this.engines.set(key, engine);
+    for (const msg of this.early.get(key) ?? []) engine.accept(msg);
+    this.early.delete(key);
+  }
+
+  engine(key: string): CollectiveEngine | undefined {
+    return this.engines.get(key);
+  }
+
+  /** Hands every arrived message to the communicator it belongs to. */
+  poll(): void {
+    this.link.poll((msg) => {
+      const key = msg.group ?? '';
+      const engine = this.engines.get(key);
+      if (engine !== undefined) engine.accept(msg);
+      else {
+        const list = this.early.get(key) ?? [];
+        list.push(msg);
+        this.early.set(key, list);
+      }
+    });
+  }
+}
+
+/** The link of a subgroup: group ranks mapped to world ranks over the world's link. */
+class GroupLink implements Link {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly transport: TransportKind;
+
+  constructor(
+    private readonly base: Link,
+    private readonly ranks: readonly number[],
+    private readonly key: string,
+  ) {
+    this.rank = ranks.indexOf(base.rank);
+    this.worldSize = ranks.length;
+    this.transport = base.transport;
+  }
+
+  send(dst: number, msg: WireMessage): void {
+    this.base.send(this.ranks[dst]!, { ...msg, group: this.key });
+  }
+
+  /** Unused: the messages of every communicator of a link arrive through its {@link Switchboard}. */
+  poll(): void {}
+
+  peerState(rank: number): number {
+    return this.base.peerState(this.ranks[rank]!);
+  }
+
+  peerReason(rank: number): string | undefined {
+    return this.base.peerReason(this.ranks[rank]!);
+  }
+
+  waitToken(): number {
+    return this.base.waitToken();
+  }
+
+  wait(token: number, ms: number): void {
+    this.base.wait(token, ms);
+  }
+
+  abort(reason: string): void {
+    this.base.abort(reason);
+  }
+}
+
+/** What a subgroup's communicator shares with the world's. */
+interface GroupOf {
+  readonly board: Switchboard;
+  /** The group's world ranks, ascending. */
+  readonly worldRanks: readonly number[];
+  readonly key: string;
+}
+
+/**
  * The {@link Communicator} over a {@link Link}: numbers collectives, keeps the mailbox, validates
- * arguments, and turns a missing peer into TIMEOUT or RANK_FAILED.
+ * arguments, and turns a missing peer into TIMEOUT or RANK_FAILED. Point-to-point messages and
+ * subgroups ({@link CollectiveEngine.group}) share the link; a failure in any of them breaks them all.
  */
 export class CollectiveEngine implements Communicator {
   readonly timeoutMs: number;
-  /** The error that broke this communicator, if any. */
-  brokenError: SwitchyardError | undefined;
   private nextSeq = 0;
   private current: PendingCollective<unknown> | undefined;
   private readonly mailbox = new Map<string, WireMessage>();
+  /** Point-to-point messages by `src:tag`, in arrival order. */
+  private readonly inbox = new Map<string, WireMessage[]>();
   private mismatch: WireMessage | undefined;
+  private readonly board: Switchboard;
+  private readonly worldRanks: readonly number[] | undefined;
 
   constructor(
     readonly link: Link,
     timeoutMs: number,
+    groupOf?: GroupOf,
   ) {
     this.timeoutMs = timeoutMs;
+    this.board = groupOf?.board ?? new Switchboard(link);
+    this.worldRanks = groupOf?.worldRanks;
+    this.board.register(groupOf?.key ?? '', this);
   }
 
   get rank(): number {
@@ -403,6 +492,27 @@ export class CollectiveEngine implements Communicator {
 
   get collectivesStarted(): number {
     return this.nextSeq;
+  }
+
+  /** The error that broke this communicator (or another one sharing its link), if any. */
+  get brokenError(): SwitchyardError | undefined {
+    return this.board.brokenError;
+  }
+
+  /** The world rank of rank `r` of this communicator. */
+  who(r: number): number {
+    return this.worldRanks === undefined ? r : this.worldRanks[r]!;
+  }
+
+  /** " on rank R" (world numbering), with the group for a subgroup. */
+  where(): string {
+    const group = this.worldRanks === undefined ? '' : ` of group [${this.worldRanks.join(', ')}]`;
+    return `${group} on rank ${this.who(this.rank)}`;
+  }
+
+  /** "rank 3" or "ranks 1, 3" in world numbering. */
+  rankList(ranks: readonly number[]): string {
+    return rankList(ranks.map((r) => this.who(r)));
   }
 
   allReduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', options?: CollectiveOptions): T {
@@ -423,6 +533,89 @@ export class CollectiveEngine implements Communicator {
 
   barrier(options?: CollectiveOptions): void {
     this.beginBarrier(options).wait();
+  }
+
+  send(dst: number, buf: HostBuffer, tag = 0): void {
+    this.checkUsable('send');
+    this.checkPeer('send', 'dst', dst);
+    checkBuffer('send', 'buf', buf);
+    checkTag('send', tag);
+    this.link.send(dst, { src: this.rank, seq: tag, op: 'p2p', phase: 0, data: buf.slice(), meta: [] });
+  }
+
+  recv<T extends HostBuffer = HostBuffer>(src: number, tag = 0, options?: CollectiveOptions): T {
+    this.checkUsable('recv');
+    this.checkPeer('recv', 'src', src);
+    checkTag('recv', tag);
+    const timeoutMs = this.checkTimeout('recv', options);
+    const deadline = Date.now() + timeoutMs;
+    const what = `recv from rank ${this.who(src)} (tag ${tag})`;
+    const link = this.link;
+    for (;;) {
+      const token = link.waitToken();
+      // Read before polling: a message the peer sent before it stopped is then seen.
+      const state = link.peerState(src);
+      try {
+        this.pollInto();
+        const msg = this.takeP2P(src, tag);
+        if (msg !== undefined) return msg.data as T;
+        if (state !== PEER_RUNNING) {
+          throw this.peerGone(what, [src], () => state, {
+            op: 'recv',
+            tag,
+            rank: this.who(this.rank),
+          });
+        }
+        if (Date.now() >= deadline) {
+          throw new SwitchyardError('TIMEOUT', `${what}${this.where()} timed out after ${timeoutMs} ms`, {
+            details: { op: 'recv', tag, rank: this.who(this.rank), missing: [this.who(src)], timeoutMs },
+          });
+        }
+      } catch (e) {
+        throw this.fail(e, what);
+      }
+      link.wait(token, Math.max(1, deadline - Date.now()));
+    }
+  }
+
+  group(ranks: readonly number[]): Communicator {
+    const fn = 'group';
+    if (!Array.isArray(ranks) || ranks.length === 0) {
+      throw invalidArgument(fn, 'ranks', 'a non-empty array of ranks', ranks);
+    }
+    ranks.forEach((r, i) => {
+      if (!Number.isInteger(r) || r < 0 || r >= this.worldSize) {
+        throw invalidArgument(fn, `ranks[${i}]`, `an integer in [0, ${this.worldSize - 1}]`, r);
+      }
+    });
+    const sorted = [...ranks].sort((a, b) => a - b);
+    if (sorted.some((r, i) => i > 0 && r === sorted[i - 1])) {
+      throw invalidArgument(fn, 'ranks', 'distinct ranks', ranks.join(', '));
+    }
+    if (!sorted.includes(this.rank)) {
+      throw invalidArgument(
+        fn,
+        'ranks',
+        `a list that holds this rank (${this.who(this.rank)})`,
+        ranks.join(', '),
+      );
+    }
+    const worldRanks = sorted.map((r) => this.who(r));
+    const key = worldRanks.join(',');
+    if (
+      key === (this.worldRanks ?? []).join(',') ||
+      (this.worldRanks === undefined && sorted.length === this.worldSize)
+    ) {
+      return this;
+    }
+    const existing = this.board.engine(key);
+    if (existing !== undefined) return existing;
+    const base = this.board.link;
+    return new CollectiveEngine(new GroupLink(base, worldRanks, key), this.timeoutMs, {
+      board: this.board,
+      worldRanks,
+      key,
+    });
   }
 
   beginAllReduce<T extends HostBuffer>(
@@ -479,18 +672,28 @@ export class CollectiveEngine implements Communicator {
     return this.begin('barrier', options, (io) => barrierSteps(io));
   }
 
-  /** Moves arrived messages into the mailbox. */
+  /** Moves arrived messages into the mailboxes of the communicators sharing the link. */
   pollInto(): void {
-    this.link.poll((msg) => {
-      const key = `${msg.src}:${msg.seq}:${msg.phase}`;
-      if (this.mailbox.has(key)) {
-        throw new SwitchyardError('STATE_INVALID', `duplicate message ${key} on rank ${this.rank}`);
-      }
-      this.mailbox.set(key, msg);
-      if (this.current !== undefined && msg.seq === this.current.seq && msg.op !== this.current.op) {
-        this.mismatch = msg;
-      }
-    });
+    this.board.poll();
+  }
+
+  /** Files one message of this communicator: point-to-point in the inbox, collectives in the mailbox. */
+  accept(msg: WireMessage): void {
+    if (msg.op === 'p2p') {
+      const key = `${msg.src}:${msg.seq}`;
+      const queue = this.inbox.get(key);
+      if (queue === undefined) this.inbox.set(key, [msg]);
+      else queue.push(msg);
+      return;
+    }
+    const key = `${msg.src}:${msg.seq}:${msg.phase}`;
+    if (this.mailbox.has(key)) {
+      throw new SwitchyardError('STATE_INVALID', `duplicate message ${key}${this.where()}`);
+    }
+    this.mailbox.set(key, msg);
+    if (this.current !== undefined && msg.seq === this.current.seq && msg.op !== this.current.op) {
+      this.mismatch = msg;
+    }
   }
 
   /** Throws when a peer runs a different collective under the same sequence number. */
@@ -499,27 +702,88 @@ export class CollectiveEngine implements Communicator {
     if (m === undefined || m.seq !== seq) return;
     throw new SwitchyardError(
       'STATE_INVALID',
-      `collective mismatch at collective #${seq}: rank ${this.rank} called ${op}, rank ${m.src} called ${m.op}; every rank must call the same collectives in the same order`,
-      { details: { seq, rank: this.rank, op, peer: m.src, peerOp: m.op } },
+      `collective mismatch at collective #${seq}${this.worldRanks === undefined ? '' : ` of group [${this.worldRanks.join(', ')}]`}: rank ${this.who(this.rank)} called ${op}, rank ${this.who(m.src)} called ${m.op}; every rank must call the same collectives in the same order`,
+      { details: { seq, rank: this.who(this.rank), op, peer: this.who(m.src), peerOp: m.op } },
     );
   }
 
-  /** Records the error that ended a collective, and tells the peers. */
-  fail(e: unknown, pending: PendingCollective<unknown>): void {
-    if (this.brokenError !== undefined) return;
-    const err =
-      e instanceof SwitchyardError
-        ? e
-        : new SwitchyardError('STATE_INVALID', `${pending.op} #${pending.seq} failed: ${String(e)}`, {
-            cause: e,
-          });
-    this.brokenError = err;
-    this.current = undefined;
-    this.link.abort(err.message);
+  /** The RANK_FAILED error of `what` when the peers `gone` (this communicator's numbering) are not running. */
+  peerGone(
+    what: string,
+    gone: readonly number[],
+    stateOf: (r: number) => number,
+    details: Record<string, unknown>,
+  ): SwitchyardError {
+    const why = gone
+      .map((r) => {
+        const reason = this.link.peerReason(r);
+        const name = `rank ${this.who(r)}`;
+        if (stateOf(r) === PEER_DONE)
+          return `${name} finished its rank function without ${what.startsWith('recv') ? 'sending it' : 'joining this collective'}`;
+        return `${name} failed${reason ? ` (${reason})` : ''}`;
+      })
+      .join('; ');
+    return new SwitchyardError('RANK_FAILED', `${what}${this.where()} cannot complete: ${why}`, {
+      details: { ...details, missing: gone.map((r) => this.who(r)) },
+    });
+  }
+
+  /**
+   * Records the error that ended `what` as the link's (every communicator of the link refuses calls
+   * from now on) and tells the peers; returns the error to throw.
+   */
+  fail(e: unknown, what: string, pending?: PendingCollective<unknown>): SwitchyardError {
+    if (pending !== undefined && this.current === pending) this.current = undefined;
+    if (this.board.brokenError === undefined) {
+      const err =
+        e instanceof SwitchyardError
+          ? e
+          : new SwitchyardError('STATE_INVALID', `${what} failed: ${String(e)}`, { cause: e });
+      this.board.brokenError = err;
+      this.link.abort(err.message);
+    }
+    return this.board.brokenError;
   }
 
   finish(pending: PendingCollective<unknown>): void {
     if (this.current === pending) this.current = undefined;
+  }
+
+  private takeP2P(src: number, tag: number): WireMessage | undefined {
+    const key = `${src}:${tag}`;
+    const queue = this.inbox.get(key);
+    const msg = queue?.shift();
+    if (queue !== undefined && queue.length === 0) this.inbox.delete(key);
+    return msg;
+  }
+
+  private checkUsable(op: string): void {
+    const broken = this.board.brokenError;
+    if (broken !== undefined) {
+      throw new SwitchyardError(
+        'STATE_INVALID',
+        `${op}() was called on rank ${this.who(this.rank)} after an earlier collective failed (${broken.message}); the communicator cannot be used again`,
+        { cause: broken },
+      );
+    }
+  }
+
+  private checkPeer(op: string, arg: string, r: number): void {
+    if (!Number.isInteger(r) || r < 0 || r >= this.worldSize || r === this.rank) {
+      throw invalidArgument(
+        op,
+        arg,
+        `another rank, an integer in [0, ${this.worldSize - 1}] other than ${this.rank}`,
+        r,
+      );
+    }
+  }
+
+  private checkTimeout(op: string, options: CollectiveOptions | undefined): number {
+    const timeoutMs = options?.timeoutMs ?? this.timeoutMs;
+    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0))
+      throw invalidArgument(op, 'options.timeoutMs', 'a number > 0', timeoutMs);
+    return timeoutMs;
   }
 
   private begin<R>(
@@ -527,22 +791,14 @@ export class CollectiveEngine implements Communicator {
     options: CollectiveOptions | undefined,
     steps: (io: StepIO) => Steps<R>,
   ): PendingCollective<R> {
-    if (this.brokenError !== undefined) {
-      throw new SwitchyardError(
-        'STATE_INVALID',
-        `${op}() was called on rank ${this.rank} after an earlier collective failed (${this.brokenError.message}); the communicator cannot be used again`,
-        { cause: this.brokenError },
-      );
-    }
+    this.checkUsable(op);
     if (this.current !== undefined) {
       throw new SwitchyardError(
         'STATE_INVALID',
-        `${op}() was called on rank ${this.rank} while ${this.current.op} #${this.current.seq} is still in flight`,
+        `${op}() was called on rank ${this.who(this.rank)} while ${this.current.op} #${this.current.seq} is still in flight`,
       );
     }
-    const timeoutMs = options?.timeoutMs ?? this.timeoutMs;
-    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0))
-      throw invalidArgument(op, 'options.timeoutMs', 'a number > 0', timeoutMs);
+    const timeoutMs = this.checkTimeout(op, options);
     const seq = this.nextSeq++;
     const io: StepIO = {
       rank: this.rank,
@@ -571,4 +827,9 @@ export class CollectiveEngine implements Communicator {
 
 function checkBuffer(fn: string, arg: string, v: unknown): asserts v is HostBuffer {
   if (!isHostBuffer(v)) throw invalidArgument(fn, arg, 'a Float32Array or an Int32Array', v);
+}
+
+function checkTag(fn: string, tag: unknown): void {
+  if (!Number.isSafeInteger(tag) || (tag as number) < 0)
+    throw invalidArgument(fn, 'tag', 'a non-negative safe integer', tag);
 }

@@ -13,7 +13,7 @@ import { SwitchyardError } from '@switchyard/tensor';
 import type * as Zmq from 'zeromq';
 import type { HostBuffer } from '../types';
 import type { Fabric, FabricHandlers } from './agent';
-import type { CollectiveName, WireMessage } from './engine';
+import type { WireMessage, WireOp } from './engine';
 
 /** One node in the rendezvous table. */
 export interface NodeEntry {
@@ -49,7 +49,8 @@ type Header =
       readonly dst: number;
       readonly src: number;
       readonly seq: number;
-      readonly op: CollectiveName;
+      readonly op: WireOp;
+      readonly g?: string;
       readonly phase: number;
       readonly dt: 0 | 1;
       readonly meta: readonly number[];
@@ -336,6 +337,7 @@ export class ZmqFabric implements Fabric {
       src: msg.src,
       seq: msg.seq,
       op: msg.op,
+      ...(msg.group === undefined ? {} : { g: msg.group }),
       phase: msg.phase,
       dt: msg.data instanceof Float32Array ? 0 : 1,
       meta: msg.meta,
@@ -456,6 +458,7 @@ export class ZmqFabric implements Fabric {
         src: header.src,
         seq: header.seq,
         op: header.op,
+        ...(header.g === undefined ? {} : { group: header.g }),
         phase: header.phase,
         data,
         meta: header.meta,
