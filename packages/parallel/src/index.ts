@@ -2,11 +2,13 @@
  * @switchyard/parallel: collectives over three transports (one rank in-process, worker threads on one
  * machine, ZeroMQ between processes and hosts) and a launcher that starts ranks (`comm/`), and the
  * strategies that run a model on them (`strategies/`): data parallelism, ZeRO-1 sharded optimizer
- * steps, and expert parallelism as an expert bank installed through the model's `moeLayers()`.
+ * steps, expert parallelism as an expert bank installed through the model's `moeLayers()`, and
+ * redundant experts placed and rebalanced online by EPLB (`replicas/`).
  *
  * @packageDocumentation
  */
 
+export { groupCommunicator } from './comm/groups';
 export type { LaunchConfig, LaunchEvent, LaunchOptions, LaunchResult, MasterAddress } from './comm/launch';
 export { defaultLaunchConfig, LAUNCH_FLAGS, launch, parseLaunchArgs, parseMaster } from './comm/launch';
 export { createLocalCommunicator, DEFAULT_COLLECTIVE_TIMEOUT_MS } from './comm/local';
@@ -20,6 +22,14 @@ export type {
   ReduceOp,
   TransportKind,
 } from './comm/types';
+export type { MigrationStats, SlotFollowers } from './replicas/bank';
+export { ReplicatedExpertBank } from './replicas/bank';
+export type { ExpertParallelGroups, InitialPlacement, RebalanceResult } from './replicas/layout';
+export {
+  applyReplicatedExperts,
+  expertParallelGroups,
+  rebalanceReplicatedExperts,
+} from './replicas/layout';
 export type { GradientSet, GradientSyncConfig, VariableSet } from './strategies/data';
 export {
   allReduceGradients,
@@ -31,7 +41,13 @@ export {
   sumOverRanks,
 } from './strategies/data';
 export type { MoELayerHost } from './strategies/expert';
-export { allToAllRows, applyExpertParallel, ExpertParallelBank, withFullExperts } from './strategies/expert';
+export {
+  allToAllRows,
+  applyExpertParallel,
+  DistributedExpertBank,
+  ExpertParallelBank,
+  withFullExperts,
+} from './strategies/expert';
 export type { FlatEntry, FlatLayout, FlatRange } from './strategies/zero';
 export {
   allGatherFlat,
