@@ -13,6 +13,7 @@ import { EXPERIMENTS, runExperiment } from './experiments/run';
 import { RANK_MODULE_URL, type TrainRankArgs } from './rank';
 import { createReporter, type TextSink } from './reporter';
 import { checkOutDirFree, defaultOutDir } from './run/outdir';
+import { checkExpertLayout } from './train/expert-parallel';
 import { type TrainResult, train } from './train/trainer';
 
 /** Streams the CLI writes to (process streams by default; tests pass collectors). */
@@ -86,6 +87,10 @@ export async function main(
     const sets = [...(values.set ?? [])];
     if (values.out !== undefined) sets.push(`out=${values.out}`);
     if (values.backend !== undefined) sets.push(`backend=${values.backend}`);
+    const layout = layoutFlags(values);
+    if (command !== 'train' && layout !== undefined) {
+      throw usage(`--expert-parallel applies to training only, not to ${command}`);
+    }
 
     if (command === 'experiment') {
       const name = rest[0];
@@ -125,7 +130,11 @@ export async function main(
     const config = resolveConfig({
       ...(values.preset !== undefined ? { preset: values.preset } : {}),
       ...(values.config !== undefined ? { file: values.config } : {}),
-      sets,
+      // a new run takes the layout flags as settings; a resumed one as a change of layout
+      sets:
+        values.resume === undefined && layout
+          ? [...sets, `parallel.expertParallel=${layout.expertParallel}`]
+          : sets,
     });
     let result: TrainResult;
     const launchRanks = (lc.ranks ?? 1) * (lc.nnodes ?? 1);
@@ -135,6 +144,7 @@ export async function main(
         `train.microBatchSize: expected >= the number of ranks (${launchRanks}), got ${config.train.microBatchSize}`,
       );
     }
+    if (values.resume === undefined) checkExpertLayout(config, launchRanks);
     if (parallel) {
       // Refuse a used output folder before starting any rank (rank 0 checks again).
       if (values.resume === undefined && (lc.nodeRank ?? 0) === 0) {
@@ -145,6 +155,7 @@ export async function main(
         config:
           values.resume === undefined ? { ...config, out: defaultOutDir(config.out, config.name) } : config,
         ...(values.resume !== undefined ? { resume: values.resume } : {}),
+        ...(values.resume !== undefined && layout ? { layout } : {}),
       };
       const launched = await launch<TrainRankArgs, TrainResult>({
         module: RANK_MODULE_URL,
@@ -172,6 +183,7 @@ export async function main(
         config,
         reporter,
         ...(values.resume !== undefined ? { resume: values.resume } : {}),
+        ...(values.resume !== undefined && layout ? { layout } : {}),
       });
     }
     io.stdout.write(
@@ -208,7 +220,20 @@ function parse(argv: readonly string[]) {
       arms: { type: 'string' },
       jobs: { type: 'string' },
       'no-report': { type: 'boolean' },
+      'expert-parallel': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
+}
+
+/** `--expert-parallel P`: the layout it asks for, or undefined when absent. */
+function layoutFlags(values: {
+  readonly 'expert-parallel'?: string | undefined;
+}): { expertParallel: number } | undefined {
+  const raw = values['expert-parallel'];
+  if (raw === undefined) return undefined;
+  const p = raw.trim() === '' ? Number.NaN : Number(raw);
+  if (!Number.isInteger(p) || p < 1)
+    throw usage(`--expert-parallel: expected an integer >= 1, got ${JSON.stringify(raw)}`);
+  return { expertParallel: p };
 }

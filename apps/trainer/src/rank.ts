@@ -12,6 +12,8 @@ export interface TrainRankArgs {
   readonly config: TrainConfig;
   /** A run folder or checkpoint folder to continue. */
   readonly resume?: string;
+  /** When resuming: parallel settings replacing the checkpoint's (`--expert-parallel`). */
+  readonly layout?: Partial<TrainConfig['parallel']>;
 }
 
 /**
@@ -30,8 +32,13 @@ export interface TrainRankArgs {
  * ```
  */
 export async function trainRank(ctx: RankContext<TrainRankArgs>): Promise<TrainResult> {
-  const { config, resume } = ctx.args;
-  return train({ config, comm: ctx.comm, ...(resume !== undefined ? { resume } : {}) });
+  const { config, resume, layout } = ctx.args;
+  return train({
+    config,
+    comm: ctx.comm,
+    ...(resume !== undefined ? { resume } : {}),
+    ...(layout !== undefined ? { layout } : {}),
+  });
 }
 
 /** URL of this module as the running code sees it (TypeScript sources or the build). */

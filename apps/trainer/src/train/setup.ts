@@ -22,6 +22,7 @@ import type { PreparedData } from '../data/prepare';
 import { buildEvalSet, type EvalModelInfo, type EvalSet } from '../eval/evaluate';
 import { UnigramModel } from '../eval/unigram';
 import { BalanceController } from './balance';
+import { ExpertParallelTraining } from './expert-parallel';
 import { OptimizerStep, resolvePlacement } from './optimizer-step';
 import type { Resumed } from './resume';
 
@@ -113,6 +114,8 @@ export interface TrainingSetup {
   readonly evalSet: EvalSet;
   /** Validation loss of the unigram model over the same tokens, same tokenizer. */
   readonly unigramValLoss: number;
+  /** Expert parallelism (`parallel.expertParallel` > 1): the banks, their placement and rebalancing. */
+  readonly experts?: ExpertParallelTraining;
 }
 
 /**
@@ -152,25 +155,42 @@ export function setUpTraining(
     : new MoETransformerLM(modelConfig, new Rng(config.seed).fork('init'));
   const L = model.moeLayerIndices.length;
   const { k: K, numExperts: E } = routingShape(modelConfig);
+  // Expert slots replace the full experts before the optimizer sees the variables.
+  const experts = ExpertParallelTraining.install(config, comm, model, resumed?.state.experts);
   const named = model.namedVariables();
-  const optimizer = optimizerStep(config, comm, named);
+  const optimizer = optimizerStep(config, comm, named, experts);
   const balance = balanceController(config, L, E, comm);
   // Identical replicas: the same seed builds the same weights, the broadcast makes it certain.
   if (comm.worldSize > 1) broadcastVariables(comm, named);
   let noiseRng = new Rng(config.seed).fork('routing-noise');
   if (resumed) {
     const { state, loaded } = resumed;
+    const saved = loaded.extraTensors ?? {};
+    // Checkpoints hold every expert's moments; the slots take their experts'.
+    const moments = experts ? experts.slotMoments(saved) : saved;
     try {
-      optimizer.loadState(state.optimizerSteps, loaded.extraTensors ?? {});
+      optimizer.loadState(state.optimizerSteps, moments);
     } finally {
-      tf.dispose(Object.values(loaded.extraTensors ?? {}));
+      if (experts) experts.releaseConverted(moments, saved);
+      tf.dispose(Object.values(saved));
     }
     batcher.setState(state.batcher);
     noiseRng = Rng.fromState(state.noiseRng);
     balance.loadState(state.balance);
   }
   const shape = { numMoELayers: L, numExperts: E, k: K };
-  return { modelConfig, model, shape, optimizer, balance, batcher, noiseRng, evalSet, unigramValLoss };
+  return {
+    modelConfig,
+    model,
+    shape,
+    optimizer,
+    balance,
+    batcher,
+    noiseRng,
+    evalSet,
+    unigramValLoss,
+    ...(experts ? { experts } : {}),
+  };
 }
 
 /** AdamW as the run configures it, with its clipping and placement. */
@@ -178,6 +198,7 @@ function optimizerStep(
   config: TrainConfig,
   comm: Communicator,
   named: ReadonlyMap<string, tf.Variable>,
+  experts: ExpertParallelTraining | undefined,
 ): OptimizerStep {
   const t = config.train;
   return new OptimizerStep(
@@ -186,6 +207,7 @@ function optimizerStep(
     { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay },
     resolvePlacement(t.optimizerOn),
     t.clipNorm,
+    experts,
   );
 }
 

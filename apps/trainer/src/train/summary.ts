@@ -53,6 +53,7 @@ export function openingLines(
       `data parallel: ${R} ranks (${comm.transport}), ${B} sequences per micro-batch split ${split}; AdamW ${adam}`,
     );
   }
+  if (setup.experts) lines.push(setup.experts.describe());
   const trainTokens = data.trainStreams.reduce((a, s) => a + s.tokens.length, 0);
   const balance = config.balance;
   const balanceArgs =
@@ -110,7 +111,13 @@ export function reportSetup(f: RunFacts): [string, string][] {
       'balance',
       `${config.balance.method}, alpha ${config.balance.alpha}, u ${config.balance.biasUpdateRate}, z-loss ${config.balance.zLoss}`,
     ],
-    ['backend', R > 1 ? `${backend.name}, ${R} data-parallel ranks` : backend.name],
+    [
+      'backend',
+      R > 1
+        ? `${backend.name}, ${R} data-parallel ranks` +
+          (setup.experts ? `, experts in groups of ${config.parallel.expertParallel}` : '')
+        : backend.name,
+    ],
     ['seed', String(config.seed)],
   ];
 }

@@ -120,7 +120,9 @@ export interface RebalanceResult {
   readonly before: number[];
   /** [L] the same under the new placement. */
   readonly after: number[];
-  /** Wall time of the migration (weights and followers), milliseconds. */
+  /** Whether the banks moved: false when EPLB's placement did not beat the current one by `minGain`. */
+  readonly migrated: boolean;
+  /** Wall time of the migration (weights and followers), milliseconds; 0 when nothing moved. */
   readonly migrationMs: number;
   /** Per layer, what the migration moved on this rank. */
   readonly moved: MigrationStats[];
@@ -129,7 +131,9 @@ export interface RebalanceResult {
 /**
  * Online rebalancing: places every layer's slots by EPLB (`rebalanceExperts` of @switchyard/plan,
  * global policy over the P ranks of a group) from `loadLE` (tokens per expert observed, [L][E], the
- * same on every rank), and migrates each bank (and its `followers`, e.g. optimizer moments) to it.
+ * same on every rank), and migrates each bank (and its `followers`, e.g. optimizer moments) to it
+ * when its mean balancedness on these loads beats the current placement's by more than `minGain`
+ * (EPLB is greedy: on loads the current placement already serves well it can do slightly worse).
  * A collective over each group.
  *
  * When to use: between optimizer steps, every K steps, with the loads counted since the last rebalance.
@@ -144,6 +148,7 @@ export function rebalanceReplicatedExperts(
   banks: readonly ReplicatedExpertBank[],
   loadLE: number[][],
   followers: (layer: number) => readonly SlotFollowers[] = () => [],
+  minGain = 0,
 ): RebalanceResult {
   const fn = 'rebalanceReplicatedExperts';
   if (!Array.isArray(banks) || banks.length === 0 || !banks.every((b) => b instanceof ReplicatedExpertBank))
@@ -158,9 +163,23 @@ export function rebalanceReplicatedExperts(
   };
   const before = balancedness(loadLE, current).balancedness;
   const next = rebalanceExperts(loadLE, { replicas: banks[0]!.numSlots, groups: 1, nodes: 1, gpus: P });
+  const after = balancedness(loadLE, next).balancedness;
+  if (!(mean(after) > mean(before) + minGain)) {
+    return {
+      physToLog: current.physToLog,
+      before,
+      after: before,
+      migrated: false,
+      migrationMs: 0,
+      moved: [],
+    };
+  }
   const t0 = performance.now();
   const moved = banks.map((b, l) => b.migrate(next.physToLog[l]!, followers(l)));
   const migrationMs = performance.now() - t0;
-  const after = balancedness(loadLE, next).balancedness;
-  return { physToLog: next.physToLog, before, after, migrationMs, moved };
+  return { physToLog: next.physToLog, before, after, migrated: true, migrationMs, moved };
+}
+
+function mean(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
 }
