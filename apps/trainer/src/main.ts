@@ -4,7 +4,7 @@
  * (2 for usage and configuration errors, 1 for everything else).
  */
 import { parseArgs } from 'node:util';
-import { type LaunchConfig, launch, parseLaunchArgs } from '@switchyard/parallel';
+import { type LaunchConfig, launch, parseLaunchArgs, schedulerLaunchConfig } from '@switchyard/parallel';
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
 import { helpText } from './config/help';
 import { resolveConfig } from './config/load';
@@ -63,10 +63,20 @@ export async function main(
       ? (first as (typeof COMMANDS)[number])
       : 'train';
     const rest = command === first ? positionals.slice(1) : positionals;
-    const parallel = (lc.ranks ?? 1) > 1 || (lc.nnodes ?? 1) > 1;
     if (command !== 'train' && Object.keys(lc).length > 0) {
       throw usage(`--ranks, --nnodes, --node-rank and --master apply to training only, not to ${command}`);
     }
+    // Started by srun or as a Kubernetes indexed Job: nodes, node rank and rendezvous from the
+    // environment (flags still win).
+    const scheduled =
+      command === 'train'
+        ? schedulerLaunchConfig(process.env, lc.nnodes !== undefined ? { nnodes: lc.nnodes } : {})
+        : undefined;
+    if (scheduled) {
+      lc = { ...scheduled.config, ...lc };
+      io.stdout.write(`${scheduled.summary}\n`);
+    }
+    const parallel = (lc.ranks ?? 1) > 1 || (lc.nnodes ?? 1) > 1;
 
     if (
       command !== 'experiment' &&

@@ -8,6 +8,8 @@
  * @packageDocumentation
  */
 
+export type { SchedulerKind, SchedulerLaunch } from './comm/env';
+export { DEFAULT_MASTER_PORT, expandHostlist, schedulerLaunchConfig } from './comm/env';
 export { groupCommunicator } from './comm/groups';
 export type { LaunchConfig, LaunchEvent, LaunchOptions, LaunchResult, MasterAddress } from './comm/launch';
 export { defaultLaunchConfig, LAUNCH_FLAGS, launch, parseLaunchArgs, parseMaster } from './comm/launch';
