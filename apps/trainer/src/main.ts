@@ -66,6 +66,10 @@ export async function main(
     if (command !== 'train' && Object.keys(lc).length > 0) {
       throw usage(`--ranks, --nnodes, --node-rank and --master apply to training only, not to ${command}`);
     }
+    const layout = layoutFlags(values);
+    if (command !== 'train' && layout !== undefined) {
+      throw usage(`--expert-parallel applies to training only, not to ${command}`);
+    }
     // Started by srun or as a Kubernetes indexed Job: nodes, node rank and rendezvous from the
     // environment (flags still win).
     const scheduled =
@@ -97,10 +101,6 @@ export async function main(
     const sets = [...(values.set ?? [])];
     if (values.out !== undefined) sets.push(`out=${values.out}`);
     if (values.backend !== undefined) sets.push(`backend=${values.backend}`);
-    const layout = layoutFlags(values);
-    if (command !== 'train' && layout !== undefined) {
-      throw usage(`--expert-parallel applies to training only, not to ${command}`);
-    }
 
     if (command === 'experiment') {
       const name = rest[0];
