@@ -7,11 +7,16 @@ import {
   launch,
   ReplicatedExpertBank,
 } from '@switchyard/parallel';
-import { expectNoLeaks, Rng, tf } from '@switchyard/tensor';
+import { expectNoLeaks, isSwitchyardError, Rng, tf } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
 import { layerConfig } from './fixtures/moe.rank';
 import { expectClose, reference } from './fixtures/reference';
-import type { ReplicaArgs, ReplicaResult, ReplicaScenario } from './fixtures/replicas.rank';
+import type {
+  ReplicaArgs,
+  ReplicaFailureArgs,
+  ReplicaResult,
+  ReplicaScenario,
+} from './fixtures/replicas.rank';
 
 const fixture = new URL('./fixtures/replicas.rank.ts', import.meta.url);
 const E = layerConfig.experts.numExperts;
@@ -69,28 +74,7 @@ function compare(results: ReplicaResult[], ref: ReturnType<typeof reference>, se
 describe('ReplicatedExpertBank', () => {
   const args = (scenarios: ReplicaScenario[]): ReplicaArgs => ({ seed: 11, tokens: 24, scenarios });
 
-  it('on 2 ranks with 3 copies of one expert gives the layer outputs and gradients, splits its rows, and migrates', async () => {
-    const a = args([{ degree: 2, physToLog: [0, 1, 0, 2, 3, 0], next: [3, 2, 1, 0, 1, 2] }]);
-    const ref = reference(a);
-    const { results } = await launch<ReplicaArgs, ReplicaResult[]>({
-      module: fixture,
-      exportName: 'replicaSteps',
-      ranks: 2,
-      args: a,
-      timeoutMs: 30_000,
-    });
-    const per = results.map((r) => r[0]!);
-    compare(per, ref, a.seed);
-    expect(per.map((r) => r.slotExpertsAfter)).toEqual([
-      [3, 2, 1],
-      [0, 1, 2],
-    ]);
-    // every kept assignment computed once (dropless top-2), spread over both ranks
-    expect(per.reduce((s, r) => s + r.rowsComputed, 0)).toBe(a.tokens * 2);
-    expect(per.some((r) => r.valuesSent > 0)).toBe(true);
-  });
-
-  it('on 4 ranks (2 groups of 2, data parallel across them), with and without copies, matches the layer', async () => {
+  it('on 4 ranks (2 groups of 2, data parallel across them), with and without expert copies, gives the layer outputs and gradients, and migrates', async () => {
     const a = args([
       { degree: 2, physToLog: [0, 1, 2, 3], next: [2, 3, 0, 1] },
       { degree: 2, physToLog: [0, 1, 0, 2, 3, 0], next: [3, 2, 1, 0, 1, 2] },
@@ -109,10 +93,42 @@ describe('ReplicatedExpertBank', () => {
         ref,
         a.seed,
       );
-    // rows stay inside a group: each group computes its own tokens' assignments
+    // rows stay inside a group: each group computes its own tokens' assignments (dropless top-2)
     const rows = results.map((r) => r[1]!.rowsComputed);
     expect(rows[0]! + rows[1]!).toBe(12 * 2);
     expect(rows[2]! + rows[3]!).toBe(12 * 2);
+    // the migration gave each rank the slots of the new map, moving experts between the ranks of a group
+    expect(results.map((r) => r[1]!.slotExpertsAfter)).toEqual([
+      [3, 2, 1],
+      [0, 1, 2],
+      [3, 2, 1],
+      [0, 1, 2],
+    ]);
+    expect(results.every((r) => r[1]!.valuesSent > 0)).toBe(true);
+  });
+
+  it('fails every rank, in its group and in the other, with an error naming a rank that died mid-step', async () => {
+    const t0 = Date.now();
+    const err = await launch<ReplicaFailureArgs>({
+      module: fixture,
+      exportName: 'replicaFailure',
+      ranks: 4,
+      args: { seed: 5, victim: 3, atStep: 2, steps: 50 },
+      timeoutMs: 20_000,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(Date.now() - t0).toBeLessThan(20_000); // well within the collective timeout
+    expect(isSwitchyardError(err, 'RANK_FAILED')).toBe(true);
+    const message = (err as Error).message;
+    expect(message).toMatch(
+      /^4 of 4 rank\(s\) failed:\n {2}rank 3: \[RANK_FAILED\] rank 3 exited with code 3/,
+    );
+    for (const r of [0, 1, 2])
+      expect(message).toMatch(
+        new RegExp(`rank ${r}: \\[RANK_FAILED\\] \\w+ #\\d+ on rank ${r} cannot complete: rank 3 failed`),
+      );
   });
 
   it('refuses maps that leave an expert out or do not fit the ranks, and unlike followers', () => {
