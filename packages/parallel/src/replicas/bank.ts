@@ -567,7 +567,12 @@ export class ReplicatedExpertBank extends DistributedExpertBank {
     const old = this.index;
     const me = this.comm.rank;
     const first = me * J;
-    const oldData = fields.map((v) => v.dataSync() as Float32Array);
+    // read from the backend only when this rank sends or changes a slot
+    let read: Float32Array[] | undefined;
+    const oldData = (): Float32Array[] => {
+      read ??= fields.map((v) => v.dataSync() as Float32Array);
+      return read;
+    };
     // the expert e's values on this rank, from its first local copy
     const localValues = (e: number): Float32Array => {
       const s = old.slotsOf[e]!.find((x) => Math.floor(x / J) === me)!;
@@ -576,7 +581,7 @@ export class ReplicatedExpertBank extends DistributedExpertBank {
       let off = 0;
       fields.forEach((_, f) => {
         const X = sizes[f]!;
-        out.set(oldData[f]!.subarray(j * X, (j + 1) * X), off);
+        out.set(oldData()[f]!.subarray(j * X, (j + 1) * X), off);
         off += X;
       });
       return out;
@@ -603,10 +608,10 @@ export class ReplicatedExpertBank extends DistributedExpertBank {
       for (const [e, values] of unpackExperts(fn, p, recv[p]!, needs(p, me), N)) arrived.set(e, values);
     }
     let slotsChanged = 0;
-    const newData = fields.map((_, f) => new Float32Array(J * sizes[f]!));
-    for (let j = 0; j < J; j++) {
+    for (let j = 0; j < J; j++) if (old.physToLog[first + j] !== next.physToLog[first + j]) slotsChanged += 1;
+    const newData = slotsChanged === 0 ? [] : fields.map((_, f) => new Float32Array(J * sizes[f]!));
+    for (let j = 0; j < J && slotsChanged > 0; j++) {
       const e = next.physToLog[first + j]!;
-      if (old.physToLog[first + j] !== e) slotsChanged += 1;
       const values = arrived.get(e) ?? localValues(e);
       let off = 0;
       fields.forEach((_, f) => {
@@ -615,9 +620,11 @@ export class ReplicatedExpertBank extends DistributedExpertBank {
         off += X;
       });
     }
-    fields.forEach((v, f) => {
-      tf.tidy(() => v.assign(tf.tensor(newData[f]!, v.shape, 'float32')));
-    });
+    if (slotsChanged > 0) {
+      fields.forEach((v, f) => {
+        tf.tidy(() => v.assign(tf.tensor(newData[f]!, v.shape, 'float32')));
+      });
+    }
     this.index = next;
     return {
       slotsChanged,
