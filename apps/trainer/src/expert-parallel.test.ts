@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { loadCheckpoint } from '@switchyard/model';
 import { tf } from '@switchyard/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from './main';
+import { runCli as cli, relativeDifference } from './cli-harness';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 const root = mkdtempSync(join(tmpdir(), 'sy-ep-'));
@@ -33,27 +33,6 @@ const RUN = [
   '--set',
   'log.progress=quiet',
 ];
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const sink = (add: (s: string) => void) => ({
-    write: (s: string) => {
-      add(s);
-      return true;
-    },
-    isTTY: false,
-  });
-  const code = await main(args, {
-    stdout: sink((s) => {
-      out += s;
-    }),
-    stderr: sink((s) => {
-      err += s;
-    }),
-  });
-  return { code, out, err };
-}
 
 interface Metrics {
   loss: number;
@@ -77,16 +56,6 @@ async function checkpointTensors(dir: string) {
   model.dispose();
   tf.dispose(Object.values(extraTensors ?? {}));
   return { weights, moments };
-}
-
-function relDiff(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let n = 0;
-  for (let i = 0; i < a.length; i++) {
-    d += (a[i]! - b[i]!) ** 2;
-    n += a[i]! ** 2;
-  }
-  return Math.sqrt(d / Math.max(n, 1e-30));
 }
 
 describe('switchyard-train --expert-parallel', () => {
@@ -129,7 +98,9 @@ describe('switchyard-train --expert-parallel', () => {
         expect([...got.moments.keys()].sort()).toEqual([...one.moments.keys()].sort());
         for (const [key, m] of one.moments) {
           if (!key.startsWith('m/')) continue;
-          expect(relDiff(m.values, got.moments.get(key)!.values), `${dir} ${key}`).toBeLessThan(1e-4);
+          expect(relativeDifference(m.values, got.moments.get(key)!.values), `${dir} ${key}`).toBeLessThan(
+            1e-4,
+          );
         }
         expect(got.moments.has('m/layers.1.moe.experts.w1')).toBe(true);
       }

@@ -2,10 +2,10 @@
 // process, turned into launch settings; and two local processes per scheduler that find each other
 // from those environments alone.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { expectNoLeaks } from '@switchyard/tensor';
 import { afterEach, describe, expect, it } from 'vitest';
+import { freePort } from '../../test/fixtures/net';
 import { expandHostlist, schedulerLaunchConfig } from './env';
 
 const nodeScript = fileURLToPath(new URL('../../test/fixtures/scheduled-node.ts', import.meta.url));
@@ -99,17 +99,6 @@ describe('schedulerLaunchConfig', () => {
     expect(() => schedulerLaunchConfig({ SWITCHYARD_SCHEDULER: 'pbs' })).toThrow(/SWITCHYARD_SCHEDULER/);
   });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
-}
 
 /** Runs one process with `env` added; resolves with its RESULT (or ERROR) line and exit code. */
 function runProcess(env: Record<string, string>): Promise<{ code: number | null; line: string }> {

@@ -20,15 +20,19 @@ import {
   type DispatchPlan,
   type ExpertBank,
   type ExpertWeightName,
-  expertWeightsOf,
   RoutedExperts,
   resolveComputeMode,
 } from '@switchyard/experts';
 import type { RoutingPlan } from '@switchyard/routing';
 import { invalidArgument, SwitchyardError, type Tensor, type Tensor2D, tf } from '@switchyard/tensor';
 import type { Communicator } from '../comm/types';
-import { markShard } from '../strategies/data';
-import { DistributedExpertBank, forwardOverRanks } from '../strategies/expert';
+import {
+  checkCommunicator,
+  checkFullBank,
+  DistributedExpertBank,
+  forwardOverRanks,
+  shardVariables,
+} from '../strategies/expert';
 
 /** Bank variables shaped like the bank's own (`w1`, `w3`, `w2`), e.g. an optimizer's moments of them. */
 export type SlotFollowers = Readonly<Record<string, tf.Variable>>;
@@ -163,35 +167,18 @@ export class ReplicatedExpertBank extends DistributedExpertBank {
     options: { readonly replicaComm?: Communicator } = {},
   ) {
     const fn = 'ReplicatedExpertBank';
-    if (experts === null || typeof experts !== 'object' || typeof experts.forwardWithDispatch !== 'function')
-      throw invalidArgument(fn, 'experts', 'an ExpertBank holding every expert', experts);
-    if (comm === null || typeof comm !== 'object' || typeof comm.allToAllV !== 'function')
-      throw invalidArgument(fn, 'comm', 'a Communicator', comm);
+    checkCommunicator(fn, 'comm', comm);
     const rc = options.replicaComm;
-    if (rc !== undefined && (rc === null || typeof rc !== 'object' || typeof rc.allReduce !== 'function'))
-      throw invalidArgument(fn, 'options.replicaComm', 'a Communicator', rc);
-    const E = experts.numExperts;
+    if (rc !== undefined) checkCommunicator(fn, 'options.replicaComm', rc);
+    checkFullBank(fn, experts);
     const P = comm.worldSize;
-    const index = indexPlacement(fn, 'physToLog', physToLog, E, P);
-    const full = expertWeightsOf(experts.variables);
-    if (full.w1EDF.shape[0] !== E)
-      throw invalidArgument(
-        fn,
-        'experts',
-        `a bank holding all ${E} experts`,
-        `${full.w1EDF.shape[0]} experts`,
-      );
+    const index = indexPlacement(fn, 'physToLog', physToLog, experts.numExperts, P);
     const J = index.physToLog.length / P;
-    const mine = index.physToLog.slice(comm.rank * J, (comm.rank + 1) * J);
-    const slotVar = (w: tf.Tensor): tf.Variable => {
-      const v = tf.tidy(() => tf.variable(tf.gather(w, Array.from(mine)), true));
-      markShard(v);
-      return v;
-    };
     // this rank's slots of the stacked weights: w1 [J, D, F], w3 (SwiGLU), w2 [J, F, D]
-    const vars: Record<string, tf.Variable> = { w1: slotVar(full.w1EDF) };
-    if (full.w3EDF) vars.w3 = slotVar(full.w3EDF);
-    vars.w2 = slotVar(full.w2EFD);
+    const vars = shardVariables(
+      experts,
+      Array.from(index.physToLog.slice(comm.rank * J, (comm.rank + 1) * J)),
+    );
     super(experts, vars);
     this.comm = comm;
     this.replicaComm = rc !== undefined && rc.worldSize > 1 ? rc : undefined;

@@ -218,6 +218,41 @@ function localUnits(
   return combine(yGD, tf.ones([M, 1]) as Tensor2D, grouping); // back to the received order
 }
 
+/** Throws INVALID_ARGUMENT naming `arg` of `fn` unless `comm` is a Communicator. */
+export function checkCommunicator(fn: string, arg: string, comm: unknown): asserts comm is Communicator {
+  if (comm === null || typeof comm !== 'object' || typeof (comm as Communicator).allToAllV !== 'function')
+    throw invalidArgument(fn, arg, 'a Communicator', comm);
+}
+
+/** Throws INVALID_ARGUMENT unless `experts` is a bank holding all its E experts as stacked weights. */
+export function checkFullBank(fn: string, experts: ExpertBank): void {
+  if (experts === null || typeof experts !== 'object' || typeof experts.forwardWithDispatch !== 'function')
+    throw invalidArgument(fn, 'experts', 'an ExpertBank holding every expert', experts);
+  const E = experts.numExperts;
+  const held = expertWeightsOf(experts.variables).w1EDF.shape[0];
+  if (held !== E) throw invalidArgument(fn, 'experts', `a bank holding all ${E} experts`, `${held} experts`);
+}
+
+/**
+ * Copies of the experts `expertIdx` (in that order, repeats allowed) of a bank holding all E as
+ * stacked weights, as variables `w1`, `w3` (SwiGLU), `w2` marked as shards.
+ */
+export function shardVariables(
+  experts: ExpertBank,
+  expertIdx: readonly number[],
+): Record<string, tf.Variable> {
+  const full = expertWeightsOf(experts.variables);
+  const take = (w: tf.Tensor): tf.Variable => {
+    const v = tf.tidy(() => tf.variable(tf.gather(w, [...expertIdx]), true));
+    markShard(v);
+    return v;
+  };
+  const vars: Record<string, tf.Variable> = { w1: take(full.w1EDF) };
+  if (full.w3EDF) vars.w3 = take(full.w3EDF);
+  vars.w2 = take(full.w2EFD);
+  return vars;
+}
+
 /**
  * An expert bank whose weights are spread over the ranks of a communicator and can be gathered into
  * one local bank of all E experts: the base of {@link ExpertParallelBank} and of the replicated
@@ -265,10 +300,8 @@ export class ExpertParallelBank extends DistributedExpertBank {
    */
   constructor(experts: ExpertBank, comm: Communicator) {
     const fn = 'ExpertParallelBank';
-    if (experts === null || typeof experts !== 'object' || typeof experts.forwardWithDispatch !== 'function')
-      throw invalidArgument(fn, 'experts', 'an ExpertBank holding every expert', experts);
-    if (comm === null || typeof comm !== 'object' || typeof comm.allToAllV !== 'function')
-      throw invalidArgument(fn, 'comm', 'a Communicator', comm);
+    checkCommunicator(fn, 'comm', comm);
+    checkFullBank(fn, experts);
     const E = experts.numExperts;
     const R = comm.worldSize;
     if (E % R !== 0) {
@@ -279,26 +312,13 @@ export class ExpertParallelBank extends DistributedExpertBank {
         `world size ${R}`,
       );
     }
-    const full = expertWeightsOf(experts.variables);
-    if (full.w1EDF.shape[0] !== E)
-      throw invalidArgument(
-        fn,
-        'experts',
-        `a bank holding all ${E} experts`,
-        `${full.w1EDF.shape[0]} experts`,
-      );
     const L = E / R;
     const first = comm.rank * L;
-    const shard = (w: tf.Tensor): tf.Variable => {
-      const [, a, b] = w.shape as [number, number, number];
-      const v = tf.tidy(() => tf.variable(tf.slice(w, [first, 0, 0], [L, a, b]), true));
-      markShard(v);
-      return v;
-    };
     // this rank's shard of the stacked weights: w1 [L, D, F], w3 (SwiGLU), w2 [L, F, D]
-    const vars: Record<string, tf.Variable> = { w1: shard(full.w1EDF) };
-    if (full.w3EDF) vars.w3 = shard(full.w3EDF);
-    vars.w2 = shard(full.w2EFD);
+    const vars = shardVariables(
+      experts,
+      Array.from({ length: L }, (_, i) => first + i),
+    );
     super(experts, vars);
     this.comm = comm;
     this.expertsPerRank = L;
