@@ -8,7 +8,7 @@
  * @packageDocumentation
  */
 
-export type { SchedulerKind, SchedulerLaunch } from './comm/env';
+export type { SchedulerEnv, SchedulerKind, SchedulerLaunch } from './comm/env';
 export { DEFAULT_MASTER_PORT, expandHostlist, schedulerLaunchConfig } from './comm/env';
 export { groupCommunicator } from './comm/groups';
 export type { LaunchConfig, LaunchEvent, LaunchOptions, LaunchResult, MasterAddress } from './comm/launch';

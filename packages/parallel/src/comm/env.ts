@@ -33,7 +33,8 @@ export interface SchedulerLaunch {
   readonly summary: string;
 }
 
-type Env = Readonly<Record<string, string | undefined>>;
+/** Environment variables, as `process.env` holds them. */
+export type SchedulerEnv = Readonly<Record<string, string | undefined>>;
 
 const FN = 'schedulerLaunchConfig';
 
@@ -44,7 +45,7 @@ function envError(name: string, expected: string, got: string | undefined): Swit
   );
 }
 
-function intVar(env: Env, name: string, min: number): number {
+function intVar(env: SchedulerEnv, name: string, min: number): number {
   const raw = env[name];
   const n = raw === undefined || raw.trim() === '' ? Number.NaN : Number(raw);
   if (!Number.isInteger(n) || n < min) throw envError(name, `an integer >= ${min}`, raw);
@@ -112,7 +113,7 @@ export function expandHostlist(hostlist: string): string[] {
 }
 
 /** `MASTER_ADDR:MASTER_PORT`, or `host` at `MASTER_PORT` (default 29500). */
-function masterOf(env: Env, host: () => string): string {
+function masterOf(env: SchedulerEnv, host: () => string): string {
   const port = env.MASTER_PORT === undefined ? DEFAULT_MASTER_PORT : intVar(env, 'MASTER_PORT', 1);
   const addr = env.MASTER_ADDR?.trim() ? env.MASTER_ADDR.trim() : host();
   const master = addr.includes(':') && !addr.startsWith('[') ? `[${addr}]:${port}` : `${addr}:${port}`;
@@ -124,7 +125,7 @@ function masterOf(env: Env, host: () => string): string {
   return master;
 }
 
-function slurm(env: Env): SchedulerLaunch {
+function slurm(env: SchedulerEnv): SchedulerLaunch {
   const tasksVar = env.SLURM_STEP_NUM_TASKS !== undefined ? 'SLURM_STEP_NUM_TASKS' : 'SLURM_NTASKS';
   const nnodes = intVar(env, tasksVar, 1);
   const nodeRank = intVar(env, 'SLURM_PROCID', 0);
@@ -143,7 +144,7 @@ function slurm(env: Env): SchedulerLaunch {
   };
 }
 
-function kubernetes(env: Env, nnodesFlag: number | undefined): SchedulerLaunch {
+function kubernetes(env: SchedulerEnv, nnodesFlag: number | undefined): SchedulerLaunch {
   const nodeRank = intVar(env, 'JOB_COMPLETION_INDEX', 0);
   const nnodes =
     nnodesFlag ?? (env.SWITCHYARD_NNODES === undefined ? undefined : intVar(env, 'SWITCHYARD_NNODES', 1));
@@ -198,7 +199,7 @@ function kubernetes(env: Env, nnodesFlag: number | undefined): SchedulerLaunch {
  * ```
  */
 export function schedulerLaunchConfig(
-  env: Env,
+  env: SchedulerEnv,
   options: { readonly scheduler?: 'auto' | 'none' | SchedulerKind; readonly nnodes?: number } = {},
 ): SchedulerLaunch | undefined {
   if (env === null || typeof env !== 'object') throw invalidArgument(FN, 'env', 'an environment object', env);
