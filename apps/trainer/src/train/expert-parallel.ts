@@ -132,7 +132,10 @@ export class ExpertParallelTraining implements ExpertGradients {
     }
     this.groups = expertParallelGroups(comm, P);
     const sameLayout =
-      saved !== undefined && saved.degree === P && saved.physToLog.every((m) => m.length === Q);
+      saved !== undefined &&
+      saved.degree === P &&
+      saved.physToLog.length === layers.length &&
+      saved.physToLog.every((m) => m.length === Q);
     this.window = layers.map((_, l) => Float64Array.from(saved?.window[l] ?? new Array<number>(E).fill(0)));
     this.windowSteps = saved?.windowSteps ?? 0;
     this.banks = applyReplicatedExperts(
