@@ -109,7 +109,7 @@ describe('switchyard-train --expert-parallel', () => {
   );
 
   it.skipIf(onCpu)(
-    'with redundant experts rebalanced every 10 steps follows the one-rank curve for 50 steps, and resumes on one rank',
+    'with redundant experts rebalanced every 10 steps follows the one-rank curve for 50 steps; checkpoints resume under the other layout',
     async () => {
       const run = [
         ...RUN,
@@ -150,15 +150,29 @@ describe('switchyard-train --expert-parallel', () => {
       }
       expect(b.every((m) => m.expertBalance! > 0 && m.expertBalance! <= 1)).toBe(true);
       expect(a.every((m) => m.expertBalance === undefined)).toBe(true);
-      // the step-25 checkpoint of the two-rank run continues on one rank, without expert parallelism
-      const copy = join(root, 'c-ep-resumed');
-      cpSync(ep, copy, { recursive: true });
-      rmSync(join(copy, 'checkpoints', 'final'), { recursive: true });
-      const r3 = await cli(['--resume', join(copy, 'checkpoints', 'step-000025'), '--expert-parallel', '1']);
-      expect(r3.code, r3.err).toBe(0);
-      const c = metrics(copy);
-      for (let i = 25; i < 50; i++) expect(Math.abs(c[i]!.loss - b[i]!.loss)).toBeLessThan(1e-3);
+      // step-25 checkpoints continue under the other layout: the two-rank run's on one rank, the
+      // one-rank run's on two ranks with expert parallelism (its slots take their experts' moments)
+      const resumeAt = (dir: string, name: string): string => {
+        const copy = join(root, name);
+        cpSync(dir, copy, { recursive: true });
+        rmSync(join(copy, 'checkpoints', 'final'), { recursive: true });
+        return copy;
+      };
+      const toOne = resumeAt(ep, 'c-ep-on-1');
+      const toEp = resumeAt(one, 'c-1-on-ep');
+      const resumed = await Promise.all([
+        cli(['--resume', join(toOne, 'checkpoints', 'step-000025'), '--expert-parallel', '1']),
+        cli(['--resume', join(toEp, 'checkpoints', 'step-000025'), '--ranks', '2', '--expert-parallel', '2']),
+      ]);
+      for (const r of resumed) expect(r.code, r.err).toBe(0);
+      const c = metrics(toOne);
+      const d = metrics(toEp);
+      for (let i = 25; i < 50; i++) {
+        expect(Math.abs(c[i]!.loss - b[i]!.loss)).toBeLessThan(1e-3);
+        expect(Math.abs(d[i]!.loss - a[i]!.loss)).toBeLessThan(1e-3);
+      }
       expect(c[49]!.expertBalance).toBeUndefined();
+      expect(d[49]!.expertBalance).toBeGreaterThan(0);
     },
     180_000,
   );
