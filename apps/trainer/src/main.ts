@@ -4,7 +4,7 @@
  * (2 for usage and configuration errors, 1 for everything else).
  */
 import { parseArgs } from 'node:util';
-import { type LaunchConfig, launch, parseLaunchArgs } from '@switchyard/parallel';
+import { type LaunchConfig, launch, parseLaunchArgs, schedulerLaunchConfig } from '@switchyard/parallel';
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
 import { helpText } from './config/help';
 import { resolveConfig } from './config/load';
@@ -13,6 +13,7 @@ import { EXPERIMENTS, runExperiment } from './experiments/run';
 import { RANK_MODULE_URL, type TrainRankArgs } from './rank';
 import { createReporter, type TextSink } from './reporter';
 import { checkOutDirFree, defaultOutDir } from './run/outdir';
+import { checkExpertLayout } from './train/expert-parallel';
 import { checkRanks } from './train/setup';
 import { type TrainResult, train } from './train/trainer';
 
@@ -63,10 +64,24 @@ export async function main(
       ? (first as (typeof COMMANDS)[number])
       : 'train';
     const rest = command === first ? positionals.slice(1) : positionals;
-    const parallel = (lc.ranks ?? 1) > 1 || (lc.nnodes ?? 1) > 1;
     if (command !== 'train' && Object.keys(lc).length > 0) {
       throw usage(`--ranks, --nnodes, --node-rank and --master apply to training only, not to ${command}`);
     }
+    const expertParallel = expertParallelFlag(values);
+    if (command !== 'train' && expertParallel !== undefined) {
+      throw usage(`--expert-parallel applies to training only, not to ${command}`);
+    }
+    // Started by srun or as a Kubernetes indexed Job: nodes, node rank and rendezvous from the
+    // environment (flags still win).
+    const scheduled =
+      command === 'train'
+        ? schedulerLaunchConfig(process.env, lc.nnodes !== undefined ? { nnodes: lc.nnodes } : {})
+        : undefined;
+    if (scheduled) {
+      lc = { ...scheduled.config, ...lc };
+      io.stdout.write(`${scheduled.summary}\n`);
+    }
+    const parallel = (lc.ranks ?? 1) > 1 || (lc.nnodes ?? 1) > 1;
 
     if (command !== 'train' && (values.pipeline !== undefined || values.schedule !== undefined)) {
       throw usage(`--pipeline and --schedule apply to training only, not to ${command}`);
@@ -93,6 +108,7 @@ export async function main(
     const layoutSets = [
       ...(values.pipeline !== undefined ? [`parallel.pipeline=${values.pipeline}`] : []),
       ...(values.schedule !== undefined ? [`parallel.schedule=${values.schedule}`] : []),
+      ...(expertParallel !== undefined ? [`parallel.expertParallel=${expertParallel}`] : []),
     ];
     if (values.backend !== undefined) sets.push(`backend=${values.backend}`);
 
@@ -141,11 +157,15 @@ export async function main(
         ? {
             ...(values.pipeline !== undefined ? { pipeline: config.parallel.pipeline } : {}),
             ...(values.schedule !== undefined ? { schedule: config.parallel.schedule } : {}),
+            ...(expertParallel !== undefined ? { expertParallel } : {}),
           }
         : undefined;
     let result: TrainResult;
     const launchRanks = (lc.ranks ?? 1) * (lc.nnodes ?? 1);
-    if (values.resume === undefined) checkRanks(config, launchRanks);
+    if (values.resume === undefined) {
+      checkRanks(config, launchRanks);
+      checkExpertLayout(config, launchRanks);
+    }
     if (parallel) {
       // Refuse a used output folder before starting any rank (rank 0 checks again).
       if (values.resume === undefined && (lc.nodeRank ?? 0) === 0) {
@@ -223,7 +243,18 @@ function parse(argv: readonly string[]) {
       arms: { type: 'string' },
       jobs: { type: 'string' },
       'no-report': { type: 'boolean' },
+      'expert-parallel': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
+}
+
+/** `--expert-parallel P`: the ranks per expert-parallel group it asks for, or undefined when absent. */
+function expertParallelFlag(values: { readonly 'expert-parallel'?: string | undefined }): number | undefined {
+  const raw = values['expert-parallel'];
+  if (raw === undefined) return undefined;
+  const p = raw.trim() === '' ? Number.NaN : Number(raw);
+  if (!Number.isInteger(p) || p < 1)
+    throw usage(`--expert-parallel: expected an integer >= 1, got ${JSON.stringify(raw)}`);
+  return p;
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { loadCheckpoint } from '@switchyard/model';
 import { expectNoLeaks, tf } from '@switchyard/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runCli as cli, stepRecords } from '../test/cli';
+import { runCli as cli, relativeDifference, stepRecords } from '../test/cli';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 const root = mkdtempSync(join(tmpdir(), 'sy-ranks-'));
@@ -110,20 +110,11 @@ describe('switchyard-train --ranks', () => {
         tf.dispose(Object.values(extraTensors ?? {}));
         return out;
       };
-      const relDiff = (a: Float32Array, b: Float32Array): number => {
-        let d = 0;
-        let n = 0;
-        for (let i = 0; i < a.length; i++) {
-          d += (a[i]! - b[i]!) ** 2;
-          n += a[i]! ** 2;
-        }
-        return Math.sqrt(d / Math.max(n, 1e-30));
-      };
       const m1 = await moments(one);
       const m2 = await moments(two);
       expect([...m2.keys()].sort()).toEqual([...m1.keys()].sort());
       expect(m1.size).toBeGreaterThan(10);
-      for (const [name, a] of m1) expect(relDiff(a, m2.get(name)!), name).toBeLessThan(2e-2);
+      for (const [name, a] of m1) expect(relativeDifference(a, m2.get(name)!), name).toBeLessThan(2e-2);
       // 2. Resuming the two-rank run from its step-3 checkpoint reproduces steps 4 to 6.
       const copy = join(root, 'two-resumed');
       cpSync(two, copy, { recursive: true });
@@ -154,7 +145,7 @@ describe('switchyard-train --ranks', () => {
       for (let i = 0; i < 6; i++)
         expect(Math.abs(c[i]!.loss - one1[i]!.loss)).toBeLessThan(2e-3 * one1[i]!.loss);
       const m3 = await moments(replicated);
-      for (const [name, x] of m1) expect(relDiff(x, m3.get(name)!), name).toBeLessThan(2e-2);
+      for (const [name, x] of m1) expect(relativeDifference(x, m3.get(name)!), name).toBeLessThan(2e-2);
     },
     120_000,
   );

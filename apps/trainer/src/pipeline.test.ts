@@ -89,6 +89,9 @@ describe('switchyard-train --pipeline', () => {
         pipeline: 2,
         schedule: 'dualpipev',
         virtualStages: 2,
+        expertParallel: 1,
+        redundantExperts: 0,
+        rebalanceEvery: 0,
       });
       // The final checkpoint holds the whole model (weights and loss-free biases) and every moment.
       const v1 = Number(/final val_loss: ([\d.]+)/.exec(r1.out)![1]);

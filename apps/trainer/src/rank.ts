@@ -12,7 +12,7 @@ export interface TrainRankArgs {
   readonly config: TrainConfig;
   /** A run folder or checkpoint folder to continue. */
   readonly resume?: string;
-  /** Pipeline settings replacing the resumed run's (a checkpoint resumes under any layout). */
+  /** When resuming: parallel settings replacing the saved run's (a checkpoint resumes under any layout). */
   readonly parallel?: Partial<TrainConfig['parallel']>;
 }
 

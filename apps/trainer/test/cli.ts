@@ -1,11 +1,11 @@
 // The `switchyard-train` command line run in-process, for tests: the exit code and what it wrote,
-// and the records of a run folder.
+// the records of a run folder, and a comparison of saved tensors.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../src/main';
 
 /** Runs `switchyard-train args` in this process and collects stdout and stderr. */
-export async function runCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+export async function runCli(args: readonly string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
   const sink = (add: (s: string) => void) => ({
@@ -32,4 +32,22 @@ export function stepRecords<T = Record<string, number>>(dir: string): T[] {
     .trim()
     .split('\n')
     .map((l) => JSON.parse(l) as T);
+}
+
+/**
+ * ||a - b|| / ||a|| (L2 norms, ||a|| floored at 1e-15): how far `b` is from `a`, relative to `a`.
+ *
+ * @example
+ * ```ts
+ * relativeDifference(Float32Array.of(1, 0), Float32Array.of(1, 0.01)); // 0.01
+ * ```
+ */
+export function relativeDifference(a: Float32Array, b: Float32Array): number {
+  let d = 0;
+  let n = 0;
+  for (let i = 0; i < a.length; i++) {
+    d += (a[i]! - b[i]!) ** 2;
+    n += a[i]! ** 2;
+  }
+  return Math.sqrt(d / Math.max(n, 1e-30));
 }

@@ -224,6 +224,21 @@ const parallelSchema = z
       .min(2)
       .default(2)
       .describe('interleaved schedule: model stages per rank (v); the model is cut into v * P stages'),
+    expertParallel: posInt()
+      .default(1)
+      .describe(
+        'expert parallelism: ranks sharing one copy of the experts (a divisor of the ranks; groups of consecutive ranks, data parallel across groups); 1: every rank holds every expert',
+      ),
+    redundantExperts: nonNegInt()
+      .default(0)
+      .describe(
+        'with expertParallel > 1: extra expert slots per MoE layer holding copies of the busiest experts, placed by EPLB (numExperts + this must be a multiple of expertParallel)',
+      ),
+    rebalanceEvery: nonNegInt()
+      .default(0)
+      .describe(
+        'with expertParallel > 1: re-place experts and copies by EPLB from the expert loads of the last this many steps, moving weights and AdamW moments; 0: never',
+      ),
   })
   .prefault({});
 

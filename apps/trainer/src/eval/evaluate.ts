@@ -102,6 +102,11 @@ export interface EvalShard {
   readonly rank: number;
   readonly worldSize: number;
   readonly sum: (buf: Float32Array) => Float32Array;
+  /**
+   * Every rank runs the same number of forward passes (a rank with fewer batches repeats one and
+   * discards it): needed when a forward pass is a collective (expert parallelism).
+   */
+  readonly lockstep?: boolean;
 }
 
 /**
@@ -153,6 +158,11 @@ export function evaluateModel(
     const n = b.batchSize * b.seqLen;
     sumG[b.domain]! += lossValue * n;
     countG[b.domain]! += n;
+  }
+  if (R > 1 && shard!.lockstep && set.batches.length > 0) {
+    const nb = set.batches.length;
+    const mine = shard!.rank < nb ? Math.floor((nb - 1 - shard!.rank) / R) + 1 : 0;
+    for (let i = mine; i < Math.ceil(nb / R); i++) fillerForward(model, set.batches[0]!);
   }
   if (R > 1) {
     // One all-reduce of every sum: per-domain losses and tokens, drops, the load and specialisation counts.
@@ -213,4 +223,13 @@ export function evaluateModel(
     specialization,
     specializationPeak: peak,
   };
+}
+
+/** A forward pass whose result is discarded, so this rank joins the collectives of the others' last batch. */
+function fillerForward(model: EvaluableModel, b: EvalBatch): void {
+  tf.tidy(() => {
+    const x = tf.tensor2d(b.inputsBS, [b.batchSize, b.seqLen], 'int32');
+    const y = tf.tensor2d(b.targetsBS, [b.batchSize, b.seqLen], 'int32');
+    model.loss(x, y, { training: false }).loss.dataSync();
+  });
 }

@@ -29,6 +29,21 @@ export interface StepRecord {
   readonly dropRate: number;
   /** Share of the step's assignments each expert received, [layer][expert]. */
   readonly expertLoad: readonly (readonly number[])[];
+  /**
+   * Expert parallelism: mean over MoE layers of the balancedness (mean / max load over the ranks of
+   * a group) of this step's loads under the placement that served them; absent otherwise.
+   */
+  readonly expertBalance?: number;
+  /**
+   * Expert parallelism: the rebalance that ended this step: mean balancedness of the window's loads
+   * under the placement before and after, whether experts moved, and the migration milliseconds.
+   */
+  readonly rebalance?: {
+    readonly before: number;
+    readonly after: number;
+    readonly migrated: boolean;
+    readonly migrationMs: number;
+  };
   /** Seconds since the run started (summed over resumed segments). */
   readonly time: number;
   /**
@@ -48,6 +63,8 @@ export interface StepPhases {
   readonly clip: number;
   /** The AdamW update and the balance controller's end-of-step work (loss-free bias, buffers). */
   readonly optimizer: number;
+  /** Expert parallelism: moving experts and their moments to a new placement (only in steps that rebalance). */
+  readonly migrate?: number;
 }
 
 /** One evaluation on the validation set. */

@@ -78,6 +78,13 @@ export class AdamW {
     });
   }
 
+  /** The moment variables of variable `name` (to move them along with it), or undefined for an unknown name. */
+  moments(name: string): { readonly m: tf.Variable; readonly v: tf.Variable } | undefined {
+    const m = this.m.get(name);
+    const v = this.v.get(name);
+    return m && v ? { m, v } : undefined;
+  }
+
   /** The moments as named tensors (`m/<name>`, `v/<name>`); the caller must not dispose them. */
   stateTensors(): Record<string, tf.Tensor> {
     const out: Record<string, tf.Tensor> = {};

@@ -69,7 +69,7 @@ export class RunCheckpoints {
   }
 
   private async save(dir: string, at: RunPosition): Promise<void> {
-    const { model, balance, batcher, noiseRng, optimizer } = this.setup;
+    const { model, balance, batcher, noiseRng, optimizer, experts } = this.setup;
     const { tokenizer } = this.data;
     balance.copyBiasesTo(model);
     const trainerState: TrainerState = {
@@ -84,11 +84,18 @@ export class RunCheckpoints {
       elapsedSec: at.elapsedSec,
       tokensSeen: at.tokensSeen,
       dataFingerprint: dataFingerprint(this.data.trainStreams),
+      ...(experts ? { experts: experts.state() } : {}),
     };
     const moments = optimizer.stateTensors();
+    // Under expert parallelism every rank gathers the full experts and their moments (collectives).
+    const full = experts ? experts.fullMoments(moments) : moments;
+    const write = async (): Promise<void> => {
+      if (this.lead) await saveCheckpoint(dir, { model, tokenizer, trainerState, extraTensors: full });
+    };
     try {
-      if (this.lead) await saveCheckpoint(dir, { model, tokenizer, trainerState, extraTensors: moments });
+      await (experts ? experts.withFullExperts(write) : write());
     } finally {
+      if (experts) experts.releaseConverted(full, moments);
       optimizer.releaseState(moments);
     }
     this.last = dir;

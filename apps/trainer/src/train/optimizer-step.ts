@@ -23,16 +23,31 @@ import {
   reduceScatterGradients,
   writeFlat,
 } from '@switchyard/parallel';
-import { tf } from '@switchyard/tensor';
+import { SwitchyardError, tf } from '@switchyard/tensor';
 import {
   AdamW,
   type AdamWConfig,
+  type ClipResult,
   clipScale,
   gradientClip,
   HostAdamW,
   momentTensors,
   type NormSpan,
 } from './adamw';
+
+/**
+ * What the optimizer step needs of expert-parallel training (slots of experts spread over ranks,
+ * some experts with several copies): which gradients are slots', their reduction over the copies
+ * of each expert, and this rank's share of their squared norm.
+ */
+export interface ExpertGradients {
+  /** True for the names of expert-slot variables. */
+  owns(name: string): boolean;
+  /** Replaces, in the map, the slots' gradients with what every copy applies. A collective. */
+  reduce(grads: Map<string, tf.Tensor>): void;
+  /** This rank's share of the squared norm of the slots' gradients; the shares of all ranks sum to it. */
+  squaredNormShare(grads: ReadonlyMap<string, tf.Tensor>): number;
+}
 
 /** Where the optimizer runs: `host` (JavaScript, sharded over ranks) or `backend` (tensor ops). */
 export type OptimizerPlacement = 'host' | 'backend';
@@ -99,8 +114,15 @@ export class OptimizerStep {
     private readonly clipNorm: number,
     /** When `named` is one pipeline stage's share of the model: how the clipping norm spans the stages. */
     private readonly span: NormSpan = {},
+    /** Expert-parallel slots among `named` (backend placement only), or undefined. */
+    private readonly experts?: ExpertGradients,
   ) {
     if (placement === 'host') {
+      if (experts !== undefined)
+        throw new SwitchyardError(
+          'INVALID_ARGUMENT',
+          'OptimizerStep: the host placement shards replicated weights only; expert-parallel slots need the backend placement',
+        );
       const layout = flatLayout(named);
       const range = flatRange(layout, comm.rank, comm.worldSize);
       const n = range.end - range.start;
@@ -204,6 +226,7 @@ export class OptimizerStep {
     let synced = grads;
     if (this.comm.worldSize > 1) {
       try {
+        this.experts?.reduce(grads);
         synced = allReduceGradients(this.comm, grads, this.named);
       } finally {
         tf.dispose([...grads.values()]);
@@ -212,7 +235,7 @@ export class OptimizerStep {
     const t1 = performance.now();
     const syncMs = this.comm.worldSize > 1 ? t1 - t0 : 0; // one rank exchanges nothing
     try {
-      const clip = gradientClip(synced, this.clipNorm, this.span);
+      const clip = this.experts ? this.expertClip(synced) : gradientClip(synced, this.clipNorm, this.span);
       const t2 = performance.now();
       if (clip.nonFinite.length > 0) {
         return {
@@ -234,6 +257,35 @@ export class OptimizerStep {
     } finally {
       tf.dispose([...synced.values()]);
     }
+  }
+
+  /**
+   * The clip of gradients some of which are expert slots: the replicated gradients' squared norm
+   * (the same on every rank) plus the slots' shares summed over ranks, and the slots named as
+   * non-finite on any rank. A collective.
+   */
+  private expertClip(synced: ReadonlyMap<string, tf.Tensor>): ClipResult {
+    const experts = this.experts!;
+    const replicated = new Map([...synced].filter(([name]) => !experts.owns(name)));
+    const slots = new Map([...synced].filter(([name]) => experts.owns(name)));
+    const local = gradientClip(replicated, 0);
+    const slotNames = [...slots.keys()];
+    const bad = new Set(gradientClip(slots, 0).nonFinite);
+    // [share, one flag per slot variable], summed over ranks
+    const buf = new Float32Array(1 + slotNames.length);
+    buf[0] = experts.squaredNormShare(slots);
+    slotNames.forEach((name, i) => {
+      buf[1 + i] = bad.has(name) ? 1 : 0;
+    });
+    this.comm.allReduce(buf, 'sum', { inPlace: true });
+    const norm = Math.sqrt(local.norm * local.norm + buf[0]!);
+    const nonFinite = [...local.nonFinite, ...slotNames.filter((_, i) => buf[1 + i]! > 0)];
+    return { norm, nonFinite, scale: clipScale(norm, this.clipNorm) };
+  }
+
+  /** The AdamW moments of variable `name` (backend placement), e.g. to move them with the variable; undefined on the host placement. */
+  moments(name: string): { readonly m: tf.Variable; readonly v: tf.Variable } | undefined {
+    return this.backend?.moments(name);
   }
 
   /**

@@ -22,6 +22,7 @@ import type { PreparedData } from '../data/prepare';
 import { buildEvalSet, type EvalModelInfo, type EvalSet } from '../eval/evaluate';
 import { UnigramModel } from '../eval/unigram';
 import { BalanceController } from './balance';
+import { ExpertParallelTraining } from './expert-parallel';
 import { OptimizerStep, resolvePlacement } from './optimizer-step';
 import { checkPipeline, TrainingPipeline } from './pipeline';
 import type { Resumed } from './resume';
@@ -128,6 +129,8 @@ export interface TrainingSetup {
   readonly unigramValLoss: number;
   /** The pipeline this rank is part of (`parallel.pipeline` > 1). */
   readonly pipeline?: TrainingPipeline;
+  /** Expert parallelism (`parallel.expertParallel` > 1): the banks, their placement and rebalancing. */
+  readonly experts?: ExpertParallelTraining;
 }
 
 /**
@@ -167,22 +170,30 @@ export function setUpTraining(
     : new MoETransformerLM(modelConfig, new Rng(config.seed).fork('init'));
   const L = model.moeLayerIndices.length;
   const { k: K, numExperts: E } = routingShape(modelConfig);
+  // Expert slots replace the full experts before the optimizer sees the variables.
+  const experts = ExpertParallelTraining.install(config, comm, model, resumed?.state.experts);
   const named = model.namedVariables();
   const pipeline =
     config.parallel.pipeline > 1
       ? new TrainingPipeline(config, comm, model, replicaRows(config, comm.worldSize, comm.rank))
       : undefined;
-  const optimizer = pipeline ? pipelineOptimizer(config, pipeline) : optimizerStep(config, comm, named);
+  const optimizer = pipeline
+    ? pipelineOptimizer(config, pipeline)
+    : optimizerStep(config, comm, named, experts);
   const balance = balanceController(config, L, E, pipeline?.dataComm ?? comm, pipeline?.poolComm);
   // Identical replicas: the same seed builds the same weights, the broadcast makes it certain.
   if (comm.worldSize > 1) broadcastVariables(comm, named);
   let noiseRng = new Rng(config.seed).fork('routing-noise');
   if (resumed) {
     const { state, loaded } = resumed;
+    const saved = loaded.extraTensors ?? {};
+    // Checkpoints hold every expert's moments; the slots take their experts'.
+    const moments = experts ? experts.slotMoments(saved) : saved;
     try {
-      optimizer.loadState(state.optimizerSteps, loaded.extraTensors ?? {});
+      optimizer.loadState(state.optimizerSteps, moments);
     } finally {
-      tf.dispose(Object.values(loaded.extraTensors ?? {}));
+      if (experts) experts.releaseConverted(moments, saved);
+      tf.dispose(Object.values(saved));
     }
     batcher.setState(state.batcher);
     noiseRng = Rng.fromState(state.noiseRng);
@@ -200,6 +211,7 @@ export function setUpTraining(
     evalSet,
     unigramValLoss,
     ...(pipeline ? { pipeline } : {}),
+    ...(experts ? { experts } : {}),
   };
 }
 
@@ -225,6 +237,7 @@ function optimizerStep(
   config: TrainConfig,
   comm: Communicator,
   named: ReadonlyMap<string, tf.Variable>,
+  experts: ExpertParallelTraining | undefined,
 ): OptimizerStep {
   const t = config.train;
   return new OptimizerStep(
@@ -233,6 +246,8 @@ function optimizerStep(
     { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weightDecay: t.weightDecay },
     resolvePlacement(t.optimizerOn),
     t.clipNorm,
+    {},
+    experts,
   );
 }
 

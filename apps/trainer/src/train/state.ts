@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { type TrainConfig, trainConfigSchema } from '../config/schema';
 import type { DomainStream } from '../data/batcher';
 import type { BalanceControllerState } from './balance';
+import type { ExpertPlacementState } from './expert-parallel';
 
 /** Format tag of trainer_state.json. */
 export const TRAINER_STATE_FORMAT = 'switchyard-train-state';
@@ -30,10 +31,23 @@ const trainerStateSchema = z.strictObject({
   tokensSeen: z.int().min(0),
   /** Training tokens per domain when the run started: resuming on different data is refused. */
   dataFingerprint: z.array(z.tuple([z.string(), z.int().min(0)])),
+  /** Expert parallelism: the slot placement in force and the loads counted since the last rebalance. */
+  experts: z
+    .strictObject({
+      degree: z.int().min(1),
+      physToLog: z.array(z.array(z.int().min(0))),
+      window: z.array(z.array(z.number().min(0))),
+      windowSteps: z.int().min(0),
+    })
+    .optional(),
 });
 
 /** Parsed trainer_state.json. */
-export type TrainerState = Omit<z.output<typeof trainerStateSchema>, 'balance' | 'config' | 'noiseRng'> & {
+export type TrainerState = Omit<
+  z.output<typeof trainerStateSchema>,
+  'balance' | 'config' | 'noiseRng' | 'experts'
+> & {
+  readonly experts?: ExpertPlacementState;
   readonly config: TrainConfig;
   readonly noiseRng: RngState;
   readonly balance: BalanceControllerState;

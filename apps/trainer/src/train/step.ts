@@ -8,7 +8,9 @@
  * 3. the logged losses and expert counts reduced over data-parallel ranks (one all-reduce);
  * 4. the step's expert-load metrics;
  * 5. gradient sync, clipping and the AdamW update (OptimizerStep), refusing non-finite gradients;
- * 6. the balance controller's end of step (loss-free bias update, pools emptied).
+ * 6. the balance controller's end of step (loss-free bias update, pools emptied);
+ * 7. under expert parallelism, the step's balance over ranks and, every `parallel.rebalanceEvery`
+ *    steps, the move of experts and their moments to a new EPLB placement.
  *
  * Under data parallelism (R ranks) every rank draws the same global micro-batches and trains on its
  * contiguous share of their sequences, with loss weight R * B_r / B: the mean over ranks of the
@@ -36,7 +38,7 @@ export type StepOutcome = Omit<StepRecord, 'step' | 'tokens' | 'time' | 'phaseMs
 /** What the step trains with: the run's model, optimizer, balance controller, data and routing noise. */
 export type StepParts = Pick<
   TrainingSetup,
-  'model' | 'shape' | 'optimizer' | 'balance' | 'batcher' | 'noiseRng'
+  'model' | 'shape' | 'optimizer' | 'balance' | 'batcher' | 'noiseRng' | 'experts'
 >;
 
 /** The logged sums of one step's micro-batches, before and after the reduction over ranks. */
@@ -150,6 +152,10 @@ export class TrainStep {
     const tBalance = performance.now();
     this.setup.balance.afterStep();
     const tEnd = performance.now();
+    // Expert parallelism: the step's balance over ranks, and every K steps the move to a new placement.
+    const ep = this.setup.experts?.afterStep(step, sums.countsMLE, M, (name) =>
+      this.setup.optimizer.moments(name),
+    );
 
     return {
       loss: sums.loss / M,
@@ -158,11 +164,14 @@ export class TrainStep {
       gradNorm: applied.norm,
       tokensPerSec: this.tokensPerStep / ((performance.now() - tStep) / 1000),
       ...loads,
+      ...(ep ? { expertBalance: ep.balancedness } : {}),
+      ...(ep?.rebalance ? { rebalance: ep.rebalance } : {}),
       phaseMs: {
         compute: round1(tComputed - tStep),
         sync: round1(syncMs + applied.syncMs),
         clip: round1(applied.clipMs),
         optimizer: round1(applied.optimizerMs + tEnd - tBalance),
+        ...(ep?.rebalance?.migrated ? { migrate: round1(ep.rebalance.migrationMs) } : {}),
       },
     };
   }
@@ -265,7 +274,8 @@ export class TrainStep {
     balance.observe(plans, m);
     const aux = balance.loss(plans, m);
     traced.counts = plans.map((p) => ({ countsE: p.countsE, keptCountsE: p.keptCountsE }));
-    traced.lm = tf.keep(loss);
+    // a clone: with no balance term and one rank, `loss` itself is the objective the tape disposes
+    traced.lm = tf.keep(loss.clone());
     if (aux) traced.aux = tf.keep(aux);
     const sum = aux ? tf.add(loss, aux) : loss;
     const total = this.comm.worldSize > 1 ? tf.mul(sum, this.shardWeight) : sum;

@@ -62,6 +62,7 @@ export function openingLines(
       `data parallel: ${R} ranks (${comm.transport}), ${B} sequences per micro-batch split ${split}; AdamW ${adam}`,
     );
   }
+  if (setup.experts) lines.push(setup.experts.describe());
   const trainTokens = data.trainStreams.reduce((a, s) => a + s.tokens.length, 0);
   const balance = config.balance;
   const balanceArgs =
@@ -124,7 +125,8 @@ export function reportSetup(f: RunFacts): [string, string][] {
       setup.pipeline
         ? `${backend.name}, ${R} ranks: ${config.parallel.schedule} pipeline of ${setup.pipeline.layout.pipeline} ranks x ${setup.pipeline.layout.replicas} data-parallel replicas`
         : R > 1
-          ? `${backend.name}, ${R} data-parallel ranks`
+          ? `${backend.name}, ${R} data-parallel ranks` +
+            (setup.experts ? `, experts in groups of ${config.parallel.expertParallel}` : '')
           : backend.name,
     ],
     ['seed', String(config.seed)],

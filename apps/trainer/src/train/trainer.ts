@@ -18,6 +18,7 @@ import { createReporter, type Reporter } from '../reporter';
 import { checkOutDirFree, defaultOutDir } from '../run/outdir';
 import { RunOutputs } from '../run/outputs';
 import { RunCheckpoints, type RunPosition } from './checkpoints';
+import { checkExpertLayout } from './expert-parallel';
 import { PipelineTrainStep } from './pipeline-step';
 import { checkSameData, openResume } from './resume';
 import { checkRanks, setUpTraining } from './setup';
@@ -34,7 +35,11 @@ export interface TrainOptions {
   readonly reporter?: Reporter;
   /** Collectives among data-parallel ranks (from `launch()`); default: one rank in this thread. */
   readonly comm?: Communicator;
-  /** When resuming: pipeline settings replacing the saved run's (a checkpoint resumes under any layout). */
+  /**
+   * When resuming: parallel settings replacing the saved run's (`--pipeline`, `--schedule`,
+   * `--expert-parallel`); a checkpoint holds the whole model, so a run continues under any layout the
+   * ranks allow.
+   */
   readonly parallel?: Partial<TrainConfig['parallel']>;
 }
 
@@ -76,15 +81,14 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const lead = comm.rank === 0;
   const resumed =
     options.resume === undefined ? undefined : await openResume(options.resume, options.config.backend);
-  const config = resumed
-    ? { ...resumed.state.config, parallel: { ...resumed.state.config.parallel, ...options.parallel } }
-    : options.config;
+  const config = resumed ? withLayout(resumed.state.config, options.parallel) : options.config;
   const reporter =
     options.reporter ??
     createReporter({ mode: lead ? config.log.progress : 'quiet', every: config.log.every });
   const outDir = resumed ? resumed.runDir : defaultOutDir(config.out, config.name);
   if (!resumed && lead) checkOutDirFree(outDir);
   checkRanks(config, comm.worldSize);
+  checkExpertLayout(config, comm.worldSize);
 
   const backend = await initBackend({ backend: config.backend });
   const t0 = performance.now();
@@ -137,7 +141,13 @@ class TrainingRun {
     this.checkpoints = new RunCheckpoints(config, outDir, data, setup, comm.rank === 0, resumedFrom);
     this.evalShard =
       comm.worldSize > 1
-        ? { rank: comm.rank, worldSize: comm.worldSize, sum: (buf) => comm.allReduce(buf, 'sum') }
+        ? {
+            rank: comm.rank,
+            worldSize: comm.worldSize,
+            sum: (buf) => comm.allReduce(buf, 'sum'),
+            // expert-parallel forwards are collectives: every rank runs as many as the others
+            lockstep: setup.experts !== undefined,
+          }
         : undefined;
     this.tokensSeen = start.tokensSeen;
   }
@@ -255,6 +265,12 @@ class TrainingRun {
   }
 }
 
+/** A saved configuration with the parallel settings a resumed run was started with. */
+function withLayout(config: TrainConfig, layout: Partial<TrainConfig['parallel']> | undefined): TrainConfig {
+  if (layout === undefined || Object.keys(layout).length === 0) return config;
+  return { ...config, parallel: { ...config.parallel, ...layout } };
+}
+
 /** The metrics.jsonl record of step `step` (1-based), fields in their file order. */
 function stepRecord(step: number, o: StepOutcome, tokens: number, time: number): StepRecord {
   return {
@@ -269,6 +285,8 @@ function stepRecord(step: number, o: StepOutcome, tokens: number, time: number):
     maxVioMicro: o.maxVioMicro,
     dropRate: o.dropRate,
     expertLoad: o.expertLoad,
+    ...(o.expertBalance !== undefined ? { expertBalance: o.expertBalance } : {}),
+    ...(o.rebalance !== undefined ? { rebalance: o.rebalance } : {}),
     time,
     phaseMs: o.phaseMs,
   };

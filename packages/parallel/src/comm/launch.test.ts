@@ -62,6 +62,42 @@ describe('launch on worker ranks', () => {
       undefined,
       digest(pair),
     ]);
+    // group communicators over the partition {0, 2}, {1}: each group's collectives among its own ranks
+    expect(results.map((r) => r.group)).toEqual([
+      {
+        rank: 0,
+        size: 2,
+        sum: [3, 2],
+        mean: [1],
+        max: [2],
+        gather: [[0], [2]],
+        a2a: [[0], [20]],
+        bcast: [9],
+        collectives: 7,
+      },
+      {
+        rank: 0,
+        size: 1,
+        sum: [1.5, 1],
+        mean: [1],
+        max: [1],
+        gather: [[1]],
+        a2a: [[10]],
+        bcast: [9],
+        collectives: 7,
+      },
+      {
+        rank: 1,
+        size: 2,
+        sum: [3, 2],
+        mean: [1],
+        max: [2],
+        gather: [[0], [2]],
+        a2a: [[1], [21]],
+        bcast: [9],
+        collectives: 7,
+      },
+    ]);
   });
 
   it('fails every rank within the timeout, naming the dead rank, when a rank exits mid-step', async () => {

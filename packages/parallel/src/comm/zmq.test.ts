@@ -1,10 +1,10 @@
 // Two separate processes, one rank each, connected over ZeroMQ on 127.0.0.1.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { expectNoLeaks } from '@switchyard/tensor';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pattern } from '../../test/fixtures/collectives.rank';
+import { freePort } from '../../test/fixtures/net';
 
 const nodeScript = fileURLToPath(new URL('../../test/fixtures/node.ts', import.meta.url));
 const packageDir = fileURLToPath(new URL('../..', import.meta.url));
@@ -15,17 +15,6 @@ const LIMIT_MS = 100_000;
 afterEach(() => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
-}
 
 interface Node {
   readonly proc: ChildProcess;

@@ -132,11 +132,142 @@ export function allToAllRows(
 export type MoELayerHost = MoELayer | { moeLayers(): readonly MoELayer[] };
 
 /** The MoE layers of `target`: the layer itself, or the model's `moeLayers()`. */
-function moeLayersOf(fn: string, target: MoELayerHost): readonly MoELayer[] {
+export function moeLayersOf(fn: string, target: MoELayerHost): readonly MoELayer[] {
   if (target instanceof MoELayer) return [target];
   if (target !== null && typeof target === 'object' && typeof target.moeLayers === 'function')
     return target.moeLayers();
   throw invalidArgument(fn, 'target', 'a model with moeLayers() or an MoELayer', target);
+}
+
+/**
+ * The routed output of this rank's tokens when the units `d` groups rows by (experts, or expert
+ * slots) are split over the ranks of `comm` in contiguous blocks of `unitsPerRank` (rank j owns units
+ * `[j U, (j + 1) U)`): per-unit counts are exchanged, each row goes to the rank owning its unit
+ * (allToAllV of rows), the local units run grouped on what arrived, results return the same way
+ * and are combined with the gate weights. Returns the output and the rows this rank computed.
+ * A collective in the forward and the backward pass.
+ */
+export function forwardOverRanks(
+  fn: string,
+  comm: Communicator,
+  xTD: Tensor2D,
+  topkWeightTK: Tensor2D,
+  d: DispatchPlan,
+  unitsPerRank: number,
+  bank: Pick<StackedExpertBank, 'variables' | 'activation'>,
+  mode: ResolvedComputeMode,
+): { yTD: Tensor2D; rowsComputed: number } {
+  const R = comm.worldSize;
+  const U = unitsPerRank;
+  // Rows are sorted by unit and each rank owns a contiguous range of units: rank j's rows are contiguous.
+  const sendRows = new Int32Array(R);
+  const sendCounts: Int32Array[] = [];
+  for (let j = 0; j < R; j++) {
+    sendRows[j] = d.offsetsE[(j + 1) * U]! - d.offsetsE[j * U]!;
+    sendCounts.push(d.countsE.slice(j * U, (j + 1) * U));
+  }
+  const recvCountsRU = comm.allToAllV(sendCounts); // [R][U]: rows of each local unit from each rank
+  let rowsComputed = 0;
+  const yTD = tf.tidy(() => {
+    const xSD = dispatch(xTD, d);
+    const { yMD: xMD, recvRows } = allToAllRows(comm, xSD, sendRows);
+    recvCountsRU.forEach((c, s) => {
+      const rows = c.reduce((a, b) => a + b, 0);
+      if (rows !== recvRows[s]) {
+        throw new SwitchyardError(
+          'STATE_INVALID',
+          `${fn}: rank ${s} announced ${rows} rows for rank ${comm.rank} but sent ${recvRows[s]}`,
+        );
+      }
+    });
+    rowsComputed = xMD.shape[0];
+    const yMD = localUnits(xMD, recvCountsRU, U, bank, mode);
+    const { yMD: ySD } = allToAllRows(comm, yMD, recvRows);
+    return combine(ySD, topkWeightTK, d);
+  });
+  return { yTD, rowsComputed };
+}
+
+/** Runs the local units on the received rows (source-major, unit-minor), returning rows in the same order. */
+function localUnits(
+  xMD: Tensor2D,
+  recvCountsRU: readonly Int32Array[],
+  U: number,
+  bank: Pick<StackedExpertBank, 'variables' | 'activation'>,
+  mode: ResolvedComputeMode,
+): Tensor2D {
+  const M = xMD.shape[0];
+  // With no rows the experts add nothing, but the received tensor must stay on the tape so this
+  // rank joins the backward exchange like every other rank.
+  if (M === 0) return tf.mul(xMD, 0) as Tensor2D;
+  const localIdxM = new Int32Array(M);
+  let p = 0;
+  for (const counts of recvCountsRU)
+    for (let e = 0; e < U; e++) for (let c = 0; c < counts[e]!; c++) localIdxM[p++] = e;
+  // one slot per received row, all kept: a grouping of the rows by local unit
+  const grouping = buildDispatch({
+    numTokens: M,
+    numExperts: U,
+    k: 1,
+    expertIdx: localIdxM,
+    kept: new Uint8Array(M).fill(1),
+    capacity: null,
+  });
+  const xGD = dispatch(xMD, grouping); // rows grouped by local unit
+  const yGD = groupedExperts(xGD, grouping, expertWeightsOf(bank.variables), bank.activation, mode);
+  return combine(yGD, tf.ones([M, 1]) as Tensor2D, grouping); // back to the received order
+}
+
+/** Throws INVALID_ARGUMENT naming `arg` of `fn` unless `comm` is a Communicator. */
+export function checkCommunicator(fn: string, arg: string, comm: unknown): asserts comm is Communicator {
+  if (comm === null || typeof comm !== 'object' || typeof (comm as Communicator).allToAllV !== 'function')
+    throw invalidArgument(fn, arg, 'a Communicator', comm);
+}
+
+/** Throws INVALID_ARGUMENT unless `experts` is a bank holding all its E experts as stacked weights. */
+export function checkFullBank(fn: string, experts: ExpertBank): void {
+  if (experts === null || typeof experts !== 'object' || typeof experts.forwardWithDispatch !== 'function')
+    throw invalidArgument(fn, 'experts', 'an ExpertBank holding every expert', experts);
+  const E = experts.numExperts;
+  const held = expertWeightsOf(experts.variables).w1EDF.shape[0];
+  if (held !== E) throw invalidArgument(fn, 'experts', `a bank holding all ${E} experts`, `${held} experts`);
+}
+
+/**
+ * Copies of the experts `expertIdx` (in that order, repeats allowed) of a bank holding all E as
+ * stacked weights, as variables `w1`, `w3` (SwiGLU), `w2` marked as shards.
+ */
+export function shardVariables(
+  experts: ExpertBank,
+  expertIdx: readonly number[],
+): Record<string, tf.Variable> {
+  const full = expertWeightsOf(experts.variables);
+  const take = (w: tf.Tensor): tf.Variable => {
+    const v = tf.tidy(() => tf.variable(tf.gather(w, [...expertIdx]), true));
+    markShard(v);
+    return v;
+  };
+  const vars: Record<string, tf.Variable> = { w1: take(full.w1EDF) };
+  if (full.w3EDF) vars.w3 = take(full.w3EDF);
+  vars.w2 = take(full.w2EFD);
+  return vars;
+}
+
+/**
+ * An expert bank whose weights are spread over the ranks of a communicator and can be gathered into
+ * one local bank of all E experts: the base of {@link ExpertParallelBank} and of the replicated
+ * (EPLB slot) bank, and what {@link withFullExperts} looks for.
+ *
+ * When to use: as the base class of a bank that splits experts over ranks, so checkpoints see full experts.
+ *
+ * @example
+ * ```ts
+ * if (layer.experts instanceof DistributedExpertBank) layer.experts.gather(); // a collective
+ * ```
+ */
+export abstract class DistributedExpertBank extends StackedExpertBank {
+  /** All E experts in one local bank (a copy). A collective over the bank's ranks. */
+  abstract gather(): RoutedExperts;
 }
 
 /**
@@ -156,7 +287,7 @@ function moeLayersOf(fn: string, target: MoELayerHost): readonly MoELayer[] {
  * optimizer.applyGradients(allReduceGradients(ctx.comm, grads, Object.values(layer.variables)));
  * ```
  */
-export class ExpertParallelBank extends StackedExpertBank {
+export class ExpertParallelBank extends DistributedExpertBank {
   readonly comm: Communicator;
   /** L = E / R experts on each rank. */
   readonly expertsPerRank: number;
@@ -169,10 +300,8 @@ export class ExpertParallelBank extends StackedExpertBank {
    */
   constructor(experts: ExpertBank, comm: Communicator) {
     const fn = 'ExpertParallelBank';
-    if (experts === null || typeof experts !== 'object' || typeof experts.forwardWithDispatch !== 'function')
-      throw invalidArgument(fn, 'experts', 'an ExpertBank holding every expert', experts);
-    if (comm === null || typeof comm !== 'object' || typeof comm.allToAllV !== 'function')
-      throw invalidArgument(fn, 'comm', 'a Communicator', comm);
+    checkCommunicator(fn, 'comm', comm);
+    checkFullBank(fn, experts);
     const E = experts.numExperts;
     const R = comm.worldSize;
     if (E % R !== 0) {
@@ -183,26 +312,13 @@ export class ExpertParallelBank extends StackedExpertBank {
         `world size ${R}`,
       );
     }
-    const full = expertWeightsOf(experts.variables);
-    if (full.w1EDF.shape[0] !== E)
-      throw invalidArgument(
-        fn,
-        'experts',
-        `a bank holding all ${E} experts`,
-        `${full.w1EDF.shape[0]} experts`,
-      );
     const L = E / R;
     const first = comm.rank * L;
-    const shard = (w: tf.Tensor): tf.Variable => {
-      const [, a, b] = w.shape as [number, number, number];
-      const v = tf.tidy(() => tf.variable(tf.slice(w, [first, 0, 0], [L, a, b]), true));
-      markShard(v);
-      return v;
-    };
     // this rank's shard of the stacked weights: w1 [L, D, F], w3 (SwiGLU), w2 [L, F, D]
-    const vars: Record<string, tf.Variable> = { w1: shard(full.w1EDF) };
-    if (full.w3EDF) vars.w3 = shard(full.w3EDF);
-    vars.w2 = shard(full.w2EFD);
+    const vars = shardVariables(
+      experts,
+      Array.from({ length: L }, (_, i) => first + i),
+    );
     super(experts, vars);
     this.comm = comm;
     this.expertsPerRank = L;
@@ -222,34 +338,18 @@ export class ExpertParallelBank extends StackedExpertBank {
     const fn = 'ExpertParallelBank.forward';
     this.assertLive('ExpertParallelBank', 'forward');
     checkBankInput(fn, this, xTD, plan, d);
-    const R = this.comm.worldSize;
-    const L = this.expertsPerRank;
-    // Rows are sorted by expert and each rank owns a contiguous range of experts: rank j's rows are contiguous.
-    const sendRows = new Int32Array(R);
-    const sendCounts: Int32Array[] = [];
-    for (let j = 0; j < R; j++) {
-      sendRows[j] = d.offsetsE[(j + 1) * L]! - d.offsetsE[j * L]!;
-      sendCounts.push(d.countsE.slice(j * L, (j + 1) * L));
-    }
-    const recvCountsRL = this.comm.allToAllV(sendCounts); // [R][L]: rows of each local expert from each rank
     // Received rows are regrouped without padding whatever the plan's capacity.
     const mode = resolveComputeMode(computeMode, null);
-    const yTD = tf.tidy(() => {
-      const xSD = dispatch(xTD, d);
-      const { yMD: xMD, recvRows } = allToAllRows(this.comm, xSD, sendRows);
-      recvCountsRL.forEach((c, s) => {
-        const rows = c.reduce((a, b) => a + b, 0);
-        if (rows !== recvRows[s]) {
-          throw new SwitchyardError(
-            'STATE_INVALID',
-            `${fn}: rank ${s} announced ${rows} rows for rank ${this.comm.rank} but sent ${recvRows[s]}`,
-          );
-        }
-      });
-      const yMD = this.localExperts(xMD, recvCountsRL, mode);
-      const { yMD: ySD } = allToAllRows(this.comm, yMD, recvRows);
-      return combine(ySD, plan.topkWeightTK, d);
-    });
+    const { yTD } = forwardOverRanks(
+      fn,
+      this.comm,
+      xTD,
+      plan.topkWeightTK,
+      d,
+      this.expertsPerRank,
+      this,
+      mode,
+    );
     return { yTD, computeMode: mode };
   }
 
@@ -282,35 +382,6 @@ export class ExpertParallelBank extends StackedExpertBank {
     } finally {
       tf.dispose(Object.values(full));
     }
-  }
-
-  /** Runs the local experts on the received rows (source-major, expert-minor), returning rows in the same order. */
-  private localExperts(
-    xMD: Tensor2D,
-    recvCountsRL: readonly Int32Array[],
-    mode: ResolvedComputeMode,
-  ): Tensor2D {
-    const M = xMD.shape[0];
-    // With no rows the experts add nothing, but the received tensor must stay on the tape so this
-    // rank joins the backward exchange like every other rank.
-    if (M === 0) return tf.mul(xMD, 0) as Tensor2D;
-    const L = this.expertsPerRank;
-    const localIdxM = new Int32Array(M);
-    let p = 0;
-    for (const counts of recvCountsRL)
-      for (let e = 0; e < L; e++) for (let c = 0; c < counts[e]!; c++) localIdxM[p++] = e;
-    // one slot per received row, all kept: a grouping of the rows by local expert
-    const grouping = buildDispatch({
-      numTokens: M,
-      numExperts: L,
-      k: 1,
-      expertIdx: localIdxM,
-      kept: new Uint8Array(M).fill(1),
-      capacity: null,
-    });
-    const xGD = dispatch(xMD, grouping); // rows grouped by local expert
-    const yGD = groupedExperts(xGD, grouping, expertWeightsOf(this.variables), this.activation, mode);
-    return combine(yGD, tf.ones([M, 1]) as Tensor2D, grouping); // back to the received order
   }
 }
 
@@ -360,7 +431,7 @@ export async function withFullExperts<R>(target: MoELayerHost, fn: () => R | Pro
   try {
     for (const layer of layers) {
       const bank = layer.experts;
-      if (!(bank instanceof ExpertParallelBank)) continue;
+      if (!(bank instanceof DistributedExpertBank)) continue;
       layer.setExperts(bank.gather());
       swapped.push([layer, bank]);
     }

@@ -12,7 +12,6 @@ import {
 import { expectNoLeaks, Rng, tf } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
 import {
-  globalBatch,
   type LayerStepArgs,
   type LayerStepResult,
   layerConfig,
@@ -20,41 +19,10 @@ import {
   type TrainResult,
   train,
 } from './fixtures/moe.rank';
+import { expectClose, reference } from './fixtures/reference';
 
 const fixture = new URL('./fixtures/moe.rank.ts', import.meta.url);
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
-
-/** The single-rank reference: the plain MoE layer on the whole batch, loss sum(y * g) / T. */
-function reference(args: LayerStepArgs) {
-  const layer = new MoELayer(layerConfig, new Rng(args.seed));
-  const { xTD, gTD } = globalBatch(args.seed, args.tokens, layerConfig.dModel);
-  const x = tf.variable(xTD, true);
-  const out = layer.forward(x, { training: false });
-  const y = Array.from(out.yTD.dataSync());
-  tf.dispose([out.yTD, ...Object.values(out.plan).filter((v) => v instanceof tf.Tensor)]);
-  const { value, grads } = tf.variableGrads(() => {
-    const { yTD } = layer.forward(x, { training: false });
-    return tf.div(tf.sum(tf.mul(yTD, gTD)), args.tokens) as tf.Scalar;
-  }, [x, ...Object.values(layer.variables)]);
-  const result = {
-    y,
-    dx: Array.from(grads[x.name]!.dataSync()),
-    grads: Object.fromEntries(
-      Object.entries(layer.variables).map(([name, v]) => [name, Array.from(grads[v.name]!.dataSync())]),
-    ),
-  };
-  tf.dispose([value, grads, xTD, gTD, x]);
-  layer.dispose();
-  return result;
-}
-
-function expectClose(got: readonly number[], want: readonly number[], what: string, tol = 2e-4): void {
-  expect(got.length, what).toBe(want.length);
-  let worst = 0;
-  for (let i = 0; i < got.length; i++)
-    worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / (1e-4 + Math.abs(want[i]!)));
-  expect(worst, `${what}: worst relative error`).toBeLessThan(tol);
-}
 
 /** Compares per-rank results of layerStep with the single-rank reference. */
 function compare(results: LayerStepResult[], ref: ReturnType<typeof reference>): void {
