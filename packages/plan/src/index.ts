@@ -46,6 +46,16 @@ export type { ExpertPlacement, PlacementBalance, RebalanceOptions } from './plac
 export { balancedness, rebalanceExperts } from './placement/eplb';
 export type { RefinedPlacement, RefineOptions } from './placement/refine';
 export { refinePlacement } from './placement/refine';
+export type {
+  LocalizedPlacement,
+  LocalizeOptions,
+  PlacementTraffic,
+  ReplicaChoice,
+  RoutingTrace,
+  TraceOptions,
+  TrafficOptions,
+} from './placement/traffic';
+export { localizePlacement, placementTraffic, sampleRoutingTrace, traceCounts } from './placement/traffic';
 export type { DualPipeOptions, DualPipeSteps } from './schedule/dualpipe';
 export { dualPipe, dualPipeSteps, dualPipeV } from './schedule/dualpipe';
 export type { SvgOptions, TimelineSource } from './schedule/format';

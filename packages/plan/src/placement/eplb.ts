@@ -192,7 +192,7 @@ function rebalanceLayer(
 }
 
 /** Checks `load` ([L][E], rectangular, finite >= 0 in float32) and returns E. */
-function checkLoad(fn: string, load: unknown): number {
+export function checkLoad(fn: string, load: unknown): number {
   if (!Array.isArray(load) || load.length === 0) {
     throw invalidArgument(
       fn,
@@ -288,22 +288,40 @@ export function rebalanceExperts(load: number[][], options: RebalanceOptions): E
       : rebalanceLayer(weightE, replicas, 1, 1, gpus);
   });
 
-  // logToPhys[l][e][rank] = the slot holding replica `rank` of expert e; -1 past its count.
-  const maxReplicas = Math.max(...layers.map((p) => Math.max(...p.replicaCounts)));
-  const logToPhys = layers.map((p) => {
-    const mapEX = p.replicaCounts.map(() => new Array<number>(maxReplicas).fill(-1));
-    p.physToLog.forEach((e, slot) => {
-      mapEX[e]![p.physRank[slot]!] = slot;
-    });
-    return mapEX;
-  });
+  const replicaCounts = layers.map((p) => p.replicaCounts);
   return {
     physToLog: layers.map((p) => p.physToLog),
-    logToPhys,
-    replicaCounts: layers.map((p) => p.replicaCounts),
+    logToPhys: logToPhysOf(
+      layers.map((p) => p.physToLog),
+      replicaCounts,
+      layers.map((p) => p.physRank),
+    ),
+    replicaCounts,
     gpus,
     policy: hierarchical ? 'hierarchical' : 'global',
   };
+}
+
+/**
+ * The reference's `log2phy` from `phy2log`: [L][E][maxReplicas] the slot of each replica rank of each
+ * expert, padded with -1 up to the largest count of any layer. Without `rankR` ([L][R], the replica
+ * rank of each slot) an expert's replicas are ranked in slot order.
+ */
+export function logToPhysOf(
+  physToLog: readonly (readonly number[])[],
+  replicaCounts: readonly (readonly number[])[],
+  rankR?: readonly (readonly number[])[],
+): number[][][] {
+  const maxReplicas = Math.max(...replicaCounts.map((c) => Math.max(...c)));
+  return replicaCounts.map((countE, l) => {
+    const mapEX = countE.map(() => new Array<number>(maxReplicas).fill(-1));
+    const next = countE.map(() => 0);
+    physToLog[l]!.forEach((e, slot) => {
+      const rank = rankR === undefined ? next[e]!++ : rankR[l]![slot]!;
+      mapEX[e]![rank] = slot;
+    });
+    return mapEX;
+  });
 }
 
 /** Per-layer GPU loads of a placement and two summaries of how even they are. */
