@@ -44,6 +44,16 @@ export type { PlanErrorCode } from './errors';
 export { isPlanError, PLAN_ERROR_CODES, PlanError } from './errors';
 export type { ExpertPlacement, PlacementBalance, RebalanceOptions } from './placement/eplb';
 export { balancedness, rebalanceExperts } from './placement/eplb';
+export type {
+  CrossDcStrategy,
+  DatacenterPlacement,
+  HybridEpLayer,
+  HybridEpOptions,
+  HybridEpPlan,
+  MigrationBytes,
+  MigrationEncoding,
+} from './placement/hybridep';
+export { hybridEpDatacenterPlacement, migrationBytes, planHybridEp } from './placement/hybridep';
 export type { RefinedPlacement, RefineOptions } from './placement/refine';
 export { refinePlacement } from './placement/refine';
 export type {
