@@ -55,7 +55,11 @@ const ARMS: Arm[] = [
   { name: 'EP + EPLB', strategy: 'eplb' },
   { name: 'HybridEP (BF16)', strategy: 'hybrid' },
   { name: 'HybridEP (FP8 weights)', strategy: 'hybrid', migration: { kind: 'fp8' } },
-  { name: 'HybridEP (low-rank r = 16)', strategy: 'hybrid', migration: { kind: 'low-rank', rank: 16, groupSize: 8 } },
+  {
+    name: 'HybridEP (low-rank r = 16)',
+    strategy: 'hybrid',
+    migration: { kind: 'low-rank', rank: 16, groupSize: 8 },
+  },
 ];
 
 function optionsFor(dcs: number, gbps: number, perExpert: number, arm: Arm): HybridEpOptions {
@@ -166,7 +170,8 @@ const best = (num: number, den: number, kinds: ('zipf' | 'uniform')[], dcsList =
           if (!memo.has(`${kind}:${dcs}:${gbps}:${n}`)) continue;
           const t = stepTimes(kind, dcs, gbps, n);
           const v = t[num]! / t[den]!;
-          if (v > b.value) b = { value: v, setting: `${kind} routing, ${dcs} DCs, ${gbps} Gb/s, ${n} tokens / expert` };
+          if (v > b.value)
+            b = { value: v, setting: `${kind} routing, ${dcs} DCs, ${gbps} Gb/s, ${n} tokens / expert` };
         }
       }
     }

@@ -54,6 +54,8 @@ export type {
   MigrationEncoding,
 } from './placement/hybridep';
 export { hybridEpDatacenterPlacement, migrationBytes, planHybridEp } from './placement/hybridep';
+export type { OnlineRebalanceOptions, RebalanceDecision, SlotMove } from './placement/online';
+export { decideRebalance, OnlineRebalancer } from './placement/online';
 export type { RefinedPlacement, RefineOptions } from './placement/refine';
 export { refinePlacement } from './placement/refine';
 export type {
