@@ -53,7 +53,7 @@ function label(v: number): string {
   return String(Number(v.toPrecision(3)));
 }
 
-const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+const escapeXml = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 /** The chart as a standalone SVG document (700 x 400). */
 export function lineChartSvg(chart: LineChart): string {
@@ -86,8 +86,9 @@ export function lineChartSvg(chart: LineChart): string {
     (chart.logY ? Math.log(y / y0) / Math.log(y1 / y0) : (y - y0) / (y1 - y0)) * (H - top - bottom);
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+    `<title>${escapeXml(chart.title)}</title>`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${left}" y="20" font-size="14" font-weight="bold">${escape(chart.title)}</text>`,
+    `<text x="${left}" y="20" font-size="14" font-weight="bold">${escapeXml(chart.title)}</text>`,
   ];
   for (const v of ticks(x0, x1, chart.logX === true)) {
     const x = tx(v).toFixed(1);
@@ -105,14 +106,14 @@ export function lineChartSvg(chart: LineChart): string {
   }
   out.push(
     `<rect x="${left}" y="${top}" width="${W - left - right}" height="${H - top - bottom}" fill="none" stroke="#444"/>`,
-    `<text x="${(left + W - right) / 2}" y="${H - 12}" text-anchor="middle">${escape(chart.xLabel)}</text>`,
-    `<text transform="translate(16 ${(top + H - bottom) / 2}) rotate(-90)" text-anchor="middle">${escape(chart.yLabel)}</text>`,
+    `<text x="${(left + W - right) / 2}" y="${H - 12}" text-anchor="middle">${escapeXml(chart.xLabel)}</text>`,
+    `<text transform="translate(16 ${(top + H - bottom) / 2}) rotate(-90)" text-anchor="middle">${escapeXml(chart.yLabel)}</text>`,
   );
   for (const r of chart.references ?? []) {
     const y = ty(r.y).toFixed(1);
     out.push(
       `<line x1="${left}" y1="${y}" x2="${W - right}" y2="${y}" stroke="#777" stroke-dasharray="5 4"/>`,
-      `<text x="${left + 4}" y="${Number(y) - 4}" fill="#555">${escape(r.label)}</text>`,
+      `<text x="${left + 4}" y="${Number(y) - 4}" fill="#555">${escapeXml(r.label)}</text>`,
     );
   }
   chart.series.forEach((s, i) => {
@@ -126,7 +127,7 @@ export function lineChartSvg(chart: LineChart): string {
     const ly = top + 10 + i * 18;
     out.push(
       `<line x1="${W - right + 12}" y1="${ly}" x2="${W - right + 32}" y2="${ly}" stroke="${color}" stroke-width="2"/>`,
-      `<text x="${W - right + 38}" y="${ly}" dominant-baseline="middle">${escape(s.name)}</text>`,
+      `<text x="${W - right + 38}" y="${ly}" dominant-baseline="middle">${escapeXml(s.name)}</text>`,
     );
   });
   out.push('</svg>');

@@ -58,6 +58,8 @@ export type { OnlineRebalanceOptions, RebalanceDecision, SlotMove } from './plac
 export { decideRebalance, OnlineRebalancer } from './placement/online';
 export type { RefinedPlacement, RefineOptions } from './placement/refine';
 export { refinePlacement } from './placement/refine';
+export type { RunLoadOptions, RunLoads } from './placement/runload';
+export { parseRunLoads } from './placement/runload';
 export type {
   LocalizedPlacement,
   LocalizeOptions,

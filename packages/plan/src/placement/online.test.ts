@@ -74,7 +74,9 @@ describe('decideRebalance', () => {
         expectMapsInvert(d.candidate, o.replicas, experts);
         expect(d.candidate.replicaCounts).toEqual(eplb.replicaCounts);
         const want = balancedness(after.load, eplb).balancedness;
-        d.candidateBalancedness.forEach((b, l) => expect(b).toBeCloseTo(want[l]!, 9));
+        d.candidateBalancedness.forEach((b, l) => {
+          expect(b).toBeCloseTo(want[l]!, 9);
+        });
         const unaligned = eplb.physToLog.flat().filter((e, i) => e !== current.physToLog.flat()[i]).length;
         expect(d.moves.length).toBeLessThanOrEqual(unaligned);
         for (const m of d.moves) expect(d.candidate.physToLog[m.layer]![m.slot]).toBe(m.to);
