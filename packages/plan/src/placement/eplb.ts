@@ -324,6 +324,45 @@ export function logToPhysOf(
   });
 }
 
+/**
+ * Checks a placement's slots: per layer a positive multiple of `gpus` slots, each an expert in
+ * [0, experts) (with `replicaCounts` given: one of its rows as long as the experts, and >= 1 for
+ * every expert a slot holds).
+ */
+export function checkSlots(
+  fn: string,
+  physToLog: readonly (readonly number[])[],
+  gpus: number,
+  experts: number,
+  replicaCounts?: readonly (readonly number[])[],
+): void {
+  physToLog.forEach((slotsR, l) => {
+    if (slotsR.length === 0 || slotsR.length % gpus !== 0) {
+      throw invalidArgument(
+        fn,
+        `placement.physToLog[${l}].length`,
+        `a multiple of gpus (${gpus})`,
+        slotsR.length,
+      );
+    }
+    const countE = replicaCounts?.[l];
+    if (replicaCounts !== undefined && countE?.length !== experts) {
+      throw invalidArgument(
+        fn,
+        `placement.replicaCounts[${l}].length`,
+        `${experts} (experts in load)`,
+        countE?.length,
+      );
+    }
+    slotsR.forEach((e, slot) => {
+      if (!Number.isInteger(e) || e < 0 || e >= experts || (countE !== undefined && !(countE[e]! >= 1))) {
+        const expected = `an expert in [0, ${experts - 1}]${countE === undefined ? '' : ' with replicaCounts >= 1'}`;
+        throw invalidArgument(fn, `placement.physToLog[${l}][${slot}]`, expected, e);
+      }
+    });
+  });
+}
+
 /** Per-layer GPU loads of a placement and two summaries of how even they are. */
 export interface PlacementBalance {
   /** [L][P] load each GPU serves: the sum over its slots of load[e] / replicaCounts[e]. */
@@ -370,36 +409,13 @@ export function balancedness(
       `physToLog ${physToLog.length}, replicaCounts ${replicaCounts.length}`,
     );
   }
+  checkSlots(fn, physToLog, gpus, experts, replicaCounts);
   const gpuLoad = load.map((rowE, l) => {
     const slotsR = physToLog[l]!;
     const countE = replicaCounts[l]!;
-    if (slotsR.length === 0 || slotsR.length % gpus !== 0) {
-      throw invalidArgument(
-        fn,
-        `placement.physToLog[${l}].length`,
-        `a multiple of gpus (${gpus})`,
-        slotsR.length,
-      );
-    }
-    if (countE.length !== experts) {
-      throw invalidArgument(
-        fn,
-        `placement.replicaCounts[${l}].length`,
-        `${experts} (experts in load)`,
-        countE.length,
-      );
-    }
     const slotsPerGpu = slotsR.length / gpus;
     const loadP = new Array<number>(gpus).fill(0);
     slotsR.forEach((e, slot) => {
-      if (!Number.isInteger(e) || e < 0 || e >= experts || !(countE[e]! >= 1)) {
-        throw invalidArgument(
-          fn,
-          `placement.physToLog[${l}][${slot}]`,
-          `an expert in [0, ${experts - 1}] with replicaCounts >= 1`,
-          e,
-        );
-      }
       loadP[Math.floor(slot / slotsPerGpu)]! += rowE[e]! / countE[e]!;
     });
     return loadP;

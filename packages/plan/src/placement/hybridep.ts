@@ -44,9 +44,10 @@
  * it serves) and migration_d the time of its weight and gradient phases (as receiver and as holder).
  *
  * Planner (per layer and domain): the (DC, expert) pairs where the DC does not hold the expert, in
- * order of tokens saved (n(d, e); ties: the holders' experts in turn, so that migrations relieve
- * every holder alike), and the prefix of that order whose estimate above is lowest (the empty
- * prefix included, so a plan never estimates worse than sending tokens). The prefix length is the
+ * order of tokens saved (n(d, e), compared in float32 when DCs route differently; ties: the
+ * holders' experts in turn, so that migrations relieve every holder alike), and the prefix of that
+ * order whose estimate above is lowest, the empty prefix included, so a plan never estimates worse
+ * than sending tokens (searched every S pairs, then pair by pair within S of the best). The prefix length is the
  * ratio of expert to token transmission the stream model picks: migrate while the tokens a pair
  * saves are worth more than the link time its transfer adds beyond what compute hides.
  *
@@ -396,30 +397,6 @@ function domainHomes(r: Resolved): ExpertPlacement[] {
   }).map((p, _, all) => p ?? all[0]!);
 }
 
-/** A max over S values with point updates (a segment tree), for the busiest DC. */
-class MaxTree {
-  private readonly tree: Float64Array;
-
-  constructor(private readonly n: number) {
-    this.tree = new Float64Array(2 * n);
-  }
-
-  set(i: number, value: number): void {
-    let k = i + this.n;
-    this.tree[k] = value;
-    for (k >>= 1; k >= 1; k >>= 1) {
-      const v = Math.max(this.tree[2 * k]!, this.tree[2 * k + 1]!);
-      if (this.tree[k] === v) break;
-      this.tree[k] = v;
-    }
-  }
-
-  /** The largest value (the root; for n = 1 the only leaf). */
-  get max(): number {
-    return this.tree[1]!;
-  }
-}
-
 /** One layer of one domain under planning: holders, assignments, per-DC figures and migrations. */
 class DomainLayer {
   readonly S: number;
@@ -439,10 +416,6 @@ class DomainLayer {
   /** [S * groups] bases of each group DC h sends (recount's figure). */
   private readonly basisShare: Float64Array;
   private readonly groups: number;
-  /** Busiest DC by token assignments per phase, by assignments served, by migration time. */
-  private readonly phaseMax: MaxTree;
-  private readonly servedMax: MaxTree;
-  private readonly migrationMax: MaxTree;
 
   constructor(
     readonly r: Resolved,
@@ -483,9 +456,6 @@ class DomainLayer {
       gIn: 0,
       gOut: 0,
     }));
-    this.phaseMax = new MaxTree(S);
-    this.servedMax = new MaxTree(S);
-    this.migrationMax = new MaxTree(S);
     this.recount();
   }
 
@@ -543,7 +513,6 @@ class DomainLayer {
         f.gIn += sent;
       }
       this.figs[j] = f;
-      this.update(j);
     }
   }
 
@@ -552,23 +521,24 @@ class DomainLayer {
     return this.figs[j]!;
   }
 
-  private update(j: number): void {
-    const f = this.figs[j]!;
-    this.phaseMax.set(j, Math.max(f.tokOut, f.tokIn));
-    this.servedMax.set(j, f.served);
-    this.migrationMax.set(j, migrationTime(this.r, f));
-  }
-
   /**
    * The bulk-synchronous layer time the planner minimises: 4 token phases of the busiest link,
    * then the slowest DC's compute or its migrations (which overlap compute), whichever is longer.
    */
   estimate(): number {
     const { r } = this;
-    const bytes = this.phaseMax.max * r.tokenBytes;
+    let assignments = 0;
+    let served = 0;
+    let migration = 0;
+    for (const f of this.figs) {
+      assignments = Math.max(assignments, f.tokOut, f.tokIn);
+      served = Math.max(served, f.served);
+      migration = Math.max(migration, migrationTime(r, f));
+    }
+    const bytes = assignments * r.tokenBytes;
     const phase = Math.max(bytes > 0 ? r.wan.alpha + bytes / r.wan.beta : 0, r.intra);
-    const compute = 3 * (r.attention + this.servedMax.max * r.perAssignment);
-    return 4 * phase + Math.max(compute, this.migrationMax.max);
+    const compute = 3 * (r.attention + served * r.perAssignment);
+    return 4 * phase + Math.max(compute, migration);
   }
 
   /** DC j runs expert e by migration from now on (it must not hold it); figures updated incrementally. */
@@ -590,7 +560,6 @@ class DomainLayer {
       fh.served -= n / c;
       fh.wOut += b.weights / c;
       fh.gIn += b.gradients / c;
-      this.update(h);
     }
     if (b.basis > 0) {
       // The group's basis travels with its first migrated member, from the group's holders.
@@ -603,12 +572,10 @@ class DomainLayer {
         for (const h of senders) {
           this.figs[h]!.wOut += b.basis / senders.length;
           this.figs[h]!.gIn += b.basis / senders.length;
-          this.update(h);
         }
       }
       this.basisCount[k]! += 1;
     }
-    this.update(j);
   }
 
   /**
@@ -643,24 +610,74 @@ class DomainLayer {
       for (let j = 0; j < S; j++) if (!this.holds[j * E + e] && this.nSE[j]![e]! > 0) pairs.push(j * E + e);
     }
     if (!shared) {
-      const key = new Float64Array(S * E);
-      for (const p of pairs) key[p] = this.nSE[Math.floor(p / E)]![p % E]!;
-      pairs = pairs.sort((p, q) => key[q]! - key[p]!);
+      const nSE = this.nSE;
+      pairs = sortByTokens(pairs, (p) => nSE[(p / E) | 0]![p % E]!);
     }
+    // Coarse pass: the estimate every S pairs (a full scan of the DCs); then pair by pair within
+    // S pairs of the best coarse prefix.
+    const stride = Math.max(1, S);
     let best = 0;
     let bestTime = this.estimate();
     pairs.forEach((p, k) => {
       this.migrate(Math.floor(p / E), p % E);
+      if ((k + 1) % stride !== 0 && k + 1 !== pairs.length) return;
       const t = this.estimate();
       if (t < bestTime) {
         bestTime = t;
         best = k + 1;
       }
     });
+    const lo = Math.max(0, best - stride);
+    const hi = Math.min(pairs.length, best + stride);
+    this.migrated.fill(0);
+    for (let k = 0; k < lo; k++) this.migrated[pairs[k]!] = 1;
+    this.recount();
+    for (let k = lo; k < hi; k++) {
+      this.migrate(Math.floor(pairs[k]! / E), pairs[k]! % E);
+      const t = this.estimate();
+      if (t < bestTime) {
+        bestTime = t;
+        best = k + 1;
+      }
+    }
     // Keep the best prefix, and count its figures afresh.
-    for (let k = best; k < pairs.length; k++) this.migrated[pairs[k]!] = 0;
+    this.migrated.fill(0);
+    for (let k = 0; k < best; k++) this.migrated[pairs[k]!] = 1;
     this.recount();
   }
+}
+
+/**
+ * `items` in descending order of `key` (>= 0) compared in float32, ties in their given order: a
+ * stable LSD radix sort on the float32 bits (which order like the numbers for non-negative
+ * floats), O(n) where a comparison sort of the (DC, expert) pairs was the planner's main cost.
+ */
+function sortByTokens(items: readonly number[], key: (item: number) => number): number[] {
+  const n = items.length;
+  const bits = new Uint32Array(n);
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  for (let i = 0; i < n; i++) {
+    f32[0] = key(items[i]!);
+    bits[i] = 0xffffffff - u32[0]!; // descending
+  }
+  let order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  let next = new Uint32Array(n);
+  const count = new Uint32Array(257);
+  for (let shift = 0; shift < 32; shift += 8) {
+    count.fill(0);
+    for (let i = 0; i < n; i++) count[((bits[order[i]!]! >>> shift) & 0xff) + 1]! += 1;
+    for (let b = 0; b < 256; b++) count[b + 1]! += count[b]!;
+    for (let i = 0; i < n; i++) {
+      const o = order[i]!;
+      next[count[(bits[o]! >>> shift) & 0xff]!++] = o;
+    }
+    [order, next] = [next, order];
+  }
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) out[i] = items[order[i]!]!;
+  return out;
 }
 
 /** Per-DC figures of one layer: token assignments per phase, assignments served, migration bytes. */

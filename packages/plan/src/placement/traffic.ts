@@ -23,7 +23,7 @@
  * expectations over the replica choice, deterministic for a given trace.
  */
 import { checkInt, invalidArgument } from '../errors';
-import { checkLoad, type ExpertPlacement, logToPhysOf } from './eplb';
+import { checkLoad, checkSlots, type ExpertPlacement, logToPhysOf } from './eplb';
 import { seededRandom } from './random';
 
 /** Per-token expert choices of each layer: a routing trace, measured or sampled. */
@@ -450,21 +450,7 @@ function checkTopology(fn: string, placement: ExpertPlacement, o: TrafficOptions
     throw invalidArgument(fn, 'options.replicaChoice', "'node-local' or 'spread'", choice);
   }
   const experts = placement.replicaCounts[0]?.length ?? 0;
-  placement.physToLog.forEach((slots, l) => {
-    if (slots.length === 0 || slots.length % gpus !== 0) {
-      throw invalidArgument(
-        fn,
-        `placement.physToLog[${l}].length`,
-        `a multiple of gpus (${gpus})`,
-        slots.length,
-      );
-    }
-    slots.forEach((e, s) => {
-      if (!Number.isInteger(e) || e < 0 || e >= experts) {
-        throw invalidArgument(fn, `placement.physToLog[${l}][${s}]`, `an expert in [0, ${experts - 1}]`, e);
-      }
-    });
-  });
+  checkSlots(fn, placement.physToLog, gpus, experts);
   return { gpus, nodes, bytesPerToken, choice, experts };
 }
 
