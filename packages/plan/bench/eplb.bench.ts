@@ -1,25 +1,28 @@
 /**
  * EPLB alone against EPLB + refinePlacement on the same loads: uniform and Zipf-skewed token counts
  * (seeded) and real per-layer expert loads from Switchyard training runs (experiments/*\/<arm>/
- * metrics.jsonl, the `expertLoad` shares averaged over the last 50 steps).
+ * metrics.jsonl, the `expertLoad` shares averaged over the last 50 steps); then balance and
+ * cross-node traffic together on routing traces sampled from those loads (hierarchical EPLB,
+ * global EPLB, + refinePlacement, + localizePlacement).
  * Run: `pnpm --filter @switchyard/plan bench:eplb` (prints the Markdown tables of
  * benchmarks/eplb-refine-202612.md). Balancedness = mean / max GPU load, averaged over layers;
- * "worst layer" is the lowest layer's. Deterministic: the same numbers on every machine.
+ * "worst layer" is the lowest layer's. Deterministic: the same numbers on every machine, except
+ * the milliseconds.
  */
 import { readFileSync } from 'node:fs';
-import { balancedness, type RebalanceOptions, rebalanceExperts, refinePlacement } from '../src/index';
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import {
+  balancedness,
+  type ExpertPlacement,
+  localizePlacement,
+  placementTraffic,
+  type RebalanceOptions,
+  type RoutingTrace,
+  rebalanceExperts,
+  refinePlacement,
+  sampleRoutingTrace,
+  traceCounts,
+} from '../src/index';
+import { seededRandom as rng } from '../src/placement/random';
 
 /**
  * [L][E] token counts: per layer, `tokens` draws from p(e) ∝ 1 / rank(e)^s with the ranks a random
@@ -128,6 +131,63 @@ const real: Trace[] = ['loss-free/none', 'loss-free/loss-free', 'capacity/cf-1.0
   (arm) => ({ name: `run ${arm}`, load: runLoads(arm, 50) }),
 );
 
+/** One placement pipeline of the traffic table: what it runs on the loads and the trace. */
+interface Variant {
+  readonly name: string;
+  readonly place: (load: number[][], trace: RoutingTrace) => { p: ExpertPlacement; swaps?: number[] };
+}
+
+function trafficVariants(shape: Shape, nodes: number, slack: number): Variant[] {
+  const global = (load: number[][]) => refinePlacement(load, rebalanceExperts(load, shape.global));
+  return [
+    { name: 'EPLB hierarchical', place: (load) => ({ p: rebalanceExperts(load, shape.hierarchical) }) },
+    { name: 'EPLB global', place: (load) => ({ p: rebalanceExperts(load, shape.global) }) },
+    { name: 'EPLB global + refine', place: (load) => ({ p: global(load) }) },
+    {
+      name: 'EPLB global + refine + localize',
+      place: (load, trace) => {
+        const r = localizePlacement(global(load), trace, { nodes });
+        return { p: r, swaps: r.swaps };
+      },
+    },
+    {
+      name: `EPLB global + refine + localize (max load +${slack * 100}%)`,
+      place: (load, trace) => {
+        const r = localizePlacement(global(load), trace, { nodes, maxLoadIncrease: slack });
+        return { p: r, swaps: r.swaps };
+      },
+    },
+  ];
+}
+
+/** Rows of the traffic table: every variant placed on the trace's own counts and measured on the trace. */
+function trafficRows(trace: Trace, routing: RoutingTrace, shape: Shape, nodes: number): string[] {
+  const load = traceCounts(routing, trace.load[0]!.length);
+  return trafficVariants(shape, nodes, 0.05).map((v) => {
+    const t0 = performance.now();
+    const { p, swaps } = v.place(load, routing);
+    const ms = performance.now() - t0;
+    const t = placementTraffic(p, routing, { nodes });
+    const eplbView = balancedness(load, p).balancedness;
+    return `| ${[
+      trace.name,
+      v.name,
+      mean(eplbView).toFixed(4),
+      mean(t.balancedness).toFixed(4),
+      Math.min(...t.balancedness).toFixed(3),
+      mean(t.remoteNodesPerToken).toFixed(3),
+      mean(t.localShare).toFixed(3),
+      swaps === undefined ? '' : String(swaps.reduce((a, b) => a + b, 0)),
+      ms.toFixed(0),
+    ].join(' | ')} |`;
+  });
+}
+
+const TRAFFIC_HEADER = [
+  '| trace | placement | balancedness (EPLB formula) | balancedness (routed) | worst layer (routed) | remote nodes / token | local share | swaps | ms |',
+  '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+];
+
 const out: string[] = [`node ${process.version}`, ''];
 for (const [title, shape, traces] of [
   ['E = 8 experts (3 layers for runs, 16 for synthetic traces)', small, [...synthetic(8), ...real]],
@@ -139,4 +199,37 @@ for (const [title, shape, traces] of [
   }
   out.push('');
 }
+// Traffic: E = 64 on 4 nodes x 4 GPUs (8 groups, 2 per node in the hierarchical policy), tokens
+// choosing top-4 experts from 2 groups (node-limited to 2 nodes when groups live on nodes).
+const trafficShape: Shape = {
+  name: 'E = 64, 4 nodes',
+  hierarchical: { replicas: 80, gpus: 16, groups: 8, nodes: 4 },
+  global: { replicas: 80, gpus: 16, groups: 1, nodes: 4 },
+};
+out.push(
+  '### Cross-node traffic: E = 64, 80 slots on 4 nodes x 4 GPUs, top-4 of 2 groups (8 groups), 4096 tokens per layer, 16 layers',
+  '',
+  ...TRAFFIC_HEADER,
+);
+for (const trace of synthetic(64)) {
+  const routing = sampleRoutingTrace(trace.load, {
+    tokens: 4096,
+    topK: 4,
+    groups: 8,
+    groupsPerToken: 2,
+    seed: 11,
+  });
+  out.push(...trafficRows(trace, routing, trafficShape, 4));
+}
+out.push(
+  '',
+  '### Cross-node traffic: real runs, E = 8, 12 slots on 2 nodes x 2 GPUs (hierarchical: 2 groups), top-2 of all experts, 4096 tokens per layer, 3 layers',
+  '',
+  ...TRAFFIC_HEADER,
+);
+for (const trace of real) {
+  const routing = sampleRoutingTrace(trace.load, { tokens: 4096, topK: 2, seed: 11 });
+  out.push(...trafficRows(trace, routing, small, 2));
+}
+out.push('');
 process.stdout.write(`${out.join('\n')}`);

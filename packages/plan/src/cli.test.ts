@@ -1,10 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import pkg from '../package.json' with { type: 'json' };
 import { helpText, main } from './cli';
 import { balancedness, rebalanceExperts } from './placement/eplb';
+import { planHybridEp } from './placement/hybridep';
 import { refinePlacement } from './placement/refine';
 import { dualPipe, dualPipeV } from './schedule/dualpipe';
 import { formatScheduleText, scheduleToJson } from './schedule/format';
@@ -130,7 +131,10 @@ describe('switchyard-plan usage', () => {
   });
 
   it.each([
-    [[], /^switchyard-plan: missing command: schedule, simulate or eplb \(see switchyard-plan --help\)\n$/],
+    [
+      [],
+      /^switchyard-plan: missing command: schedule, simulate, eplb, hybridep \(see switchyard-plan --help\)\n$/,
+    ],
     [['plan'], /unknown command "plan", expected schedule/],
     [['schedule', '--stages', '8', '--micro-batches', '20'], /schedule needs --kind/],
     [['schedule', '--kind', 'dualpipe', '--micro-batches', '20'], /schedule needs --stages/],
@@ -461,6 +465,64 @@ describe('switchyard-plan eplb', () => {
     expect(stderr.trimEnd().split('\n')).toHaveLength(1);
   });
 
+  it('takes --json for --format json, and refuses the two when they disagree', async () => {
+    writeFileSync(loadFile, JSON.stringify(LOAD));
+    const viaFormat = await run('eplb', '--load', loadFile, ...flags, '--format', 'json');
+    const viaJson = await run('eplb', '--load', loadFile, ...flags, '--json');
+    expect(viaJson.code).toBe(0);
+    expect(viaJson.stdout).toBe(viaFormat.stdout);
+    const schedule = await run(
+      'schedule',
+      '--kind',
+      '1f1b',
+      '--stages',
+      '2',
+      '--micro-batches',
+      '2',
+      '--json',
+    );
+    expect(JSON.parse(schedule.stdout).kind).toBe('1f1b');
+    const both = await run('eplb', '--load', loadFile, ...flags, '--json', '--format', 'text');
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/--json and --format text disagree/);
+  });
+
+  it('reads a Switchyard run folder: metrics.jsonl shares x step tokens x K from run.json, --steps keeps the last', async () => {
+    const folder = join(tmp, 'run');
+    mkdirSync(folder, { recursive: true });
+    writeFileSync(
+      join(folder, 'metrics.jsonl'),
+      [
+        { step: 1, tokens: 100, expertLoad: [[0.5, 0.5, 0, 0, 0, 0, 0, 0]] },
+        { step: 2, tokens: 300, expertLoad: [[0.25, 0.25, 0.25, 0.25, 0, 0, 0, 0]] },
+        { step: 3, tokens: 400, expertLoad: [[0, 0, 0, 0, 0.25, 0.25, 0.25, 0.25]] },
+      ]
+        .map((r) => JSON.stringify({ loss: 1, ...r }))
+        .join('\n'),
+    );
+    writeFileSync(
+      join(folder, 'run.json'),
+      JSON.stringify({ config: { model: { moe: { router: { k: 2 } } } } }),
+    );
+    const all = await run('eplb', '--load', folder, ...flags, '--json');
+    expect(all.code).toBe(0);
+    // step 1: 100 tokens x 2 x shares; step 2: 200 x 2; step 3: 100 x 2
+    const want = [[200, 200, 100, 100, 50, 50, 50, 50]];
+    expect(JSON.parse(all.stdout).gpuLoad).toEqual(
+      balancedness(want, rebalanceExperts(want, { replicas: 12, groups: 2, nodes: 2, gpus: 4 })).gpuLoad,
+    );
+    const last = await run('eplb', '--load', folder, ...flags, '--steps', '1', '--json');
+    const lastLoad = [[0, 0, 0, 0, 50, 50, 50, 50]];
+    expect(JSON.parse(last.stdout).phy2log).toEqual(
+      rebalanceExperts(lastLoad, { replicas: 12, groups: 2, nodes: 2, gpus: 4 }).physToLog,
+    );
+    const notRun = await run('eplb', '--load', tmp, ...flags);
+    expect(notRun.code).toBe(2);
+    expect(notRun.stderr).toMatch(/is a folder without a readable metrics.jsonl/);
+    const stepsOnFile = await run('eplb', '--load', loadFile, ...flags, '--steps', '2');
+    expect(stepsOnFile.stderr).toMatch(/--steps applies to a run folder/);
+  });
+
   it('does not take eplb flags in schedule or simulate', async () => {
     const { code, stderr } = await run(
       'schedule',
@@ -474,5 +536,91 @@ describe('switchyard-plan eplb', () => {
     );
     expect(code).toBe(2);
     expect(stderr).toMatch(/--refine does not apply to schedule/);
+  });
+});
+
+describe('switchyard-plan hybridep', () => {
+  const load = [Array.from({ length: 256 }, (_, e) => 1 / (e + 1))];
+  const loadFile = join(tmp, 'load256.json');
+  const flags = ['--datacenters', '8', '--wan-gbps', '10', '--tokens-per-expert', '4096'];
+
+  it('prints EP, EP + EPLB and HybridEP side by side, and per layer what HybridEP moves', async () => {
+    writeFileSync(loadFile, JSON.stringify(load));
+    const { code, stdout, stderr } = await run('hybridep', '--load', loadFile, ...flags);
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+    const lines = stdout.trimEnd().split('\n');
+    expect(lines[0]).toBe(
+      'hybridep: deepseek-v3, 1 MoE layer x 256 experts, 8 datacenters of 8 h800 in 1 domain of 8, WAN 10 Gb/s + 5 ms per datacenter, 131072 tokens per datacenter',
+    );
+    expect(lines[1]).toMatch(
+      /^migration bf16 \(88.0804 MB weights, 88.0804 MB gradients\); break-even 3072 tokens/,
+    );
+    expect(lines[3]).toMatch(/^ep +[\d.]+ +[\d.]+ +0 +0 +1.00x$/);
+    const options = {
+      model: (await import('./cluster/model')).DEEPSEEK_V3,
+      hardware: (await import('./cluster/hardware')).HARDWARE_PRESETS.h800,
+      datacenters: 8,
+      wan: { alpha: 5e-3, beta: 10e9 / 8 },
+      tokensPerDatacenter: 131072,
+    };
+    const ep = planHybridEp(load, { ...options, strategy: 'ep' });
+    const hybrid = planHybridEp(load, options);
+    expect(lines[5]).toContain(`${(ep.stepTime / hybrid.stepTime).toFixed(2)}x`);
+    expect(lines[6]).toMatch(/^ {2}layer 0: \d+ migrations, expert share 0\.\d{3} of WAN bytes/);
+  });
+
+  it('prints JSON with each strategy, its layers and the migrated (DC, expert) pairs', async () => {
+    writeFileSync(loadFile, JSON.stringify(load));
+    const { code, stdout } = await run(
+      'hybridep',
+      '--load',
+      loadFile,
+      ...flags,
+      '--strategy',
+      'hybrid',
+      '--migration',
+      'fp8',
+      '--json',
+    );
+    expect(code).toBe(0);
+    const json = JSON.parse(stdout);
+    expect(json.strategies).toHaveLength(1);
+    const h = json.strategies[0];
+    expect(h.strategy).toBe('hybrid');
+    expect(h.migration).toEqual({ kind: 'fp8' });
+    expect(h.migrated[0].length).toBe(h.layers[0].migrations);
+    for (const [dc, e] of h.migrated[0]) {
+      expect(dc).toBeGreaterThanOrEqual(0);
+      expect(dc).toBeLessThan(8);
+      expect(e).toBeLessThan(256);
+    }
+  });
+
+  it.each([
+    [['--datacenters', '8', '--wan-gbps', '10', '--tokens-per-expert', '64'], /hybridep needs --load/],
+    [
+      ['--load', 'LOAD', '--datacenters', '8', '--wan-gbps', '10'],
+      /needs one of --tokens-per-expert and --tokens/,
+    ],
+    [['--load', 'LOAD', ...flags, '--migration', 'int4'], /--migration must be bf16, fp8 or low-rank:R:G/],
+    [['--load', 'LOAD', ...flags, '--strategy', 'best'], /--strategy must be ep, eplb, hybrid or all/],
+    [['--load', 'LOAD', ...flags, '--hardware', 'tpu'], /--hardware must be one of h800, h100, a100, b200/],
+    [
+      ['--load', 'LOAD', ...flags, '--domain-size', '3'],
+      /`options.domainSize` .* a divisor of options.datacenters \(8\)/,
+    ],
+    [['--load', 'LOAD', ...flags, '--wan-gbps', '0'], /--wan-gbps must be a number > 0/],
+    [
+      ['--load', 'LOAD', ...flags, '--model', 'mixtral-8x7b'],
+      /--load has 256 experts per layer but --model mixtral-8x7b has 8/,
+    ],
+    [['--load', 'LOAD', ...flags, '--replicas', '4'], /--replicas does not apply to hybridep/],
+  ])('rejects %j with one line and exit code 2', async (argv, message) => {
+    writeFileSync(loadFile, JSON.stringify(load));
+    const { code, stderr } = await run('hybridep', ...argv.map((a) => (a === 'LOAD' ? loadFile : a)));
+    expect(code).toBe(2);
+    expect(stderr).toMatch(message);
+    expect(stderr.trimEnd().split('\n')).toHaveLength(1);
   });
 });

@@ -2,24 +2,35 @@
  * The `switchyard-plan` command line: `schedule` generates a pipeline schedule and prints it as text,
  * JSON or an SVG timeline; `simulate` runs the cluster simulator and prints its report as text or
  * JSON; `eplb` places experts from per-layer loads (EPLB, optionally refined) and prints each GPU's
- * load and the balancedness, or the placement maps as JSON. Usage errors are one line, `switchyard-plan: <message>`, and exit code 2;
- * other failures exit 1.
+ * load and the balancedness, or the placement maps as JSON; `hybridep` plans cross-datacenter
+ * expert parallelism (plain EP, EP + EPLB, HybridEP) and prints the simulated iterations. Loads
+ * come from a JSON file or a Switchyard run folder. Usage errors are one line,
+ * `switchyard-plan: <message>`, and exit code 2; other failures exit 1.
  *
  * The only file of the package that uses Node's modules; the library itself runs in the browser.
  */
 import { realpathSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pkg from '../package.json' with { type: 'json' };
 import { formatSimulationText } from './cluster/format';
-import { type ClusterSpec, parseCluster } from './cluster/hardware';
+import { type ClusterSpec, HARDWARE_PRESETS, type HardwarePreset, parseCluster } from './cluster/hardware';
 import { type MachineProfile, machinePreset } from './cluster/machine';
 import { MODEL_PRESETS, type ModelSpec, modelPreset, parseModelConfig } from './cluster/model';
 import { type SimulateOptions, simulateCluster } from './cluster/simulate';
 import { isPlanError } from './errors';
 import { balancedness, type ExpertPlacement, rebalanceExperts } from './placement/eplb';
+import {
+  type CrossDcStrategy,
+  type HybridEpOptions,
+  type HybridEpPlan,
+  type MigrationEncoding,
+  planHybridEp,
+} from './placement/hybridep';
 import { type RefinedPlacement, refinePlacement } from './placement/refine';
+import { parseRunLoads } from './placement/runload';
 import { formatScheduleSvg, formatScheduleText, scheduleToJson } from './schedule/format';
 import { generateSchedule } from './schedule/generate';
 import { SCHEDULE_KINDS, type ScheduleKind, type ScheduleRequest } from './schedule/types';
@@ -52,15 +63,18 @@ class UsageError extends Error {}
 export function helpText(): string {
   return `Usage: ${NAME} schedule --kind KIND --stages S --micro-batches N [options]
        ${NAME} simulate --model MODEL --cluster NAME --pp P --ep G [options]
-       ${NAME} eplb --load FILE --replicas R --groups G --nodes N --gpus P [--refine]
+       ${NAME} eplb --load LOAD --replicas R --groups G --nodes N --gpus P [--refine]
+       ${NAME} hybridep --load LOAD --datacenters C --wan-gbps B --tokens-per-expert N [options]
 
 Generate a pipeline schedule (the ops each rank runs, in order) and print it, or simulate one
-training step of an MoE model on a cluster, or place replicated experts on GPUs from their loads.
+training step of an MoE model on a cluster, or place replicated experts on GPUs from their loads,
+or plan expert parallelism across datacenters.
 
 Commands:
   schedule             generate one schedule
   simulate             simulate one training step (see "Simulate options")
   eplb                 replicate and place experts (see "EPLB options")
+  hybridep             plain EP, EP + EPLB and HybridEP across datacenters (see "HybridEP options")
 
 Options:
   --kind KIND          ${SCHEDULE_KINDS.join(', ')}
@@ -73,6 +87,7 @@ Options:
   --format FORMAT      text (default): one line of tokens per rank;
                        json: the schedule object; svg: a timeline of its replay
                        with F=1, B=2, W=1, F&B=3
+  --json               the same as --format json (every command)
   --out FILE           write to FILE instead of standard output
   --version            print the version
   --help               print this help
@@ -105,7 +120,10 @@ Simulate options:
   --format FORMAT      text (default) or json
 
 EPLB options:
-  --load FILE          JSON [layer][expert] loads (routed token counts or shares), >= 0
+  --load LOAD          JSON [layer][expert] loads (routed token counts or shares), >= 0; or a
+                       Switchyard run folder: its metrics.jsonl expertLoad shares x tokens x K
+                       (K from run.json), summed over the steps
+  --steps N            with a run folder, the last N steps only (default all)
   --replicas R         physical expert slots in all: a multiple of --gpus, >= the experts
   --groups G           expert groups (divides the experts); G % N == 0 keeps groups on a node
                        (hierarchical policy), otherwise replicas go anywhere (global policy)
@@ -116,11 +134,32 @@ EPLB options:
                        (mean/max) and imbalance ratio (max/mean); json: also the maps phy2log,
                        log2phy (padded with -1) and logcnt
 
+HybridEP options:
+  --load LOAD          as for eplb: [layer][expert] loads (the routing distribution per layer)
+  --datacenters C      datacenters
+  --wan-gbps B         WAN bandwidth of one datacenter, per direction, Gb/s
+  --tokens-per-expert N  tokens of one datacenter per expert per layer and iteration at uniform
+                       routing (tokens per datacenter = N * experts / top-k); or --tokens T
+  --tokens T           tokens per datacenter per iteration
+  --model MODEL        ${Object.keys(MODEL_PRESETS).join(', ')} or a config.json (default deepseek-v3);
+                       its routed experts must match the load's
+  --hardware NAME      ${Object.keys(HARDWARE_PRESETS).join(', ')} (default h800)
+  --gpus-per-dc G      GPUs per datacenter (default the hardware's GPUs per node)
+  --wan-latency-ms MS  latency per WAN transfer (default the hardware's, 5)
+  --domain-size S      datacenters per EP domain, divides C (default the largest divisor <= experts)
+  --strategy S         ep, eplb, hybrid or all (default all: the three side by side)
+  --migration M        bf16 (default), fp8, or low-rank:R:G (rank R, groups of G experts)
+  --efficiency X       achievable fraction of peak FLOP/s (default 0.5)
+  --seq-len S          tokens per sequence (default 4096)
+
 Examples:
   ${NAME} schedule --kind dualpipe --stages 8 --micro-batches 20
   ${NAME} simulate --model deepseek-v3 --cluster h800x2048 --pp 16 --ep 64 --schedule dualpipe \\
     --micro-batches 120 --global-batch 15360 --precision fp8
-  ${NAME} eplb --load load.json --replicas 16 --groups 4 --nodes 2 --gpus 8 --refine`;
+  ${NAME} eplb --load load.json --replicas 16 --groups 4 --nodes 2 --gpus 8 --refine
+  ${NAME} eplb --load runs/my-run --steps 50 --replicas 12 --groups 1 --nodes 2 --gpus 4 --json
+  ${NAME} hybridep --load load.json --datacenters 1000 --wan-gbps 10 --tokens-per-expert 4096 \
+    --migration fp8`;
 }
 
 function parse(argv: readonly string[]) {
@@ -159,6 +198,17 @@ function parse(argv: readonly string[]) {
         nodes: { type: 'string' },
         gpus: { type: 'string' },
         refine: { type: 'boolean' },
+        json: { type: 'boolean' },
+        steps: { type: 'string' },
+        'wan-gbps': { type: 'string' },
+        'wan-latency-ms': { type: 'string' },
+        'tokens-per-expert': { type: 'string' },
+        tokens: { type: 'string' },
+        hardware: { type: 'string' },
+        'gpus-per-dc': { type: 'string' },
+        'domain-size': { type: 'string' },
+        strategy: { type: 'string' },
+        migration: { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean' },
       },
@@ -193,7 +243,9 @@ function required(
     | 'replicas'
     | 'groups'
     | 'nodes'
-    | 'gpus',
+    | 'gpus'
+    | 'datacenters'
+    | 'wan-gbps',
   command = 'schedule',
 ): string {
   const value = values[flag];
@@ -201,40 +253,68 @@ function required(
   return value;
 }
 
-const SIMULATE_ONLY = [
-  'model',
-  'cluster',
-  'pp',
-  'ep',
-  'dp',
-  'schedule',
-  'global-batch',
-  'seq-len',
-  'precision',
-  'fp8-share',
-  'efficiency',
-  'no-overlap',
-  'dp-sync',
-  'datacenters',
-] as const;
-const SCHEDULE_ONLY = ['kind', 'stages', 'layers', 'out'] as const;
-const EPLB_ONLY = ['load', 'replicas', 'groups', 'nodes', 'gpus', 'refine'] as const;
-/** Every flag of schedule and simulate that eplb does not take. */
-const NOT_EPLB = [
-  ...new Set([
-    ...SIMULATE_ONLY,
-    ...SCHEDULE_ONLY,
+const COMMANDS = ['schedule', 'simulate', 'eplb', 'hybridep'] as const;
+type Command = (typeof COMMANDS)[number];
+
+/** The flags each command takes (besides --help, --version, --format and --json). */
+const FLAGS: Record<Command, readonly (keyof Values)[]> = {
+  schedule: ['kind', 'stages', 'micro-batches', 'chunks', 'layers', 'out'],
+  simulate: [
+    'model',
+    'cluster',
     'machine',
+    'pp',
+    'ep',
+    'dp',
+    'schedule',
     'micro-batches',
     'chunks',
+    'global-batch',
+    'seq-len',
+    'precision',
+    'fp8-share',
+    'efficiency',
+    'no-overlap',
+    'dp-sync',
     'dp-collective',
-  ] as const),
-];
+    'datacenters',
+  ],
+  eplb: ['load', 'steps', 'replicas', 'groups', 'nodes', 'gpus', 'refine'],
+  hybridep: [
+    'load',
+    'steps',
+    'datacenters',
+    'wan-gbps',
+    'wan-latency-ms',
+    'tokens-per-expert',
+    'tokens',
+    'model',
+    'hardware',
+    'gpus-per-dc',
+    'domain-size',
+    'strategy',
+    'migration',
+    'efficiency',
+    'seq-len',
+  ],
+};
 
-/** Fails when a flag of the other command was given. */
-function onlyFlagsOf(command: string, values: Values, others: readonly (keyof Values)[]): void {
-  const stray = others.find((f) => values[f] !== undefined);
-  if (stray !== undefined) throw new UsageError(`--${String(stray)} does not apply to ${command}`);
+/** Fails when a flag the command does not take was given. */
+function onlyFlagsOf(command: Command, values: Values): void {
+  const allowed = new Set<string>([...FLAGS[command], 'help', 'version', 'format', 'json']);
+  const stray = Object.keys(values).find((f) => !allowed.has(f) && values[f as keyof Values] !== undefined);
+  if (stray !== undefined) throw new UsageError(`--${stray} does not apply to ${command}`);
+}
+
+/** The --format value, with --json as its alias. */
+function formatFlag(values: Values): string | undefined {
+  if (values.json === true) {
+    if (values.format !== undefined && values.format !== 'json') {
+      throw new UsageError(`--json and --format ${values.format} disagree: give one of them`);
+    }
+    return 'json';
+  }
+  return values.format;
 }
 
 /** A finite number from a flag (the simulator checks its range), or a usage error naming the flag. */
@@ -336,7 +416,7 @@ async function simulateOptions(values: Values): Promise<SimulateOptions> {
 }
 
 async function renderSimulation(values: Values): Promise<string> {
-  const format = values.format ?? 'text';
+  const format = formatFlag(values) ?? 'text';
   if (format !== 'text' && format !== 'json') {
     throw new UsageError(`--format for simulate must be text or json, got ${JSON.stringify(format)}`);
   }
@@ -385,17 +465,55 @@ function eplbText(
   return `${lines.join('\n')}\n`;
 }
 
+/**
+ * The loads --load names: a JSON [layer][expert] array, or a Switchyard run folder (its
+ * metrics.jsonl, with K from run.json when there is one; --steps keeps the last steps).
+ */
+async function loadFlag(values: Values, command: Command): Promise<number[][]> {
+  const path = required(values, 'load', command);
+  let folder = false;
+  try {
+    folder = (await stat(path)).isDirectory();
+  } catch {
+    // not there: readJson below says so
+  }
+  if (!folder) {
+    if (values.steps !== undefined) throw new UsageError('--steps applies to a run folder given as --load');
+    return (await readJson(
+      'load',
+      path,
+      'a readable JSON file of [layer][expert] loads or a run folder',
+    )) as number[][];
+  }
+  let metrics: string;
+  try {
+    metrics = await readFile(join(path, 'metrics.jsonl'), 'utf8');
+  } catch (e) {
+    throw new UsageError(
+      `--load ${JSON.stringify(path)} is a folder without a readable metrics.jsonl (a Switchyard run folder has one): ${(e as Error).message}`,
+    );
+  }
+  let topK = 1;
+  try {
+    const run = JSON.parse(await readFile(join(path, 'run.json'), 'utf8')) as {
+      config?: { model?: { moe?: { router?: { k?: unknown } } } };
+    };
+    const k = run.config?.model?.moe?.router?.k;
+    if (typeof k === 'number' && Number.isInteger(k) && k >= 1) topK = k;
+  } catch {
+    // no run.json: counts are tokens x shares (K = 1), which places the same
+  }
+  const steps = values.steps === undefined ? undefined : intFlag('steps', values.steps, 1);
+  return parseRunLoads(metrics, { topK, ...(steps === undefined ? {} : { steps }) }).load;
+}
+
 /** Runs `eplb`: reads the loads, places (and refines) and renders the report. */
 async function renderEplb(values: Values): Promise<string> {
-  const format = values.format ?? 'text';
+  const format = formatFlag(values) ?? 'text';
   if (format !== 'text' && format !== 'json') {
     throw new UsageError(`--format for eplb must be text or json, got ${JSON.stringify(format)}`);
   }
-  const load = (await readJson(
-    'load',
-    required(values, 'load', 'eplb'),
-    'a readable JSON file of [layer][expert] loads',
-  )) as number[][];
+  const load = await loadFlag(values, 'eplb');
   const options = {
     replicas: intFlag('replicas', required(values, 'replicas', 'eplb'), 1),
     groups: intFlag('groups', required(values, 'groups', 'eplb'), 1),
@@ -424,6 +542,169 @@ async function renderEplb(values: Values): Promise<string> {
       : { eplbBalancedness: eplbBalance, swaps: refined.swaps, moves: refined.moves }),
   };
   return `${JSON.stringify(json)}\n`;
+}
+
+/** A number > 0 from a flag. */
+function positiveFlag(flag: string, text: string): number {
+  const value = numberFlag(flag, text);
+  if (!(value > 0)) throw new UsageError(`--${flag} must be a number > 0, got ${JSON.stringify(text)}`);
+  return value;
+}
+
+/** The --migration value: bf16, fp8 or low-rank:R:G. */
+function migrationFlag(text: string | undefined): MigrationEncoding {
+  if (text === undefined || text === 'bf16') return { kind: 'bf16' };
+  if (text === 'fp8') return { kind: 'fp8' };
+  const m = /^low-rank:(\d+):(\d+)$/.exec(text);
+  if (m === null) {
+    throw new UsageError(
+      `--migration must be bf16, fp8 or low-rank:R:G (rank, group size), got ${JSON.stringify(text)}`,
+    );
+  }
+  return { kind: 'low-rank', rank: Number(m[1]), groupSize: Number(m[2]) };
+}
+
+/** Runs `hybridep`: plans the strategies asked for and renders them side by side. */
+async function renderHybridEp(values: Values): Promise<string> {
+  const format = formatFlag(values) ?? 'text';
+  if (format !== 'text' && format !== 'json') {
+    throw new UsageError(`--format for hybridep must be text or json, got ${JSON.stringify(format)}`);
+  }
+  const load = await loadFlag(values, 'hybridep');
+  const model = await loadModel(values.model ?? 'deepseek-v3');
+  const experts = Array.isArray(load) && Array.isArray(load[0]) ? load[0].length : undefined;
+  if (experts !== undefined && experts !== model.experts) {
+    throw new UsageError(
+      `--load has ${experts} experts per layer but --model ${values.model ?? 'deepseek-v3'} has ${model.experts} routed experts`,
+    );
+  }
+  const hwName = values.hardware ?? 'h800';
+  const hardware = (HARDWARE_PRESETS as Record<string, HardwarePreset>)[hwName];
+  if (hardware === undefined) {
+    throw new UsageError(
+      `--hardware must be one of ${Object.keys(HARDWARE_PRESETS).join(', ')}, got ${JSON.stringify(hwName)}`,
+    );
+  }
+  if ((values['tokens-per-expert'] === undefined) === (values.tokens === undefined)) {
+    throw new UsageError('hybridep needs one of --tokens-per-expert and --tokens');
+  }
+  const tokens =
+    values.tokens !== undefined
+      ? positiveFlag('tokens', values.tokens)
+      : (positiveFlag('tokens-per-expert', values['tokens-per-expert']!) * model.experts) / model.topK;
+  const strategyText = values.strategy ?? 'all';
+  if (!['ep', 'eplb', 'hybrid', 'all'].includes(strategyText)) {
+    throw new UsageError(`--strategy must be ep, eplb, hybrid or all, got ${JSON.stringify(strategyText)}`);
+  }
+  const strategies: CrossDcStrategy[] =
+    strategyText === 'all' ? ['ep', 'eplb', 'hybrid'] : [strategyText as CrossDcStrategy];
+  const options: HybridEpOptions = {
+    model,
+    hardware,
+    datacenters: intFlag('datacenters', required(values, 'datacenters', 'hybridep'), 1),
+    wan: {
+      alpha:
+        values['wan-latency-ms'] === undefined
+          ? hardware.wan.alpha
+          : numberFlag('wan-latency-ms', values['wan-latency-ms']) / 1000,
+      beta: (positiveFlag('wan-gbps', required(values, 'wan-gbps', 'hybridep')) * 1e9) / 8,
+    },
+    tokensPerDatacenter: tokens,
+    migration: migrationFlag(values.migration),
+    ...(values['gpus-per-dc'] === undefined
+      ? {}
+      : { gpusPerDatacenter: intFlag('gpus-per-dc', values['gpus-per-dc'], 1) }),
+    ...(values['domain-size'] === undefined
+      ? {}
+      : { domainSize: intFlag('domain-size', values['domain-size'], 1) }),
+    ...(values.efficiency === undefined ? {} : { efficiency: numberFlag('efficiency', values.efficiency) }),
+    ...(values['seq-len'] === undefined ? {} : { seqLen: intFlag('seq-len', values['seq-len'], 1) }),
+  };
+  const plans = strategies.map((strategy) => planHybridEp(load, { ...options, strategy }));
+  return format === 'json' ? hybridEpJson(plans, options) : hybridEpText(plans, options, load.length);
+}
+
+/** At most this many (layer, DC, expert) triples are listed in JSON; beyond, counts only. */
+const MAX_LISTED_MIGRATIONS = 100_000;
+
+function hybridEpJson(plans: HybridEpPlan[], o: HybridEpOptions): string {
+  const ep = plans.find((p) => p.strategy === 'ep');
+  const E = o.model.experts;
+  const json = {
+    model: o.model.name,
+    datacenters: o.datacenters,
+    tokensPerDatacenter: o.tokensPerDatacenter,
+    wan: o.wan,
+    strategies: plans.map((p) => {
+      const total = p.layers.reduce((a, x) => a + x.migrations, 0);
+      return {
+        strategy: p.strategy,
+        stepTime: p.stepTime,
+        ...(ep === undefined ? {} : { speedupOverEp: ep.stepTime / p.stepTime }),
+        computeTime: p.computeTime,
+        exposedComm: p.exposedComm,
+        wanBytes: p.wanBytes,
+        domainSize: p.domainSize,
+        migration: p.migration,
+        migrationBytes: p.migrationBytes,
+        breakEvenTokens: p.breakEvenTokens,
+        layers: p.layers,
+        // [layer][[dc, expert], ...] of the migrations, when they are few enough to list
+        ...(total > 0 && total <= MAX_LISTED_MIGRATIONS
+          ? {
+              migrated: p.migrated.map((flags) => {
+                const pairs: [number, number][] = [];
+                flags.forEach((f, i) => {
+                  if (f === 1) pairs.push([Math.floor(i / E), i % E]);
+                });
+                return pairs;
+              }),
+            }
+          : {}),
+      };
+    }),
+  };
+  return `${JSON.stringify(json)}\n`;
+}
+
+function hybridEpText(plans: HybridEpPlan[], o: HybridEpOptions, layers: number): string {
+  const first = plans[0]!;
+  const b = first.migrationBytes;
+  const mb = (x: number) => `${num(x / 1e6)} MB`;
+  const migration =
+    o.migration?.kind === 'low-rank'
+      ? `low-rank r = ${o.migration.rank}, groups of ${o.migration.groupSize} (${mb(b.weights)} each way, basis ${mb(b.basis)})`
+      : `${o.migration?.kind ?? 'bf16'} (${mb(b.weights)} weights, ${mb(b.gradients)} gradients)`;
+  const ep = plans.find((p) => p.strategy === 'ep');
+  const lines = [
+    `hybridep: ${o.model.name}, ${layers} MoE layer${layers === 1 ? '' : 's'} x ${o.model.experts} experts, ` +
+      `${o.datacenters} datacenters of ${first.gpusPerDatacenter} ${o.hardware.name} in ${o.datacenters / first.domainSize} ` +
+      `domain${o.datacenters / first.domainSize === 1 ? '' : 's'} of ${first.domainSize}, WAN ${num((o.wan.beta * 8) / 1e9)} Gb/s + ` +
+      `${num(o.wan.alpha * 1000)} ms per datacenter, ${num(o.tokensPerDatacenter)} tokens per datacenter`,
+    `migration ${migration}; break-even ${num(first.breakEvenTokens)} tokens per (datacenter, expert)`,
+    'strategy  step s  token GB  migration GB  migrations  vs EP',
+  ];
+  for (const p of plans) {
+    const migrations = p.layers.reduce((a, x) => a + x.migrations, 0);
+    lines.push(
+      [
+        p.strategy.padEnd(8),
+        num(p.stepTime).padStart(7),
+        num(p.wanBytes.tokens / 1e9).padStart(9),
+        num(p.wanBytes.migration / 1e9).padStart(13),
+        String(migrations).padStart(11),
+        ep === undefined ? '' : `${(ep.stepTime / p.stepTime).toFixed(2)}x`.padStart(6),
+      ].join(' '),
+    );
+  }
+  const hybrid = plans.find((p) => p.strategy === 'hybrid');
+  hybrid?.layers.forEach((x, l) => {
+    lines.push(
+      `  layer ${l}: ${x.migrations} migrations, expert share ${x.expertShare.toFixed(3)} of WAN bytes, ` +
+        `token phase ${num(x.tokenPhase)} s, weights ${num(x.weightPhase)} s, gradients ${num(x.gradientPhase)} s`,
+    );
+  });
+  return `${lines.join('\n')}\n`;
 }
 
 /** The generator request the flags describe. */
@@ -457,7 +738,7 @@ function scheduleRequest(values: Values): ScheduleRequest {
 }
 
 function outputFormat(values: Values): Format {
-  const format = values.format ?? 'text';
+  const format = formatFlag(values) ?? 'text';
   if (!(FORMATS as readonly string[]).includes(format)) {
     throw new UsageError(`--format must be one of ${FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
   }
@@ -501,23 +782,26 @@ export async function main(
       io.stdout.write(`${NAME} ${pkg.version}\n`);
       return 0;
     }
-    const [command, ...rest] = positionals;
-    if (command === undefined) throw new UsageError('missing command: schedule, simulate or eplb');
-    if (command !== 'schedule' && command !== 'simulate' && command !== 'eplb')
-      throw new UsageError(`unknown command ${JSON.stringify(command)}, expected schedule, simulate or eplb`);
+    const [name, ...rest] = positionals;
+    if (name === undefined) throw new UsageError(`missing command: ${COMMANDS.join(', ')}`);
+    if (!(COMMANDS as readonly string[]).includes(name))
+      throw new UsageError(`unknown command ${JSON.stringify(name)}, expected ${COMMANDS.join(', ')}`);
+    const command = name as Command;
     if (rest.length > 0)
       throw new UsageError(`${command} takes no positional arguments, got ${rest.join(' ')}`);
+    onlyFlagsOf(command, values);
     if (command === 'eplb') {
-      onlyFlagsOf('eplb', values, NOT_EPLB);
       io.stdout.write(await renderEplb(values));
       return 0;
     }
+    if (command === 'hybridep') {
+      io.stdout.write(await renderHybridEp(values));
+      return 0;
+    }
     if (command === 'simulate') {
-      onlyFlagsOf('simulate', values, [...SCHEDULE_ONLY, ...EPLB_ONLY]);
       io.stdout.write(await renderSimulation(values));
       return 0;
     }
-    onlyFlagsOf('schedule', values, [...SIMULATE_ONLY, ...EPLB_ONLY]);
     const text = render(scheduleRequest(values), outputFormat(values));
     if (values.out === undefined) io.stdout.write(text);
     else await writeFile(values.out, text);

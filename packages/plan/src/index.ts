@@ -44,8 +44,32 @@ export type { PlanErrorCode } from './errors';
 export { isPlanError, PLAN_ERROR_CODES, PlanError } from './errors';
 export type { ExpertPlacement, PlacementBalance, RebalanceOptions } from './placement/eplb';
 export { balancedness, rebalanceExperts } from './placement/eplb';
+export type {
+  CrossDcStrategy,
+  DatacenterPlacement,
+  HybridEpLayer,
+  HybridEpOptions,
+  HybridEpPlan,
+  MigrationBytes,
+  MigrationEncoding,
+} from './placement/hybridep';
+export { hybridEpDatacenterPlacement, migrationBytes, planHybridEp } from './placement/hybridep';
+export type { OnlineRebalanceOptions, RebalanceDecision, SlotMove } from './placement/online';
+export { decideRebalance, OnlineRebalancer } from './placement/online';
 export type { RefinedPlacement, RefineOptions } from './placement/refine';
 export { refinePlacement } from './placement/refine';
+export type { RunLoadOptions, RunLoads } from './placement/runload';
+export { parseRunLoads } from './placement/runload';
+export type {
+  LocalizedPlacement,
+  LocalizeOptions,
+  PlacementTraffic,
+  ReplicaChoice,
+  RoutingTrace,
+  TraceOptions,
+  TrafficOptions,
+} from './placement/traffic';
+export { localizePlacement, placementTraffic, sampleRoutingTrace, traceCounts } from './placement/traffic';
 export type { DualPipeOptions, DualPipeSteps } from './schedule/dualpipe';
 export { dualPipe, dualPipeSteps, dualPipeV } from './schedule/dualpipe';
 export type { SvgOptions, TimelineSource } from './schedule/format';

@@ -1,8 +1,9 @@
 // Random expert-placement problems for the property tests of rebalanceExperts and refinePlacement:
 // a topology (nodes, GPUs per node, expert groups, experts per group, spare slots per GPU) and
-// per-layer loads drawn from `value`.
+// per-layer loads drawn from `value`; and the structure every placement must keep.
 import fc from 'fast-check';
-import type { RebalanceOptions } from '../src/placement/eplb';
+import { expect } from 'vitest';
+import type { ExpertPlacement, RebalanceOptions } from '../src/placement/eplb';
 
 /** The sizes of one placement problem. */
 export interface Topology {
@@ -27,4 +28,33 @@ export function placementProblem(
   const row = fc.array(value, { minLength: experts, maxLength: experts });
   const load = fc.array(row, { minLength: t.layers ?? 1, maxLength: t.layers ?? 3 });
   return fc.record({ load, o: fc.constant({ replicas, groups: t.groups, nodes: t.nodes, gpus }) });
+}
+
+/**
+ * The structure every placement keeps, whatever made it: per layer R slots holding experts, every
+ * expert >= 1 replica with counts matching the slots, and logToPhys the inverse of physToLog (each
+ * slot once, at its expert, -1 past the count). Throws (a failed expect) otherwise.
+ */
+export function expectMapsInvert(p: ExpertPlacement, replicas: number, experts: number): void {
+  const maxReplicas = Math.max(...p.replicaCounts.flat());
+  p.physToLog.forEach((slotsR, l) => {
+    const countE = p.replicaCounts[l]!;
+    expect(slotsR).toHaveLength(replicas);
+    expect(countE).toHaveLength(experts);
+    expect(countE.every((c) => Number.isInteger(c) && c >= 1)).toBe(true);
+    const seen = new Array<number>(experts).fill(0);
+    for (const e of slotsR) seen[e]! += 1;
+    expect(seen).toEqual(countE);
+    const slotSeen = new Array<number>(replicas).fill(0);
+    p.logToPhys[l]!.forEach((slots, e) => {
+      expect(slots).toHaveLength(maxReplicas);
+      slots.forEach((slot, k) => {
+        if (k < countE[e]!) {
+          expect(slotsR[slot]).toBe(e);
+          slotSeen[slot]! += 1;
+        } else expect(slot).toBe(-1);
+      });
+    });
+    expect(slotSeen.every((n) => n === 1)).toBe(true);
+  });
 }

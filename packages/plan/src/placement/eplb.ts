@@ -192,7 +192,7 @@ function rebalanceLayer(
 }
 
 /** Checks `load` ([L][E], rectangular, finite >= 0 in float32) and returns E. */
-function checkLoad(fn: string, load: unknown): number {
+export function checkLoad(fn: string, load: unknown): number {
   if (!Array.isArray(load) || load.length === 0) {
     throw invalidArgument(
       fn,
@@ -288,22 +288,79 @@ export function rebalanceExperts(load: number[][], options: RebalanceOptions): E
       : rebalanceLayer(weightE, replicas, 1, 1, gpus);
   });
 
-  // logToPhys[l][e][rank] = the slot holding replica `rank` of expert e; -1 past its count.
-  const maxReplicas = Math.max(...layers.map((p) => Math.max(...p.replicaCounts)));
-  const logToPhys = layers.map((p) => {
-    const mapEX = p.replicaCounts.map(() => new Array<number>(maxReplicas).fill(-1));
-    p.physToLog.forEach((e, slot) => {
-      mapEX[e]![p.physRank[slot]!] = slot;
-    });
-    return mapEX;
-  });
+  const replicaCounts = layers.map((p) => p.replicaCounts);
   return {
     physToLog: layers.map((p) => p.physToLog),
-    logToPhys,
-    replicaCounts: layers.map((p) => p.replicaCounts),
+    logToPhys: logToPhysOf(
+      layers.map((p) => p.physToLog),
+      replicaCounts,
+      layers.map((p) => p.physRank),
+    ),
+    replicaCounts,
     gpus,
     policy: hierarchical ? 'hierarchical' : 'global',
   };
+}
+
+/**
+ * The reference's `log2phy` from `phy2log`: [L][E][maxReplicas] the slot of each replica rank of each
+ * expert, padded with -1 up to the largest count of any layer. Without `rankR` ([L][R], the replica
+ * rank of each slot) an expert's replicas are ranked in slot order.
+ */
+export function logToPhysOf(
+  physToLog: readonly (readonly number[])[],
+  replicaCounts: readonly (readonly number[])[],
+  rankR?: readonly (readonly number[])[],
+): number[][][] {
+  const maxReplicas = Math.max(...replicaCounts.map((c) => Math.max(...c)));
+  return replicaCounts.map((countE, l) => {
+    const mapEX = countE.map(() => new Array<number>(maxReplicas).fill(-1));
+    const next = countE.map(() => 0);
+    physToLog[l]!.forEach((e, slot) => {
+      const rank = rankR === undefined ? next[e]!++ : rankR[l]![slot]!;
+      mapEX[e]![rank] = slot;
+    });
+    return mapEX;
+  });
+}
+
+/**
+ * Checks a placement's slots: per layer a positive multiple of `gpus` slots, each an expert in
+ * [0, experts) (with `replicaCounts` given: one of its rows as long as the experts, and >= 1 for
+ * every expert a slot holds).
+ */
+export function checkSlots(
+  fn: string,
+  physToLog: readonly (readonly number[])[],
+  gpus: number,
+  experts: number,
+  replicaCounts?: readonly (readonly number[])[],
+): void {
+  physToLog.forEach((slotsR, l) => {
+    if (slotsR.length === 0 || slotsR.length % gpus !== 0) {
+      throw invalidArgument(
+        fn,
+        `placement.physToLog[${l}].length`,
+        `a multiple of gpus (${gpus})`,
+        slotsR.length,
+      );
+    }
+    const countE = replicaCounts?.[l];
+    if (replicaCounts !== undefined && countE?.length !== experts) {
+      throw invalidArgument(
+        fn,
+        `placement.replicaCounts[${l}].length`,
+        `${experts} (experts in load)`,
+        countE?.length,
+      );
+    }
+    slotsR.forEach((e, slot) => {
+      if (!Number.isInteger(e) || e < 0 || e >= experts || (countE !== undefined && !(countE[e]! >= 1))) {
+        const expected = `an expert in [0, ${experts - 1}]${countE === undefined ? '' : ' with replicaCounts >= 1'}`;
+        throw invalidArgument(fn, `placement.physToLog[${l}][${slot}]`, expected, e);
+      }
+    });
+  });
 }
 
 /** Per-layer GPU loads of a placement and two summaries of how even they are. */
@@ -352,36 +409,13 @@ export function balancedness(
       `physToLog ${physToLog.length}, replicaCounts ${replicaCounts.length}`,
     );
   }
+  checkSlots(fn, physToLog, gpus, experts, replicaCounts);
   const gpuLoad = load.map((rowE, l) => {
     const slotsR = physToLog[l]!;
     const countE = replicaCounts[l]!;
-    if (slotsR.length === 0 || slotsR.length % gpus !== 0) {
-      throw invalidArgument(
-        fn,
-        `placement.physToLog[${l}].length`,
-        `a multiple of gpus (${gpus})`,
-        slotsR.length,
-      );
-    }
-    if (countE.length !== experts) {
-      throw invalidArgument(
-        fn,
-        `placement.replicaCounts[${l}].length`,
-        `${experts} (experts in load)`,
-        countE.length,
-      );
-    }
     const slotsPerGpu = slotsR.length / gpus;
     const loadP = new Array<number>(gpus).fill(0);
     slotsR.forEach((e, slot) => {
-      if (!Number.isInteger(e) || e < 0 || e >= experts || !(countE[e]! >= 1)) {
-        throw invalidArgument(
-          fn,
-          `placement.physToLog[${l}][${slot}]`,
-          `an expert in [0, ${experts - 1}] with replicaCounts >= 1`,
-          e,
-        );
-      }
       loadP[Math.floor(slot / slotsPerGpu)]! += rowE[e]! / countE[e]!;
     });
     return loadP;

@@ -2,7 +2,7 @@
 // policies), nodes kept in the hierarchical case, maxSwaps, and input errors.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { placementProblem } from '../../test/placements';
+import { expectMapsInvert, placementProblem } from '../../test/placements';
 import { balancedness, type ExpertPlacement, type RebalanceOptions, rebalanceExperts } from './eplb';
 import { refinePlacement } from './refine';
 
@@ -13,32 +13,13 @@ function expectInvariants(
   p: ExpertPlacement,
   o: RebalanceOptions,
 ): void {
-  const experts = load[0]!.length;
   const slotsPerNode = o.replicas / o.nodes;
-  const maxReplicas = Math.max(...p.replicaCounts.flat());
   expect(p.gpus).toBe(o.gpus);
   expect(p.policy).toBe(input.policy);
+  // R slots (so R / P per GPU), every expert >= 1 replica, counts match the slots, maps invert
+  expectMapsInvert(p, o.replicas, load[0]!.length);
   load.forEach((_, l) => {
     const slotsR = p.physToLog[l]!;
-    const countE = p.replicaCounts[l]!;
-    // R slots (so R / P per GPU), every expert >= 1 replica, counts match the slots
-    expect(slotsR).toHaveLength(o.replicas);
-    expect(countE.every((c) => Number.isInteger(c) && c >= 1)).toBe(true);
-    const seen = new Array<number>(experts).fill(0);
-    for (const e of slotsR) seen[e]! += 1;
-    expect(seen).toEqual(countE);
-    // logToPhys inverts physToLog, ranks 0..count-1, -1 past the count
-    const slotSeen = new Array<number>(o.replicas).fill(0);
-    p.logToPhys[l]!.forEach((slots, e) => {
-      expect(slots).toHaveLength(maxReplicas);
-      slots.forEach((slot, k) => {
-        if (k < countE[e]!) {
-          expect(slotsR[slot]).toBe(e);
-          slotSeen[slot]! += 1;
-        } else expect(slot).toBe(-1);
-      });
-    });
-    expect(slotSeen.every((n) => n === 1)).toBe(true);
     if (input.policy === 'hierarchical') {
       // every replica stays on the node its expert had in the input
       const nodeOf = (slotsOf: readonly number[]) => slotsOf.map((e, s) => [e, Math.floor(s / slotsPerNode)]);

@@ -15,7 +15,7 @@
  * squares), so the pair (max, sum of squares) falls strictly and the search ends.
  */
 import { checkInt, invalidArgument } from '../errors';
-import { balancedness, type ExpertPlacement } from './eplb';
+import { balancedness, type ExpertPlacement, logToPhysOf } from './eplb';
 
 const FN = 'refinePlacement';
 
@@ -308,17 +308,9 @@ export function refinePlacement(
     });
     return ranks;
   });
-  const maxReplicas = Math.max(...replicaCounts.map((c) => Math.max(...c)));
-  const logToPhys = replicaCounts.map((countE, l) => {
-    const mapEX = countE.map(() => new Array<number>(maxReplicas).fill(-1));
-    physToLog[l]!.forEach((e, slot) => {
-      mapEX[e]![rankR[l]![slot]!] = slot;
-    });
-    return mapEX;
-  });
   return {
     physToLog,
-    logToPhys,
+    logToPhys: logToPhysOf(physToLog, replicaCounts, rankR),
     replicaCounts,
     gpus,
     policy: placement.policy,
