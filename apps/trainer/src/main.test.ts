@@ -81,6 +81,19 @@ describe('switchyard-train', () => {
     expect(r.out).toMatch(/balance\.method/);
   });
 
+  it('prints its version, and option errors as one plain sentence', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+    expect(await cli(['--version'])).toEqual({ code: 0, out: `switchyard-train ${pkg.version}\n`, err: '' });
+    expect(await cli(['--verbose'])).toEqual({
+      code: 2,
+      out: '',
+      err: 'error: unknown option --verbose (see switchyard-train --help)\n',
+    });
+    expect((await cli(['eval', '--checkpoint'])).err).toBe(
+      'error: --checkpoint needs a value (see switchyard-train --help)\n',
+    );
+  });
+
   describe.skipIf(onCpu)('training (wasm)', () => {
     const runDir = join(root, 'run');
     let result: { code: number; out: string; err: string };

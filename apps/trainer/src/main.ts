@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { type LaunchConfig, launch, parseLaunchArgs } from '@switchyard/parallel';
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
 import { helpText } from './config/help';
-import { resolveConfig } from './config/load';
+import { packageVersion, resolveConfig } from './config/load';
 import { evaluateCheckpoint } from './eval/score';
 import { EXPERIMENTS, runExperiment } from './experiments/run';
 import { RANK_MODULE_URL, type TrainRankArgs } from './rank';
@@ -50,9 +50,13 @@ export async function main(
       parsed = parse(launchArgs.rest);
     } catch (e) {
       if (isSwitchyardError(e)) throw e;
-      throw usage((e as Error).message);
+      throw usage(parseErrorText(e));
     }
     const { values, positionals } = parsed;
+    if (values.version) {
+      io.stdout.write(`switchyard-train ${packageVersion()}\n`);
+      return 0;
+    }
     if (values.help) {
       io.stdout.write(`${helpText()}\n`);
       return 0;
@@ -209,6 +213,19 @@ function parse(argv: readonly string[]) {
       jobs: { type: 'string' },
       'no-report': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
     },
   });
+}
+
+/** A parse error of node:util's parseArgs in one plain sentence, without its advice about `--`. */
+function parseErrorText(e: unknown): string {
+  const err = e as { code?: string; message?: string };
+  const message = String(err.message ?? e);
+  const option = /'(-[^' ]*)/.exec(message)?.[1];
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option !== undefined) return `unknown option ${option}`;
+  if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option !== undefined) {
+    return /argument missing/.test(message) ? `${option} needs a value` : `${option} takes no value`;
+  }
+  return message;
 }
