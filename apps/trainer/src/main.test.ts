@@ -211,6 +211,74 @@ describe('switchyard-train', () => {
       expect(Number(m![1])).toBeCloseTo(nll / n, 4);
     }, 60_000);
 
+    it('generate writes the prompt and a seeded continuation; the report holds one with its command', async () => {
+      const ckpt = join(runDir, 'checkpoints', 'final');
+      const args = [
+        'generate',
+        '--checkpoint',
+        ckpt,
+        '--prompt',
+        'The jury',
+        '--max-tokens',
+        '12',
+        '--seed',
+        '3',
+      ];
+      const a = await cli(args);
+      expect(a.err).toBe('');
+      expect(a.code).toBe(0);
+      expect(a.out).toMatch(/^The jury.+\n$/s);
+      expect(await cli(args)).toEqual(a);
+      const report = readFileSync(join(runDir, 'report.md'), 'utf8');
+      const m =
+        /## Sample\n\n.*\n\n```sh\n(switchyard-train generate .*)\n```\n\n````text\n([\s\S]*?)\n````/.exec(
+          report,
+        );
+      expect(m, 'the report sample').not.toBeNull();
+      const command = m![1]!.split(' ').slice(1);
+      expect(command).toEqual([
+        'generate',
+        '--checkpoint',
+        ckpt,
+        '--prompt',
+        'The',
+        '--max-tokens',
+        '48',
+        '--temperature',
+        '0.8',
+        '--top-k',
+        '40',
+        '--seed',
+        '1234',
+      ]);
+      expect((await cli(command)).out).toBe(`${m![2]}\n`);
+    }, 60_000);
+
+    it('generate refuses bad flags with one line naming the flag', async () => {
+      const ckpt = join(runDir, 'checkpoints', 'final');
+      for (const [args, message] of [
+        [['--prompt', 'x'], /^error: generate needs --checkpoint DIR and --prompt TEXT/],
+        [
+          ['--checkpoint', ckpt, '--prompt', 'x', '--top-p', '0'],
+          /^error: --top-p: expected a number in \(0, 1\], got "0"/,
+        ],
+        [
+          ['--checkpoint', ckpt, '--prompt', 'x', '--max-tokens', '2.5'],
+          /^error: --max-tokens: expected an integer >= 1, got "2\.5"/,
+        ],
+        [['--checkpoint', ckpt, '--prompt', ''], /^error: --prompt: expected some text, got an empty prompt/],
+        [
+          ['--checkpoint', ckpt, '--prompt', 'x', '--set', 'a=1'],
+          /^error: --out and --set apply to train and experiment only, not to generate/,
+        ],
+      ] as const) {
+        const r = await cli(['generate', ...args]);
+        expect(r.code, args.join(' ')).toBe(2);
+        expect(r.err).toMatch(message);
+        expect(r.err.trim().split('\n')).toHaveLength(1);
+      }
+    });
+
     it('refuses an output folder holding another run, changing nothing', async () => {
       const before = snapshot(runDir);
       const r = await cli(['--preset', 'tiny', '--out', runDir, ...SMALL_DATA.flatMap((s) => ['--set', s])]);

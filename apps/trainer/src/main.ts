@@ -1,5 +1,5 @@
 /**
- * The `switchyard-train` command line: `train` (default), `eval` and `experiment`. Parses flags,
+ * The `switchyard-train` command line: `train` (default), `eval`, `generate` and `experiment`. Parses flags,
  * resolves the configuration, runs the job and turns errors into one clear line and an exit code
  * (2 for usage and configuration errors, 1 for everything else).
  */
@@ -8,6 +8,7 @@ import { type LaunchConfig, launch, parseLaunchArgs } from '@switchyard/parallel
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
 import { helpText } from './config/help';
 import { packageVersion, resolveConfig } from './config/load';
+import { generateFromCheckpoint, parseSampleFlags } from './eval/generate';
 import { evaluateCheckpoint } from './eval/score';
 import { EXPERIMENTS, runExperiment } from './experiments/run';
 import { RANK_MODULE_URL, type TrainRankArgs } from './rank';
@@ -21,10 +22,39 @@ export interface CliIO {
   readonly stderr: TextSink;
 }
 
-const COMMANDS = ['train', 'eval', 'experiment'] as const;
+const COMMANDS = ['train', 'eval', 'generate', 'experiment'] as const;
+type Command = (typeof COMMANDS)[number];
+
+/** Flags that only some commands take, in groups named together in the error. */
+const FLAG_OWNERS: readonly { readonly flags: readonly string[]; readonly commands: readonly Command[] }[] = [
+  { flags: ['preset', 'config', 'resume'], commands: ['train'] },
+  { flags: ['out', 'set'], commands: ['train', 'experiment'] },
+  { flags: ['checkpoint'], commands: ['eval', 'generate'] },
+  { flags: ['text'], commands: ['eval'] },
+  { flags: ['prompt', 'max-tokens', 'temperature', 'top-k', 'top-p', 'seed'], commands: ['generate'] },
+  { flags: ['arms', 'jobs', 'no-report'], commands: ['experiment'] },
+];
 
 function usage(message: string): SwitchyardError {
   return new SwitchyardError('INVALID_ARGUMENT', `${message} (see switchyard-train --help)`);
+}
+
+/** `a`, `a and b`, `a, b and c`. */
+function listText(items: readonly string[]): string {
+  return items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
+}
+
+type Flags = ReturnType<typeof parse>['values'];
+
+/** Refuses flags the command does not take, naming the commands that do. */
+function checkFlags(command: Command, values: Flags): void {
+  for (const group of FLAG_OWNERS) {
+    if (group.commands.includes(command)) continue;
+    if (!group.flags.some((f) => values[f as keyof Flags] !== undefined)) continue;
+    const flags = listText(group.flags.map((f) => `--${f}`));
+    const verb = group.flags.length > 1 ? 'apply' : 'applies';
+    throw usage(`${flags} ${verb} to ${listText(group.commands)} only, not to ${command}`);
+  }
 }
 
 /**
@@ -62,127 +92,24 @@ export async function main(
       return 0;
     }
     const first = positionals[0];
-    const command = (COMMANDS as readonly string[]).includes(first ?? '')
-      ? (first as (typeof COMMANDS)[number])
+    const command: Command = (COMMANDS as readonly string[]).includes(first ?? '')
+      ? (first as Command)
       : 'train';
     const rest = command === first ? positionals.slice(1) : positionals;
-    const parallel = (lc.ranks ?? 1) > 1 || (lc.nnodes ?? 1) > 1;
     if (command !== 'train' && Object.keys(lc).length > 0) {
       throw usage(`--ranks, --nnodes, --node-rank and --master apply to training only, not to ${command}`);
     }
-
-    if (
-      command !== 'experiment' &&
-      (values.arms !== undefined || values.jobs !== undefined || values['no-report'] !== undefined)
-    ) {
-      throw usage(`--arms, --jobs and --no-report apply to experiment only, not to ${command}`);
+    checkFlags(command, values);
+    switch (command) {
+      case 'eval':
+        return await evalCommand(values, rest, io);
+      case 'generate':
+        return await generateCommand(values, rest, io);
+      case 'experiment':
+        return await experimentCommand(values, rest, io);
+      case 'train':
+        return await trainCommand(values, rest, lc, io);
     }
-
-    if (command === 'eval') {
-      if (rest.length > 0) throw usage(`eval takes no positional arguments, got ${rest.join(' ')}`);
-      if (!values.checkpoint || !values.text) throw usage('eval needs --checkpoint DIR and --text FILE');
-      await initBackend(values.backend ? { backend: values.backend as 'wasm' } : {});
-      const r = await evaluateCheckpoint(values.checkpoint, values.text);
-      io.stdout.write(`loss: ${r.loss.toFixed(6)} tokens: ${r.predicted}\n`);
-      return 0;
-    }
-
-    const sets = [...(values.set ?? [])];
-    if (values.out !== undefined) sets.push(`out=${values.out}`);
-    if (values.backend !== undefined) sets.push(`backend=${values.backend}`);
-
-    if (command === 'experiment') {
-      const name = rest[0];
-      if (!name || rest.length > 1) {
-        throw usage(`experiment needs one name: ${Object.keys(EXPERIMENTS).join(', ')}`);
-      }
-      if (values.preset || values.config || values.resume)
-        throw usage('experiment takes only --out, --backend, --set, --arms and --jobs');
-      const jobs = values.jobs === undefined ? 1 : Number(values.jobs);
-      if (!Number.isInteger(jobs) || jobs < 1)
-        throw usage(`--jobs: expected a positive integer, got ${JSON.stringify(values.jobs)}`);
-      const result = await runExperiment(name, {
-        sets: values.set ?? [],
-        jobs,
-        report: values['no-report'] !== true,
-        ...(values.arms !== undefined ? { arms: values.arms.split(',').map((a) => a.trim()) } : {}),
-        ...(values.out !== undefined ? { out: values.out } : {}),
-        ...(values.backend !== undefined ? { backend: values.backend } : {}),
-        reporter: createReporter({ mode: 'auto', stdout: io.stdout, stderr: io.stderr }),
-      });
-      io.stdout.write(
-        result.reportPath !== undefined
-          ? `report: ${result.reportPath}\n`
-          : result.pending.length > 0
-            ? `arms still to run: ${result.pending.join(', ')}\n`
-            : 'every arm has finished; rerun without --no-report to write the report\n',
-      );
-      return 0;
-    }
-
-    if (rest.length > 0) throw usage(`unexpected argument ${JSON.stringify(rest[0])}`);
-    if (values.resume !== undefined && (values.preset || values.config || sets.length > 0)) {
-      throw usage(
-        '--resume continues a run with its saved configuration; it cannot be combined with --preset, --config, --set, --out or --backend',
-      );
-    }
-    const config = resolveConfig({
-      ...(values.preset !== undefined ? { preset: values.preset } : {}),
-      ...(values.config !== undefined ? { file: values.config } : {}),
-      sets,
-    });
-    let result: TrainResult;
-    const launchRanks = (lc.ranks ?? 1) * (lc.nnodes ?? 1);
-    if (parallel && values.resume === undefined && launchRanks > config.train.microBatchSize) {
-      throw new SwitchyardError(
-        'CONFIG_INVALID',
-        `train.microBatchSize: expected >= the number of ranks (${launchRanks}), got ${config.train.microBatchSize}`,
-      );
-    }
-    if (parallel) {
-      // Refuse a used output folder before starting any rank (rank 0 checks again).
-      if (values.resume === undefined && (lc.nodeRank ?? 0) === 0) {
-        checkOutDirFree(defaultOutDir(config.out, config.name));
-      }
-      // Every rank gets the same output folder (the default name carries the start time).
-      const args: TrainRankArgs = {
-        config:
-          values.resume === undefined ? { ...config, out: defaultOutDir(config.out, config.name) } : config,
-        ...(values.resume !== undefined ? { resume: values.resume } : {}),
-      };
-      const launched = await launch<TrainRankArgs, TrainResult>({
-        module: RANK_MODULE_URL,
-        exportName: 'trainRank',
-        ...lc,
-        backend: config.backend,
-        args,
-      });
-      const index = launched.ranks.indexOf(0);
-      if (index < 0) {
-        io.stdout.write(
-          `node ${launched.nodeRank}: ranks ${launched.ranks.join(', ')} of ${launched.worldSize} finished\n`,
-        );
-        return 0;
-      }
-      result = launched.results[index]!;
-    } else {
-      const reporter = createReporter({
-        mode: config.log.progress,
-        every: config.log.every,
-        stdout: io.stdout,
-        stderr: io.stderr,
-      });
-      result = await train({
-        config,
-        reporter,
-        ...(values.resume !== undefined ? { resume: values.resume } : {}),
-      });
-    }
-    io.stdout.write(
-      `final val_loss: ${result.finalValLoss.toFixed(4)}  unigram val_loss: ${result.unigramValLoss.toFixed(4)}\n`,
-    );
-    io.stdout.write(`checkpoint: ${result.finalCheckpoint}\n`);
-    return 0;
   } catch (e) {
     if (isSwitchyardError(e)) {
       io.stderr.write(`error: ${e.message}\n`);
@@ -193,6 +120,138 @@ export async function main(
     );
     return 1;
   }
+}
+
+/** Initialises the backend `--backend` names (default: the fastest that loads, or SWITCHYARD_BACKEND). */
+async function backendFrom(values: Flags): Promise<void> {
+  await initBackend(values.backend ? { backend: values.backend as 'wasm' } : {});
+}
+
+/** `eval --checkpoint DIR --text FILE`: mean next-token loss of a checkpoint on a text file. */
+async function evalCommand(values: Flags, rest: readonly string[], io: CliIO): Promise<number> {
+  if (rest.length > 0) throw usage(`eval takes no positional arguments, got ${rest.join(' ')}`);
+  if (!values.checkpoint || !values.text) throw usage('eval needs --checkpoint DIR and --text FILE');
+  await backendFrom(values);
+  const r = await evaluateCheckpoint(values.checkpoint, values.text);
+  io.stdout.write(`loss: ${r.loss.toFixed(6)} tokens: ${r.predicted}\n`);
+  return 0;
+}
+
+/** `generate --checkpoint DIR --prompt TEXT`: the prompt and the model's continuation, on stdout. */
+async function generateCommand(values: Flags, rest: readonly string[], io: CliIO): Promise<number> {
+  if (rest.length > 0) throw usage(`generate takes no positional arguments, got ${rest.join(' ')}`);
+  if (!values.checkpoint || values.prompt === undefined) {
+    throw usage('generate needs --checkpoint DIR and --prompt TEXT');
+  }
+  const options = parseSampleFlags(values);
+  await backendFrom(values);
+  const sample = await generateFromCheckpoint(values.checkpoint, values.prompt, options);
+  io.stdout.write(`${sample.prompt}${sample.continuation}\n`);
+  return 0;
+}
+
+/** `experiment NAME`: every arm (or `--arms`), then the comparison report. */
+async function experimentCommand(values: Flags, rest: readonly string[], io: CliIO): Promise<number> {
+  const name = rest[0];
+  if (!name || rest.length > 1) {
+    throw usage(`experiment needs one name: ${Object.keys(EXPERIMENTS).join(', ')}`);
+  }
+  const jobs = values.jobs === undefined ? 1 : Number(values.jobs);
+  if (!Number.isInteger(jobs) || jobs < 1)
+    throw usage(`--jobs: expected a positive integer, got ${JSON.stringify(values.jobs)}`);
+  const result = await runExperiment(name, {
+    sets: values.set ?? [],
+    jobs,
+    report: values['no-report'] !== true,
+    ...(values.arms !== undefined ? { arms: values.arms.split(',').map((a) => a.trim()) } : {}),
+    ...(values.out !== undefined ? { out: values.out } : {}),
+    ...(values.backend !== undefined ? { backend: values.backend } : {}),
+    reporter: createReporter({ mode: 'auto', stdout: io.stdout, stderr: io.stderr }),
+  });
+  io.stdout.write(
+    result.reportPath !== undefined
+      ? `report: ${result.reportPath}\n`
+      : result.pending.length > 0
+        ? `arms still to run: ${result.pending.join(', ')}\n`
+        : 'every arm has finished; rerun without --no-report to write the report\n',
+  );
+  return 0;
+}
+
+/** `[train]`: a new run, or `--resume DIR`; data parallel over `--ranks` / `--nnodes`. */
+async function trainCommand(
+  values: Flags,
+  rest: readonly string[],
+  lc: Partial<LaunchConfig>,
+  io: CliIO,
+): Promise<number> {
+  if (rest.length > 0) throw usage(`unexpected argument ${JSON.stringify(rest[0])}`);
+  const sets = [...(values.set ?? [])];
+  if (values.out !== undefined) sets.push(`out=${values.out}`);
+  if (values.backend !== undefined) sets.push(`backend=${values.backend}`);
+  if (values.resume !== undefined && (values.preset || values.config || sets.length > 0)) {
+    throw usage(
+      '--resume continues a run with its saved configuration; it cannot be combined with --preset, --config, --set, --out or --backend',
+    );
+  }
+  const config = resolveConfig({
+    ...(values.preset !== undefined ? { preset: values.preset } : {}),
+    ...(values.config !== undefined ? { file: values.config } : {}),
+    sets,
+  });
+  const parallel = (lc.ranks ?? 1) > 1 || (lc.nnodes ?? 1) > 1;
+  let result: TrainResult;
+  const launchRanks = (lc.ranks ?? 1) * (lc.nnodes ?? 1);
+  if (parallel && values.resume === undefined && launchRanks > config.train.microBatchSize) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `train.microBatchSize: expected >= the number of ranks (${launchRanks}), got ${config.train.microBatchSize}`,
+    );
+  }
+  if (parallel) {
+    // Refuse a used output folder before starting any rank (rank 0 checks again).
+    if (values.resume === undefined && (lc.nodeRank ?? 0) === 0) {
+      checkOutDirFree(defaultOutDir(config.out, config.name));
+    }
+    // Every rank gets the same output folder (the default name carries the start time).
+    const args: TrainRankArgs = {
+      config:
+        values.resume === undefined ? { ...config, out: defaultOutDir(config.out, config.name) } : config,
+      ...(values.resume !== undefined ? { resume: values.resume } : {}),
+    };
+    const launched = await launch<TrainRankArgs, TrainResult>({
+      module: RANK_MODULE_URL,
+      exportName: 'trainRank',
+      ...lc,
+      backend: config.backend,
+      args,
+    });
+    const index = launched.ranks.indexOf(0);
+    if (index < 0) {
+      io.stdout.write(
+        `node ${launched.nodeRank}: ranks ${launched.ranks.join(', ')} of ${launched.worldSize} finished\n`,
+      );
+      return 0;
+    }
+    result = launched.results[index]!;
+  } else {
+    const reporter = createReporter({
+      mode: config.log.progress,
+      every: config.log.every,
+      stdout: io.stdout,
+      stderr: io.stderr,
+    });
+    result = await train({
+      config,
+      reporter,
+      ...(values.resume !== undefined ? { resume: values.resume } : {}),
+    });
+  }
+  io.stdout.write(
+    `final val_loss: ${result.finalValLoss.toFixed(4)}  unigram val_loss: ${result.unigramValLoss.toFixed(4)}\n`,
+  );
+  io.stdout.write(`checkpoint: ${result.finalCheckpoint}\n`);
+  return 0;
 }
 
 function parse(argv: readonly string[]) {
@@ -209,6 +268,12 @@ function parse(argv: readonly string[]) {
       backend: { type: 'string' },
       checkpoint: { type: 'string' },
       text: { type: 'string' },
+      prompt: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      seed: { type: 'string' },
       arms: { type: 'string' },
       jobs: { type: 'string' },
       'no-report': { type: 'boolean' },

@@ -4,6 +4,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Sample } from '../eval/generate';
 import {
   domainLossChart,
   ema,
@@ -26,6 +27,8 @@ export interface RunSummary {
   /** K / E of the model's routers (uniform selection frequency). */
   readonly uniformFrequency: number;
   readonly numMoELayers: number;
+  /** Text from the final model, with the command that writes it again from the checkpoint. */
+  readonly sample?: { readonly command: string; readonly sample: Sample };
 }
 
 /** Formats a number for a markdown table. */
@@ -126,6 +129,7 @@ export async function writeRunReport(
     ...summary.setup.map(([k, v]) => `| ${k} | ${v} |`),
     '',
   ];
+  if (summary.sample) lines.push(...sampleSection(summary.sample.command, summary.sample.sample));
   if (last) {
     lines.push(
       `## Validation loss per domain (step ${last.step})`,
@@ -163,4 +167,28 @@ export async function writeRunReport(
   const path = join(outDir, 'report.md');
   writeFileSync(path, lines.join('\n'));
   return path;
+}
+
+/** The report's sample: the command, then the prompt and continuation as written. */
+function sampleSection(command: string, s: Sample): string[] {
+  const ending =
+    s.end === 'end-of-text'
+      ? ' It stopped at the end-of-text token.'
+      : s.end === 'context'
+        ? " It stopped at the model's context length."
+        : '';
+  return [
+    '## Sample',
+    '',
+    `The final model continues the prompt \`${s.prompt.replace(/`/g, "'")}\` with ${s.newTokens} tokens.${ending} The same text again, from the checkpoint:`,
+    '',
+    '```sh',
+    command,
+    '```',
+    '',
+    '````text',
+    `${s.prompt}${s.continuation}`,
+    '````',
+    '',
+  ];
 }

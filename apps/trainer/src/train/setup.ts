@@ -134,6 +134,13 @@ export function setUpTraining(
       `train.seqLen: expected <= the model's maxSeqLen (${modelConfig.maxSeqLen}), got ${S}`,
     );
   }
+  const promptTokens = data.tokenizer.encode(config.log.samplePrompt).length;
+  if (config.log.sampleTokens > 0 && promptTokens >= modelConfig.maxSeqLen) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `log.samplePrompt: expected fewer tokens than the model's maxSeqLen (${modelConfig.maxSeqLen}), got ${promptTokens}`,
+    );
+  }
   const batcher = new Batcher(data.trainStreams, {
     seqLen: S,
     batchSize: B,

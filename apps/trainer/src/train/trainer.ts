@@ -12,6 +12,7 @@ import { type BackendInfo, initBackend } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
 import { prepareData } from '../data/prepare';
 import { type EvalShard, evaluateModel } from '../eval/evaluate';
+import { DEFAULT_SAMPLE_OPTIONS, generateCommand, sampleText } from '../eval/generate';
 import type { EvalRecord, StepRecord } from '../report/records';
 import { median, writeRunReport } from '../report/report';
 import { createReporter, type Reporter } from '../reporter';
@@ -221,8 +222,17 @@ class TrainingRun {
   }
 
   private writeReport(finalDir: string): Promise<string> {
-    const { config, outDir, setup } = this.facts;
+    const { config, outDir, setup, data } = this.facts;
     const { numMoELayers: L, numExperts: E, k: K } = setup.shape;
+    const { samplePrompt, sampleTokens } = config.log;
+    const sampling = { ...DEFAULT_SAMPLE_OPTIONS, maxTokens: sampleTokens, seed: config.seed };
+    const sample =
+      sampleTokens > 0
+        ? {
+            command: generateCommand(finalDir, samplePrompt, sampling),
+            sample: sampleText(setup.model, data.tokenizer, samplePrompt, sampling),
+          }
+        : undefined;
     return writeRunReport(outDir, this.outputs.steps, this.outputs.evals, {
       name: config.name,
       description: config.description,
@@ -231,6 +241,7 @@ class TrainingRun {
       finalCheckpoint: finalDir,
       uniformFrequency: E > 0 ? K / E : Number.NaN,
       numMoELayers: L,
+      ...(sample ? { sample } : {}),
     });
   }
 
