@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { linkBins, staleBuilds, workspaceBins } from './bins.mjs';
+import { checkChangesets } from './check-changesets.mjs';
 import { trainArgs } from './run.mjs';
 
 /** A workspace of two packages: `app` (bin `hello`, depends on `lib`) and `lib` (no bin). */
@@ -108,5 +109,28 @@ describe('npm run train -- ARGS', () => {
     ]) {
       assert.deepEqual(trainArgs(args), args, args.join(' '));
     }
+  });
+});
+
+describe('changesets', () => {
+  it('finds packages outside the workspace, bad bumps and files mixing private and published packages', () => {
+    const root = fakeWorkspace();
+    mkdirSync(join(root, '.changeset'));
+    const write = (name, front) =>
+      writeFileSync(join(root, '.changeset', name), `---\n${front}\n---\n\nText.\n`);
+    write('good.md', '"@x/lib": minor');
+    write('mixed.md', '"@x/lib": minor\n"app": patch');
+    write('unknown.md', '"@x/nope": patch\n"@x/lib": huge');
+    writeFileSync(join(root, 'apps/app/package.json'), JSON.stringify({ name: 'app', private: true }));
+    assert.deepEqual(checkChangesets(root), [
+      'mixed.md: names private (app) and published packages; split it in two',
+      'unknown.md: @x/nope is not a workspace package',
+      'unknown.md: @x/lib: expected major, minor or patch, got huge',
+    ]);
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('passes on this repository', () => {
+    assert.deepEqual(checkChangesets(join(import.meta.dirname, '..')), []);
   });
 });
