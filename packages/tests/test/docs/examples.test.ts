@@ -218,7 +218,6 @@ describe('docs code examples', () => {
       process.chdir(cwd);
       await FIXTURES[page]?.(cwd);
     });
-    afterAll(() => process.chdir(startDir));
     it.each(all.filter((e) => e.page === page && e.run).map((e) => [e.line, e] as const))(
       'runs the example at line %i',
       async (_line, e) => {
