@@ -279,6 +279,34 @@ describe('switchyard-train', () => {
       }
     });
 
+    it('says "no validation set" and never prints NaN without one (data.valFraction = 0)', async () => {
+      const dir = join(root, 'no-val');
+      const r = await cli([
+        '--preset',
+        'tiny',
+        '--out',
+        dir,
+        '--set',
+        'train.steps=4',
+        '--set',
+        'eval.every=2',
+        '--set',
+        'data.valFraction=0',
+        ...SMALL_DATA.flatMap((s) => ['--set', s]),
+      ]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const report = readFileSync(join(dir, 'report.md'), 'utf8');
+      for (const text of [r.out, report]) expect(text).not.toMatch(/NaN|n\/a/);
+      expect(r.out).toMatch(/no validation set \(data\.valFraction = 0\): no evaluations/);
+      expect(r.out).not.toMatch(/^eval step/m);
+      expect(r.out).toMatch(
+        /^final train_loss \(EMA 0\.9\): \d+\.\d{4} {2}\(no validation set: data\.valFraction = 0\)$/m,
+      );
+      expect(report).toContain('| validation | no validation set (data.valFraction = 0) |');
+      expect(JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8'))).not.toHaveProperty('unigramValLoss');
+    }, 60_000);
+
     it('refuses an output folder holding another run, changing nothing', async () => {
       const before = snapshot(runDir);
       const r = await cli(['--preset', 'tiny', '--out', runDir, ...SMALL_DATA.flatMap((s) => ['--set', s])]);

@@ -12,6 +12,7 @@ import { generateFromCheckpoint, parseSampleFlags } from './eval/generate';
 import { evaluateCheckpoint } from './eval/score';
 import { EXPERIMENTS, runExperiment } from './experiments/run';
 import { RANK_MODULE_URL, type TrainRankArgs } from './rank';
+import { ema } from './report/charts';
 import { createReporter, type TextSink } from './reporter';
 import { checkOutDirFree, defaultOutDir } from './run/outdir';
 import { type TrainResult, train } from './train/trainer';
@@ -247,11 +248,18 @@ async function trainCommand(
       ...(values.resume !== undefined ? { resume: values.resume } : {}),
     });
   }
-  io.stdout.write(
-    `final val_loss: ${result.finalValLoss.toFixed(4)}  unigram val_loss: ${result.unigramValLoss.toFixed(4)}\n`,
-  );
+  io.stdout.write(`${finalLine(result)}\n`);
   io.stdout.write(`checkpoint: ${result.finalCheckpoint}\n`);
   return 0;
+}
+
+/** The run's result line: validation loss against the unigram baseline, or the training loss without a validation set. */
+function finalLine(result: TrainResult): string {
+  if (result.finalValLoss !== undefined && result.unigramValLoss !== undefined) {
+    return `final val_loss: ${result.finalValLoss.toFixed(4)}  unigram val_loss: ${result.unigramValLoss.toFixed(4)}`;
+  }
+  const train = ema(result.steps.map((s) => s.loss)).at(-1);
+  return `final train_loss (EMA 0.9): ${train?.toFixed(4) ?? 'no steps'}  (no validation set: data.valFraction = 0)`;
 }
 
 function parse(argv: readonly string[]) {

@@ -406,7 +406,7 @@ function writeComparisonReport(
   config: TrainConfig,
 ): string {
   const a = runs.map((r) => r.result);
-  const verdict = (h: boolean | null): string => (h === null ? 'n/a' : h ? 'yes' : 'no');
+  const verdict = (h: boolean | null): string => (h === null ? 'cannot tell' : h ? 'yes' : 'no');
   const lines = [
     `# Experiment: ${def.title}`,
     '',
@@ -490,6 +490,12 @@ export async function runExperiment(
   const reporter = options.reporter ?? createReporter({ mode: 'lines' });
   // Validate every arm's configuration before the first one starts.
   const configs = def.arms.map((arm) => armConfig(def, arm, outDir, options.sets, options.backend));
+  if (configs.some((c) => c.data.valFraction === 0)) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `data.valFraction: experiment ${name} compares validation losses; expected a value > 0, got 0`,
+    );
+  }
   const configOf = (arm: ExperimentArm): TrainConfig => configs[def.arms.indexOf(arm)]!;
   const finished = (arm: ExperimentArm): boolean => armStatus(resolve(configOf(arm).out)) === 'finished';
   mkdirSync(outDir, { recursive: true });

@@ -22,7 +22,8 @@ export interface RunSummary {
   readonly description: string;
   /** Lines of `key: value` describing the configuration (model, data, balance). */
   readonly setup: readonly (readonly [string, string])[];
-  readonly unigramValLoss: number;
+  /** The unigram baseline's validation loss; undefined without a validation set. */
+  readonly unigramValLoss: number | undefined;
   readonly finalCheckpoint: string;
   /** K / E of the model's routers (uniform selection frequency). */
   readonly uniformFrequency: number;
@@ -31,9 +32,9 @@ export interface RunSummary {
   readonly sample?: { readonly command: string; readonly sample: Sample };
 }
 
-/** Formats a number for a markdown table. */
+/** Formats a number for a markdown table (a dash where there is no number). */
 export function fmt(x: number | undefined, digits = 4): string {
-  if (x === undefined || x === null || !Number.isFinite(x)) return 'n/a';
+  if (x === undefined || x === null || !Number.isFinite(x)) return '–';
   return Math.abs(x) >= 1000 ? x.toFixed(0) : x.toPrecision(digits);
 }
 
@@ -96,19 +97,35 @@ export async function writeRunReport(
   const last = evals[evals.length - 1];
   const tail = steps.slice(Math.floor(steps.length * 0.9));
   const smoothed = ema(steps.map((s) => s.loss));
+  const moe = summary.numMoELayers > 0;
   const rows: [string, string][] = [
     ['optimizer steps', String(steps[steps.length - 1]?.step ?? 0)],
     ['training tokens', String(steps[steps.length - 1]?.tokens ?? 0)],
     ['final training loss (EMA 0.9)', fmt(smoothed[smoothed.length - 1])],
-    ['final validation loss', fmt(last?.valLoss)],
-    ['unigram validation loss (same tokens)', fmt(summary.unigramValLoss)],
-    ['MaxVio_global (validation, mean over layers)', fmt(last?.maxVioGlobal, 3)],
-    ['MaxVio_batch (mean over the last 10% of steps)', fmt(mean(tail.map((s) => s.maxVioBatch)), 3)],
-    ['specialisation peak, max F / (K/E)', fmt(last?.specializationPeak, 3)],
-    ['drop rate (validation)', fmt(last?.dropRate, 3)],
+  ];
+  if (!last) rows.push(['validation', 'no validation set (data.valFraction = 0)']);
+  else {
+    rows.push(
+      ['final validation loss', fmt(last.valLoss)],
+      ['unigram validation loss (same tokens)', fmt(summary.unigramValLoss)],
+    );
+    if (moe) {
+      rows.push(
+        ['MaxVio_global (validation, mean over layers)', fmt(last.maxVioGlobal, 3)],
+        ['specialisation peak, max F / (K/E)', fmt(last.specializationPeak, 3)],
+        ['drop rate (validation)', fmt(last.dropRate, 3)],
+      );
+    }
+  }
+  if (moe)
+    rows.push([
+      'MaxVio_batch (mean over the last 10% of steps)',
+      fmt(mean(tail.map((s) => s.maxVioBatch)), 3),
+    ]);
+  rows.push(
     ['training tokens/s (median)', fmt(median(steps.map((s) => s.tokensPerSec)), 4)],
     ['wall time (s)', fmt(steps[steps.length - 1]?.time, 4)],
-  ];
+  );
   const lines: string[] = [
     `# Run report: ${summary.name}`,
     '',

@@ -106,10 +106,10 @@ export class RunOutputs {
   }
 
   /** Marks the run finished, with its final checkpoint and unigram baseline. */
-  finished(finalCheckpoint: string, unigramValLoss: number): void {
+  finished(finalCheckpoint: string, unigramValLoss: number | undefined): void {
     this.run.status = 'finished';
     this.run.finalCheckpoint = finalCheckpoint;
-    this.run.unigramValLoss = unigramValLoss;
+    if (unigramValLoss !== undefined) this.run.unigramValLoss = unigramValLoss;
     if (this.lead) this.writeRunJson();
   }
 

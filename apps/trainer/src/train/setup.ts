@@ -112,7 +112,8 @@ export interface TrainingSetup {
   readonly noiseRng: Rng;
   readonly evalSet: EvalSet;
   /** Validation loss of the unigram model over the same tokens, same tokenizer. */
-  readonly unigramValLoss: number;
+  /** The unigram model's loss on the validation tokens; undefined without a validation set. */
+  readonly unigramValLoss: number | undefined;
 }
 
 /**
@@ -152,7 +153,7 @@ export function setUpTraining(
     data.trainStreams.map((s) => s.tokens),
     data.tokenizer.vocabSize,
   );
-  const unigramValLoss = unigram.crossEntropy(evalSet.targets);
+  const unigramValLoss = evalSet.tokens > 0 ? unigram.crossEntropy(evalSet.targets) : undefined;
 
   const model = resumed
     ? resumed.loaded.model

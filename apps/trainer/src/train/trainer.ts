@@ -41,10 +41,10 @@ export interface TrainResult {
   readonly config: TrainConfig;
   readonly outDir: string;
   readonly finalCheckpoint: string;
-  /** Validation loss at the last step. */
-  readonly finalValLoss: number;
-  /** Validation loss of the unigram model over the same tokens, same tokenizer. */
-  readonly unigramValLoss: number;
+  /** Validation loss at the last step; undefined without a validation set (`data.valFraction` 0). */
+  readonly finalValLoss: number | undefined;
+  /** Validation loss of the unigram model over the same tokens, same tokenizer; undefined without a validation set. */
+  readonly unigramValLoss: number | undefined;
   readonly steps: readonly StepRecord[];
   readonly evals: readonly EvalRecord[];
   /** Median training tokens/s (global batch, all ranks together) over the steps of this process. */
@@ -185,7 +185,7 @@ class TrainingRun {
       config,
       outDir,
       finalCheckpoint: finalDir,
-      finalValLoss: finalEval.valLoss,
+      finalValLoss: finalEval?.valLoss,
       unigramValLoss: setup.unigramValLoss,
       steps: this.outputs.steps,
       evals: this.outputs.evals,
@@ -211,9 +211,13 @@ class TrainingRun {
     this.facts.setup.model.dispose();
   }
 
-  /** Scores the validation set after `step` steps (with the loss-free biases in place) and records it. */
-  private evaluate(step: number): EvalRecord {
+  /**
+   * Scores the validation set after `step` steps (with the loss-free biases in place) and records
+   * it; nothing without a validation set.
+   */
+  private evaluate(step: number): EvalRecord | undefined {
     const { model, balance, evalSet, shape } = this.facts.setup;
+    if (evalSet.tokens === 0) return undefined;
     balance.copyBiasesTo(model);
     const rec = evaluateModel(model, evalSet, shape, step, this.evalShard);
     this.outputs.appendEval(rec);
