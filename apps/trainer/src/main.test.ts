@@ -20,6 +20,7 @@ import { loadCheckpoint } from '@switchyard/model';
 import { logSoftmax, tf } from '@switchyard/tensor';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from './main';
+import { StopRequest } from './run/interrupt';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 const root = mkdtempSync(join(tmpdir(), 'sy-cli-'));
@@ -31,13 +32,17 @@ const SMALL_DATA = [
   'log.progress=lines',
 ];
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+/** Runs the CLI in-process; `stopAt` requests a stop (as Ctrl-C does) once stdout shows it. */
+async function cli(args: string[], stopAt?: string): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
+  const stop = new StopRequest();
   const code = await main(args, {
+    stop,
     stdout: {
       write: (s: string) => {
         out += s;
+        if (stopAt !== undefined && out.includes(stopAt)) stop.request();
         return true;
       },
       isTTY: false,
@@ -176,6 +181,71 @@ describe('switchyard-train', () => {
         jsonl(join(runDir, 'eval.jsonl'))[1]!.valLoss as number,
         5,
       );
+    }, 60_000);
+
+    it('stops on request (Ctrl-C) with a checkpoint, run.json interrupted and the command that resumes exactly', async () => {
+      const dir = join(root, 'interrupted');
+      const args = [
+        '--preset',
+        'tiny',
+        '--out',
+        dir,
+        '--set',
+        'train.steps=10',
+        '--set',
+        'checkpoint.every=5',
+        '--set',
+        'eval.every=5',
+        ...SMALL_DATA.flatMap((s) => ['--set', s]),
+        '--set',
+        'log.every=1',
+      ];
+      const r = await cli(args, 'step 3/10');
+      expect(r.err).toBe('');
+      expect(r.code).toBe(130);
+      const ckpt = join(dir, 'checkpoints', 'step-000003');
+      expect(r.out).toContain(`interrupted after step 3 of 10; checkpoint saved: ${ckpt}\n`);
+      expect(r.out.trim().split('\n').pop()).toBe(`continue with: switchyard-train --resume ${dir}`);
+      expect(JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8'))).toMatchObject({
+        status: 'interrupted',
+        interruptedAt: 3,
+      });
+      const resumed = await cli(['--resume', dir]);
+      expect(resumed.code).toBe(0);
+      expect(resumed.out).toMatch(/resuming .* at step 3 from .*step-000003/);
+      const a = jsonl(join(runDir, 'metrics.jsonl'));
+      const b = jsonl(join(dir, 'metrics.jsonl'));
+      expect(b.map((s) => s.loss)).toEqual(a.map((s) => s.loss));
+      expect(JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8'))).not.toHaveProperty('interruptedAt');
+    }, 60_000);
+
+    it('extends a finished run with --set train.steps, passing over a damaged newest checkpoint', async () => {
+      const copy = join(root, 'extended');
+      cpSync(runDir, copy, { recursive: true });
+      const refused = await cli(['--resume', copy]);
+      expect(refused.code).toBe(1);
+      expect(refused.err).toMatch(
+        /already finished all 10 steps; to train it longer, add --set train\.steps=N with N > 10/,
+      );
+      expect((await cli(['--resume', copy, '--set', 'train.lr=1'])).err).toMatch(
+        /--resume takes only --set train\.steps=N/,
+      );
+      // The final checkpoint (step 10) is damaged: the run continues from step-000005 instead.
+      const weights = join(copy, 'checkpoints', 'final', 'model.safetensors');
+      const bytes = readFileSync(weights);
+      bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0xff;
+      writeFileSync(weights, bytes);
+      const r = await cli(['--resume', copy, '--set', 'train.steps=12']);
+      expect(r.code).toBe(0);
+      expect(r.err).toMatch(
+        /^warning: checkpoint .*final does not verify \(.*model\.safetensors is corrupted.*\); resuming from an older one\n$/,
+      );
+      expect(r.out).toMatch(/resuming .* at step 5 from .*step-000005/);
+      expect(r.out).toMatch(/extending the run from 10 to 12 steps/);
+      expect(jsonl(join(copy, 'metrics.jsonl')).map((s) => s.step)).toEqual([
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+      ]);
+      expect(JSON.parse(readFileSync(join(copy, 'run.json'), 'utf8')).config.train.steps).toBe(12);
     }, 60_000);
 
     it('eval scores a text file with windows of seqLen + 1 tokens overlapping by one', async () => {
@@ -398,6 +468,9 @@ describe('switchyard-train', () => {
       const r = await cli([...args, '--jobs', '2']);
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
+      // The children run with --no-report; nothing tells the user to rerun without it.
+      expect(r.out).not.toMatch(/rerun without|arms still to run: cf-/);
+      expect(r.out).toMatch(/\[cf-2\.0\] arms finished: cf-2\.0/);
       expect(r.out).toMatch(/arm cf-1\.25 started in its own process/);
       expect(r.out).toMatch(/arm cf-2\.0 started in its own process/);
       expect(readdirSync(join(dir, 'logs')).sort()).toEqual(['cf-1.25.log', 'cf-2.0.log']);

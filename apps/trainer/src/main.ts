@@ -8,20 +8,29 @@ import { type LaunchConfig, launch, parseLaunchArgs } from '@switchyard/parallel
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
 import { helpText } from './config/help';
 import { packageVersion, resolveConfig } from './config/load';
-import { generateFromCheckpoint, parseSampleFlags } from './eval/generate';
+import { generateFromCheckpoint, parseSampleFlags, shellQuote } from './eval/generate';
 import { evaluateCheckpoint } from './eval/score';
-import { EXPERIMENTS, runExperiment } from './experiments/run';
-import { RANK_MODULE_URL, type TrainRankArgs } from './rank';
+import { EXPERIMENTS, ExperimentInterrupted, experimentHelp, runExperiment } from './experiments/run';
+import { RANK_MODULE_URL, type TrainRankArgs, type TrainRankResult } from './rank';
 import { ema } from './report/charts';
 import { createReporter, type TextSink } from './reporter';
+import { StopRequest, stopOnCtrlC } from './run/interrupt';
 import { checkOutDirFree, defaultOutDir } from './run/outdir';
-import { type TrainResult, train } from './train/trainer';
+import { type InterruptedRun, RunInterrupted, type TrainResult, train } from './train/trainer';
 
 /** Streams the CLI writes to (process streams by default; tests pass collectors). */
 export interface CliIO {
   readonly stdout: TextSink;
   readonly stderr: TextSink;
+  /**
+   * Stops training after the current step, as Ctrl-C does (tests request it). Without one, the
+   * first SIGINT requests a stop while a run or experiment trains.
+   */
+  readonly stop?: StopRequest;
 }
+
+/** Exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells expect. */
+const EXIT_INTERRUPTED = 130;
 
 const COMMANDS = ['train', 'eval', 'generate', 'experiment'] as const;
 type Command = (typeof COMMANDS)[number];
@@ -88,11 +97,11 @@ export async function main(
       io.stdout.write(`switchyard-train ${packageVersion()}\n`);
       return 0;
     }
+    const first = positionals[0];
     if (values.help) {
-      io.stdout.write(`${helpText()}\n`);
+      io.stdout.write(`${first === 'experiment' ? experimentHelp(positionals[1]) : helpText()}\n`);
       return 0;
     }
-    const first = positionals[0];
     const command: Command = (COMMANDS as readonly string[]).includes(first ?? '')
       ? (first as Command)
       : 'train';
@@ -107,9 +116,9 @@ export async function main(
       case 'generate':
         return await generateCommand(values, rest, io);
       case 'experiment':
-        return await experimentCommand(values, rest, io);
+        return await whileStoppable(io, (stop) => experimentCommand(values, rest, io, stop, argv));
       case 'train':
-        return await trainCommand(values, rest, lc, io);
+        return await whileStoppable(io, (stop) => trainCommand(values, rest, lc, io, stop));
     }
   } catch (e) {
     if (isSwitchyardError(e)) {
@@ -121,6 +130,33 @@ export async function main(
     );
     return 1;
   }
+}
+
+/**
+ * Runs a training command with a stop request: the caller's, or one that the first Ctrl-C sets
+ * while the command runs.
+ */
+async function whileStoppable(io: CliIO, run: (stop: StopRequest) => Promise<number>): Promise<number> {
+  if (io.stop !== undefined) return run(io.stop);
+  const stop = new StopRequest();
+  const release = stopOnCtrlC(stop, io.stderr);
+  try {
+    return await run(stop);
+  } finally {
+    release();
+  }
+}
+
+/** The lines that end an interrupted run: where it stopped, its checkpoint, the command that continues it. */
+function interruptedLines(run: InterruptedRun): string {
+  const where = `interrupted after step ${run.step} of ${run.totalSteps}`;
+  const checkpoint =
+    run.checkpoint === undefined
+      ? 'no checkpoint yet'
+      : run.saved
+        ? `checkpoint saved: ${run.checkpoint}`
+        : `its newest checkpoint, of this step: ${run.checkpoint}`;
+  return `${where}; ${checkpoint}\ncontinue with: switchyard-train --resume ${shellQuote(run.runDir)}\n`;
 }
 
 /** Initialises the backend `--backend` names (default: the fastest that loads, or SWITCHYARD_BACKEND). */
@@ -152,7 +188,13 @@ async function generateCommand(values: Flags, rest: readonly string[], io: CliIO
 }
 
 /** `experiment NAME`: every arm (or `--arms`), then the comparison report. */
-async function experimentCommand(values: Flags, rest: readonly string[], io: CliIO): Promise<number> {
+async function experimentCommand(
+  values: Flags,
+  rest: readonly string[],
+  io: CliIO,
+  stop: StopRequest,
+  argv: readonly string[],
+): Promise<number> {
   const name = rest[0];
   if (!name || rest.length > 1) {
     throw usage(`experiment needs one name: ${Object.keys(EXPERIMENTS).join(', ')}`);
@@ -160,21 +202,37 @@ async function experimentCommand(values: Flags, rest: readonly string[], io: Cli
   const jobs = values.jobs === undefined ? 1 : Number(values.jobs);
   if (!Number.isInteger(jobs) || jobs < 1)
     throw usage(`--jobs: expected a positive integer, got ${JSON.stringify(values.jobs)}`);
-  const result = await runExperiment(name, {
-    sets: values.set ?? [],
-    jobs,
-    report: values['no-report'] !== true,
-    ...(values.arms !== undefined ? { arms: values.arms.split(',').map((a) => a.trim()) } : {}),
-    ...(values.out !== undefined ? { out: values.out } : {}),
-    ...(values.backend !== undefined ? { backend: values.backend } : {}),
-    reporter: createReporter({ mode: 'auto', stdout: io.stdout, stderr: io.stderr }),
-  });
+  const arms = values.arms?.split(',').map((a) => a.trim());
+  let result: Awaited<ReturnType<typeof runExperiment>>;
+  try {
+    result = await runExperiment(name, {
+      sets: values.set ?? [],
+      jobs,
+      report: values['no-report'] !== true,
+      ...(arms !== undefined ? { arms } : {}),
+      ...(values.out !== undefined ? { out: values.out } : {}),
+      ...(values.backend !== undefined ? { backend: values.backend } : {}),
+      reporter: createReporter({ mode: 'auto', stdout: io.stdout, stderr: io.stderr }),
+      stop,
+    });
+  } catch (e) {
+    if (!(e instanceof ExperimentInterrupted)) throw e;
+    // The same command resumes: finished arms are reused, the others continue from their checkpoints.
+    const again = values.out === undefined ? [...argv, '--out', e.outDir] : argv;
+    io.stdout.write(
+      `${e.arm ? `arm ${e.arm.id} ${interruptedLines(e.arm.run).split('\n')[0]}\n` : 'experiment interrupted\n'}` +
+        `continue with: switchyard-train ${again.map(shellQuote).join(' ')}\n`,
+    );
+    return EXIT_INTERRUPTED;
+  }
+  // With --no-report (as in the processes of --jobs) say only what this command trained.
+  const trained = result.arms.map((a) => a.id).filter((id) => arms === undefined || arms.includes(id));
   io.stdout.write(
     result.reportPath !== undefined
       ? `report: ${result.reportPath}\n`
-      : result.pending.length > 0
-        ? `arms still to run: ${result.pending.join(', ')}\n`
-        : 'every arm has finished; rerun without --no-report to write the report\n',
+      : values['no-report'] === true
+        ? `arms finished: ${trained.join(', ')}\n`
+        : `arms still to run: ${result.pending.join(', ')}\n`,
   );
   return 0;
 }
@@ -185,20 +243,17 @@ async function trainCommand(
   rest: readonly string[],
   lc: Partial<LaunchConfig>,
   io: CliIO,
+  stop: StopRequest,
 ): Promise<number> {
   if (rest.length > 0) throw usage(`unexpected argument ${JSON.stringify(rest[0])}`);
   const sets = [...(values.set ?? [])];
   if (values.out !== undefined) sets.push(`out=${values.out}`);
   if (values.backend !== undefined) sets.push(`backend=${values.backend}`);
-  if (values.resume !== undefined && (values.preset || values.config || sets.length > 0)) {
-    throw usage(
-      '--resume continues a run with its saved configuration; it cannot be combined with --preset, --config, --set, --out or --backend',
-    );
-  }
+  const extendSteps = values.resume === undefined ? undefined : resumeExtension(values, sets);
   const config = resolveConfig({
     ...(values.preset !== undefined ? { preset: values.preset } : {}),
     ...(values.config !== undefined ? { file: values.config } : {}),
-    sets,
+    sets: values.resume === undefined ? sets : [],
   });
   const parallel = (lc.ranks ?? 1) > 1 || (lc.nnodes ?? 1) > 1;
   let result: TrainResult;
@@ -219,8 +274,10 @@ async function trainCommand(
       config:
         values.resume === undefined ? { ...config, out: defaultOutDir(config.out, config.name) } : config,
       ...(values.resume !== undefined ? { resume: values.resume } : {}),
+      ...(extendSteps !== undefined ? { extendSteps } : {}),
+      stopFlag: stop.flag,
     };
-    const launched = await launch<TrainRankArgs, TrainResult>({
+    const launched = await launch<TrainRankArgs, TrainRankResult>({
       module: RANK_MODULE_URL,
       exportName: 'trainRank',
       ...lc,
@@ -234,7 +291,12 @@ async function trainCommand(
       );
       return 0;
     }
-    result = launched.results[index]!;
+    const ranked = launched.results[index]!;
+    if ('interrupted' in ranked) {
+      io.stdout.write(interruptedLines(ranked.interrupted));
+      return EXIT_INTERRUPTED;
+    }
+    result = ranked;
   } else {
     const reporter = createReporter({
       mode: config.log.progress,
@@ -242,15 +304,52 @@ async function trainCommand(
       stdout: io.stdout,
       stderr: io.stderr,
     });
-    result = await train({
-      config,
-      reporter,
-      ...(values.resume !== undefined ? { resume: values.resume } : {}),
-    });
+    try {
+      result = await train({
+        config,
+        reporter,
+        stop,
+        ...(values.resume !== undefined ? { resume: values.resume } : {}),
+        ...(extendSteps !== undefined ? { extendSteps } : {}),
+      });
+    } catch (e) {
+      if (!(e instanceof RunInterrupted)) throw e;
+      io.stdout.write(interruptedLines(e.run));
+      return EXIT_INTERRUPTED;
+    }
   }
   io.stdout.write(`${finalLine(result)}\n`);
   io.stdout.write(`checkpoint: ${result.finalCheckpoint}\n`);
   return 0;
+}
+
+/**
+ * What `--resume` may change: only `train.steps` (`--set train.steps=N`, to train longer); the rest
+ * of the configuration is the checkpoint's.
+ */
+function resumeExtension(values: Flags, sets: readonly string[]): number | undefined {
+  if (values.preset || values.config || values.out !== undefined || values.backend !== undefined) {
+    throw usage(
+      '--resume continues a run with its saved configuration; it cannot be combined with --preset, --config, --out or --backend',
+    );
+  }
+  let steps: number | undefined;
+  for (const s of sets) {
+    const m = /^\s*train\.steps\s*=\s*(\S+)\s*$/.exec(s);
+    if (!m) {
+      throw usage(
+        `--resume takes only --set train.steps=N (to train longer); ${JSON.stringify(s)} would change the saved configuration`,
+      );
+    }
+    steps = Number(m[1]);
+    if (!Number.isInteger(steps) || steps < 1) {
+      throw new SwitchyardError(
+        'CONFIG_INVALID',
+        `train.steps: expected an integer >= 1, got ${JSON.stringify(m[1])}`,
+      );
+    }
+  }
+  return steps;
 }
 
 /** The run's result line: validation loss against the unigram baseline, or the training loss without a validation set. */

@@ -121,7 +121,7 @@ export async function generateFromCheckpoint(
 }
 
 /** Quotes an argument for a POSIX shell when it needs it. */
-function shellQuote(arg: string): string {
+export function shellQuote(arg: string): string {
   return /^[A-Za-z0-9_./:=@+-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
