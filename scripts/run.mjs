@@ -105,6 +105,16 @@ function main() {
     sh(`${pnpm} exec turbo run test`, { SWITCHYARD_BACKEND: 'wasm' });
     sh(`${pnpm} exec turbo run test`, { SWITCHYARD_BACKEND: 'cpu' });
     sh(`${pnpm} exec turbo run docs:build`);
+    // The built site in Debian's Chromium (.ci/run installs it): every page at 1280 x 900.
+    if (existsSync('/usr/bin/chromium')) {
+      sh(`${pnpm} --filter switchyard-docs run check`);
+    } else if (process.env.CI) {
+      fail('the docs site check needs /usr/bin/chromium (apt-get install chromium)');
+    } else {
+      process.stdout.write(
+        '\nswitchyard: skipping the docs site check: /usr/bin/chromium is missing (apt-get install chromium)\n',
+      );
+    }
   } else if (task === 'train') {
     if (!installed()) {
       quiet('dependencies installed', `${pnpm} install --frozen-lockfile --prefer-offline`, 'install.log');
