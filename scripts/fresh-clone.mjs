@@ -16,6 +16,7 @@ const root = join(import.meta.dirname, '..');
 const keep = process.argv.includes('--keep');
 const SMALL = ['--set', 'data.genres=[news, humor]', '--set', 'data.maxTextsPerDomain=4'];
 
+/** Runs a command; returns its stdout and stderr (stderr holds only the setup's build lines and warnings). */
 function run(label, cmd, args, cwd) {
   process.stdout.write(`\n$ ${label}\n`);
   const t0 = performance.now();
@@ -29,7 +30,7 @@ function run(label, cmd, args, cwd) {
     process.stderr.write(`${out}\nfresh clone: "${label}" failed\n`);
     process.exit(1);
   }
-  return out;
+  return { out, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
 const sha = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: root, encoding: 'utf8' }).stdout.trim();
@@ -44,10 +45,17 @@ try {
     ['run', 'train', '--', '--preset', 'tiny', '--out', 'runs/setup', ...SMALL],
     clone,
   );
-  // What the user sees before training starts: npm's own two lines, the setup lines, the run's header.
-  const before = setup.split('\n').findIndex((l) => l.startsWith('switchyard-train: run '));
+  // What the user sees before training starts: npm's own two lines, the install line, the build
+  // lines (stderr), then the run's header.
+  const header = setup.stdout.split('\n').findIndex((l) => l.startsWith('switchyard-train: run '));
+  const before =
+    header +
+    setup.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l !== '').length;
   process.stdout.write(`\n${before} line(s) before the run started\n`);
-  if (before < 0 || before > 8) {
+  if (header < 0 || before > 8) {
     process.stderr.write('fresh clone: the setup printed more than a few lines before training\n');
     process.exit(1);
   }

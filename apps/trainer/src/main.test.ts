@@ -33,6 +33,11 @@ const SMALL_DATA = [
 ];
 
 /** Runs the CLI in-process; `stopAt` requests a stop (as Ctrl-C does) once stdout shows it. */
+/** A tiny-preset run into `dir` on the small data, with `sets` (key=value) added. */
+function tinyArgs(dir: string, ...sets: string[]): string[] {
+  return ['--preset', 'tiny', '--out', dir, ...[...sets, ...SMALL_DATA].flatMap((s) => ['--set', s])];
+}
+
 async function cli(args: string[], stopAt?: string): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
@@ -104,19 +109,7 @@ describe('switchyard-train', () => {
     let result: { code: number; out: string; err: string };
 
     beforeAll(async () => {
-      result = await cli([
-        '--preset',
-        'tiny',
-        '--out',
-        runDir,
-        '--set',
-        'train.steps=10',
-        '--set',
-        'checkpoint.every=5',
-        '--set',
-        'eval.every=5',
-        ...SMALL_DATA.flatMap((s) => ['--set', s]),
-      ]);
+      result = await cli(tinyArgs(runDir, 'train.steps=10', 'checkpoint.every=5', 'eval.every=5'));
     }, 120_000);
 
     it('trains, evaluates, checkpoints and ends with the two result lines', () => {
@@ -185,21 +178,7 @@ describe('switchyard-train', () => {
 
     it('stops on request (Ctrl-C) with a checkpoint, run.json interrupted and the command that resumes exactly', async () => {
       const dir = join(root, 'interrupted');
-      const args = [
-        '--preset',
-        'tiny',
-        '--out',
-        dir,
-        '--set',
-        'train.steps=10',
-        '--set',
-        'checkpoint.every=5',
-        '--set',
-        'eval.every=5',
-        ...SMALL_DATA.flatMap((s) => ['--set', s]),
-        '--set',
-        'log.every=1',
-      ];
+      const args = tinyArgs(dir, 'train.steps=10', 'checkpoint.every=5', 'eval.every=5', 'log.every=1');
       const r = await cli(args, 'step 3/10');
       expect(r.err).toBe('');
       expect(r.code).toBe(130);
@@ -351,19 +330,7 @@ describe('switchyard-train', () => {
 
     it('says "no validation set" and never prints NaN without one (data.valFraction = 0)', async () => {
       const dir = join(root, 'no-val');
-      const r = await cli([
-        '--preset',
-        'tiny',
-        '--out',
-        dir,
-        '--set',
-        'train.steps=4',
-        '--set',
-        'eval.every=2',
-        '--set',
-        'data.valFraction=0',
-        ...SMALL_DATA.flatMap((s) => ['--set', s]),
-      ]);
+      const r = await cli(tinyArgs(dir, 'train.steps=4', 'eval.every=2', 'data.valFraction=0'));
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
       const report = readFileSync(join(dir, 'report.md'), 'utf8');
@@ -379,7 +346,7 @@ describe('switchyard-train', () => {
 
     it('refuses an output folder holding another run, changing nothing', async () => {
       const before = snapshot(runDir);
-      const r = await cli(['--preset', 'tiny', '--out', runDir, ...SMALL_DATA.flatMap((s) => ['--set', s])]);
+      const r = await cli(tinyArgs(runDir));
       expect(r.code).toBe(1);
       expect(r.err).toMatch(
         /^error: output folder .* holds another run \(run\.json\); continue it with --resume/,
@@ -404,21 +371,9 @@ describe('switchyard-train', () => {
 
     it('stops on a non-finite loss naming the step and layer, keeping the last good checkpoint', async () => {
       const dir = join(root, 'nan');
-      const r = await cli([
-        '--preset',
-        'tiny',
-        '--out',
-        dir,
-        '--set',
-        'train.steps=10',
-        '--set',
-        'checkpoint.every=5',
-        '--set',
-        'debug.nanAtStep=7',
-        '--set',
-        'debug.nanLayer=1',
-        ...SMALL_DATA.flatMap((s) => ['--set', s]),
-      ]);
+      const r = await cli(
+        tinyArgs(dir, 'train.steps=10', 'checkpoint.every=5', 'debug.nanAtStep=7', 'debug.nanLayer=1'),
+      );
       expect(r.code).toBe(1);
       expect(r.err).toMatch(
         /^error: (loss is NaN|non-finite activations) \(micro-batch 1 of 1\) at step 7, first appearing in layer 1 \(weights of layers\.1\.attn\.q hold NaN or Infinity\); training stopped, the last good checkpoint .*step-000005 is intact\n$/,

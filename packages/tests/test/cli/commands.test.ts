@@ -33,19 +33,10 @@ describe.skipIf(process.env.SWITCHYARD_BACKEND === 'cpu')(
     });
 
     it('resolves relative paths against the folder the command runs in', () => {
-      const r = run('switchyard-plan', [
-        'schedule',
-        '--kind',
-        '1f1b',
-        '--stages',
-        '2',
-        '--micro-batches',
-        '4',
-        '--format',
-        'svg',
-        '--out',
-        'plan.svg',
-      ]);
+      const r = run(
+        'switchyard-plan',
+        'schedule --kind 1f1b --stages 2 --micro-batches 4 --format svg --out plan.svg'.split(' '),
+      );
       expect(r.status, r.stderr).toBe(0);
       expect(readFileSync(join(cwd, 'plan.svg'), 'utf8')).toMatch(/^<svg/);
     });
