@@ -44,6 +44,23 @@ function inspect() {
       `code cut off (${pre.scrollWidth}px of content in ${pre.clientWidth}px): "${longest.trim().slice(0, 90)}" (${longest.length} columns)`,
     );
   }
+  // Code wraps rather than hide (the theme's CSS); a diagram (a text block drawn with arrows or box
+  // characters) must fit unwrapped, or its columns no longer line up.
+  for (const pre of document.querySelectorAll('.vp-doc div.language-text pre')) {
+    if (!visible(pre) || !/[│├└┌┐┘▼►─]|-->/.test(pre.textContent ?? '')) continue;
+    const saved = pre.style.whiteSpace;
+    pre.style.whiteSpace = 'pre';
+    pre.querySelector('code')?.style.setProperty('white-space', 'pre');
+    const wide = pre.scrollWidth > pre.clientWidth + 1;
+    const width = pre.scrollWidth;
+    pre.style.whiteSpace = saved;
+    pre.querySelector('code')?.style.removeProperty('white-space');
+    if (!wide) continue;
+    const longest = (pre.textContent ?? '').split('\n').reduce((a, b) => (b.length > a.length ? b : a), '');
+    problems.push(
+      `diagram wraps (${width}px of text in ${pre.clientWidth}px): "${longest.trim().slice(0, 90)}" (${longest.length} columns)`,
+    );
+  }
   for (const table of document.querySelectorAll('.vp-doc table')) {
     if (!visible(table) || table.scrollWidth <= table.clientWidth + 1) continue;
     problems.push(
