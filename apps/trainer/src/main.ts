@@ -148,7 +148,7 @@ async function whileStoppable(io: CliIO, run: (stop: StopRequest) => Promise<num
 }
 
 /** The lines that end an interrupted run: where it stopped, its checkpoint, the command that continues it. */
-function interruptedLines(run: InterruptedRun): string {
+function interruptedLines(run: InterruptedRun, lc: Partial<LaunchConfig> = {}): string {
   const where = `interrupted after step ${run.step} of ${run.totalSteps}`;
   const checkpoint =
     run.checkpoint === undefined
@@ -156,7 +156,15 @@ function interruptedLines(run: InterruptedRun): string {
       : run.saved
         ? `checkpoint saved: ${run.checkpoint}`
         : `its newest checkpoint, of this step: ${run.checkpoint}`;
-  return `${where}; ${checkpoint}\ncontinue with: switchyard-train --resume ${shellQuote(run.runDir)}\n`;
+  // The same ranks (and, on several machines, the same node flags) continue it at the same speed.
+  const launchFlags = [
+    ...(lc.ranks !== undefined && lc.ranks > 1 ? ['--ranks', String(lc.ranks)] : []),
+    ...(lc.nnodes !== undefined && lc.nnodes > 1 ? ['--nnodes', String(lc.nnodes)] : []),
+    ...(lc.nodeRank !== undefined && (lc.nnodes ?? 1) > 1 ? ['--node-rank', String(lc.nodeRank)] : []),
+    ...(lc.master !== undefined ? ['--master', lc.master] : []),
+  ];
+  const command = ['switchyard-train', '--resume', run.runDir, ...launchFlags].map(shellQuote).join(' ');
+  return `${where}; ${checkpoint}\ncontinue with: ${command}\n`;
 }
 
 /** Initialises the backend `--backend` names (default: the fastest that loads, or SWITCHYARD_BACKEND). */
@@ -293,7 +301,7 @@ async function trainCommand(
     }
     const ranked = launched.results[index]!;
     if ('interrupted' in ranked) {
-      io.stdout.write(interruptedLines(ranked.interrupted));
+      io.stdout.write(interruptedLines(ranked.interrupted, lc));
       return EXIT_INTERRUPTED;
     }
     result = ranked;
