@@ -20,4 +20,25 @@ const r = spawnSync('typedoc', ['--options', generated], {
   stdio: 'inherit',
   shell: process.platform === 'win32',
 });
-process.exit(r.status ?? 1);
+if (r.status !== 0) process.exit(r.status ?? 1);
+
+// The landing page: typedoc titles it "Documentation"; this one names each package and what it holds.
+const rows = entryPoints.map((dir) => {
+  const pkg = JSON.parse(readFileSync(join(docs, dir, 'package.json'), 'utf8'));
+  const short = pkg.name.replace(/^@switchyard\//, '');
+  return `| [\`${pkg.name}\`](./@switchyard/${short}/) | ${String(pkg.description ?? '').replace(/\|/g, '\\|')} |`;
+});
+writeFileSync(
+  join(docs, 'api', 'index.md'),
+  [
+    '# API reference',
+    '',
+    "Generated from the TSDoc comments of each package's public surface (`src/index.ts`). The guides",
+    'show how the pieces fit together; see [Getting started](/guide/).',
+    '',
+    '| Package | What it holds |',
+    '|---|---|',
+    ...rows,
+    '',
+  ].join('\n'),
+);

@@ -203,6 +203,6 @@ describe('switchyard-train --expert-parallel', () => {
     expect(word.err).toMatch(/--expert-parallel: expected an integer >= 1, got "two"/);
     const ev = await cli(['eval', '--checkpoint', root, '--text', root, '--expert-parallel', '2']);
     expect(ev.code).toBe(2);
-    expect(ev.err).toMatch(/--expert-parallel applies to training only/);
+    expect(ev.err).toMatch(/--pipeline, --schedule and --expert-parallel apply to train only, not to eval/);
   });
 });

@@ -23,6 +23,13 @@ export { loadTextFiles, parseJsonl, splitByText } from './data/sources';
 export type { CorpusSplit, TextSample } from './data/types';
 export type { EvalBatch, EvalSet } from './eval/evaluate';
 export { buildEvalSet, evaluateModel } from './eval/evaluate';
+export type { Sample, SampleEnd, SampleOptions } from './eval/generate';
+export {
+  DEFAULT_SAMPLE_OPTIONS,
+  generateCommand,
+  generateFromCheckpoint,
+  sampleText,
+} from './eval/generate';
 export type { CheckpointEval, ScoreResult, ScoringWindow } from './eval/score';
 export { evaluateCheckpoint, scoreTokens, scoringWindows } from './eval/score';
 export { UnigramModel } from './eval/unigram';
@@ -30,7 +37,7 @@ export type { ArmLookup, ArmResult, Claim, ClaimCheck, ClaimVerdict } from './ex
 export type { ExperimentArm, ExperimentDefinition } from './experiments/definitions';
 export { EXPERIMENTS } from './experiments/definitions';
 export type { ExperimentOptions, ExperimentResult } from './experiments/run';
-export { runExperiment } from './experiments/run';
+export { ExperimentInterrupted, experimentHelp, runExperiment } from './experiments/run';
 export type { CliIO } from './main';
 export { main } from './main';
 export type { EvalRecord, StepPhases, StepRecord } from './report/records';
@@ -38,6 +45,7 @@ export { chartToSvg, renderChart } from './report/render';
 export { writeRunReport } from './report/report';
 export type { ProgressInfo, ProgressMode, Reporter, ReporterOptions } from './reporter';
 export { collectingReporter, createReporter } from './reporter';
+export { StopRequest, stopOnCtrlC } from './run/interrupt';
 export type { AdamWConfig } from './train/adamw';
 export { AdamW, clipByGlobalNorm, GradAccumulator, gradientClip } from './train/adamw';
 export type { BalanceSettings } from './train/balance';
@@ -45,5 +53,5 @@ export { BalanceController } from './train/balance';
 export type { LrSchedule } from './train/schedule';
 export { learningRate } from './train/schedule';
 export { buildModelConfig } from './train/setup';
-export type { TrainOptions, TrainResult } from './train/trainer';
-export { train } from './train/trainer';
+export type { InterruptedRun, TrainOptions, TrainResult } from './train/trainer';
+export { RunInterrupted, train } from './train/trainer';

@@ -31,6 +31,11 @@ const SMALL_DATA = [
   'log.progress=lines',
 ];
 
+/** A tiny-preset run into `dir` on the small data, with `sets` (key=value) added. */
+function tinyArgs(dir: string, ...sets: string[]): string[] {
+  return ['--preset', 'tiny', '--out', dir, ...[...sets, ...SMALL_DATA].flatMap((s) => ['--set', s])];
+}
+
 function jsonl(path: string): Record<string, unknown>[] {
   return readFileSync(path, 'utf8')
     .trim()
@@ -59,24 +64,25 @@ describe('switchyard-train', () => {
     expect(r.out).toMatch(/balance\.method/);
   });
 
+  it('prints its version, and option errors as one plain sentence', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+    expect(await cli(['--version'])).toEqual({ code: 0, out: `switchyard-train ${pkg.version}\n`, err: '' });
+    expect(await cli(['--verbose'])).toEqual({
+      code: 2,
+      out: '',
+      err: 'error: unknown option --verbose (see switchyard-train --help)\n',
+    });
+    expect((await cli(['eval', '--checkpoint'])).err).toBe(
+      'error: --checkpoint needs a value (see switchyard-train --help)\n',
+    );
+  });
+
   describe.skipIf(onCpu)('training (wasm)', () => {
     const runDir = join(root, 'run');
     let result: { code: number; out: string; err: string };
 
     beforeAll(async () => {
-      result = await cli([
-        '--preset',
-        'tiny',
-        '--out',
-        runDir,
-        '--set',
-        'train.steps=10',
-        '--set',
-        'checkpoint.every=5',
-        '--set',
-        'eval.every=5',
-        ...SMALL_DATA.flatMap((s) => ['--set', s]),
-      ]);
+      result = await cli(tinyArgs(runDir, 'train.steps=10', 'checkpoint.every=5', 'eval.every=5'));
     }, 120_000);
 
     it('trains, evaluates, checkpoints and ends with the two result lines', () => {
@@ -143,6 +149,57 @@ describe('switchyard-train', () => {
       );
     }, 60_000);
 
+    it('stops on request (Ctrl-C) with a checkpoint, run.json interrupted and the command that resumes exactly', async () => {
+      const dir = join(root, 'interrupted');
+      const args = tinyArgs(dir, 'train.steps=10', 'checkpoint.every=5', 'eval.every=5', 'log.every=1');
+      const r = await cli(args, { stopAt: 'step 3/10' });
+      expect(r.err).toBe('');
+      expect(r.code).toBe(130);
+      const ckpt = join(dir, 'checkpoints', 'step-000003');
+      expect(r.out).toContain(`interrupted after step 3 of 10; checkpoint saved: ${ckpt}\n`);
+      expect(r.out.trim().split('\n').pop()).toBe(`continue with: switchyard-train --resume ${dir}`);
+      expect(JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8'))).toMatchObject({
+        status: 'interrupted',
+        interruptedAt: 3,
+      });
+      const resumed = await cli(['--resume', dir]);
+      expect(resumed.code).toBe(0);
+      expect(resumed.out).toMatch(/resuming .* at step 3 from .*step-000003/);
+      const a = jsonl(join(runDir, 'metrics.jsonl'));
+      const b = jsonl(join(dir, 'metrics.jsonl'));
+      expect(b.map((s) => s.loss)).toEqual(a.map((s) => s.loss));
+      expect(JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8'))).not.toHaveProperty('interruptedAt');
+    }, 60_000);
+
+    it('extends a finished run with --set train.steps, passing over a damaged newest checkpoint', async () => {
+      const copy = join(root, 'extended');
+      cpSync(runDir, copy, { recursive: true });
+      const refused = await cli(['--resume', copy]);
+      expect(refused.code).toBe(1);
+      expect(refused.err).toMatch(
+        /already finished all 10 steps; to train it longer, add --set train\.steps=N with N > 10/,
+      );
+      expect((await cli(['--resume', copy, '--set', 'train.lr=1'])).err).toMatch(
+        /--resume takes only --set train\.steps=N/,
+      );
+      // The final checkpoint (step 10) is damaged: the run continues from step-000005 instead.
+      const weights = join(copy, 'checkpoints', 'final', 'model.safetensors');
+      const bytes = readFileSync(weights);
+      bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0xff;
+      writeFileSync(weights, bytes);
+      const r = await cli(['--resume', copy, '--set', 'train.steps=12']);
+      expect(r.code).toBe(0);
+      expect(r.err).toMatch(
+        /^warning: checkpoint .*final does not verify \(.*model\.safetensors is corrupted.*\); resuming from an older one\n$/,
+      );
+      expect(r.out).toMatch(/resuming .* at step 5 from .*step-000005/);
+      expect(r.out).toMatch(/extending the run from 10 to 12 steps/);
+      expect(jsonl(join(copy, 'metrics.jsonl')).map((s) => s.step)).toEqual([
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+      ]);
+      expect(JSON.parse(readFileSync(join(copy, 'run.json'), 'utf8')).config.train.steps).toBe(12);
+    }, 60_000);
+
     it('eval scores a text file with windows of seqLen + 1 tokens overlapping by one', async () => {
       const text = join(root, 'held-out.txt');
       writeFileSync(text, 'The jury said it did find that many of the laws are outmoded. '.repeat(12));
@@ -176,9 +233,93 @@ describe('switchyard-train', () => {
       expect(Number(m![1])).toBeCloseTo(nll / n, 4);
     }, 60_000);
 
+    it('generate writes the prompt and a seeded continuation; the report holds one with its command', async () => {
+      const ckpt = join(runDir, 'checkpoints', 'final');
+      const args = [
+        'generate',
+        '--checkpoint',
+        ckpt,
+        '--prompt',
+        'The jury',
+        '--max-tokens',
+        '12',
+        '--seed',
+        '3',
+      ];
+      const a = await cli(args);
+      expect(a.err).toBe('');
+      expect(a.code).toBe(0);
+      expect(a.out).toMatch(/^The jury.+\n$/s);
+      expect(await cli(args)).toEqual(a);
+      const report = readFileSync(join(runDir, 'report.md'), 'utf8');
+      const m =
+        /## Sample\n\n.*\n\n```sh\n(switchyard-train generate .*)\n```\n\n````text\n([\s\S]*?)\n````/.exec(
+          report,
+        );
+      expect(m, 'the report sample').not.toBeNull();
+      const command = m![1]!.split(' ').slice(1);
+      expect(command).toEqual([
+        'generate',
+        '--checkpoint',
+        ckpt,
+        '--prompt',
+        'The',
+        '--max-tokens',
+        '48',
+        '--temperature',
+        '0.8',
+        '--top-k',
+        '40',
+        '--seed',
+        '1234',
+      ]);
+      expect((await cli(command)).out).toBe(`${m![2]}\n`);
+    }, 60_000);
+
+    it('generate refuses bad flags with one line naming the flag', async () => {
+      const ckpt = join(runDir, 'checkpoints', 'final');
+      for (const [args, message] of [
+        [['--prompt', 'x'], /^error: generate needs --checkpoint DIR and --prompt TEXT/],
+        [
+          ['--checkpoint', ckpt, '--prompt', 'x', '--top-p', '0'],
+          /^error: --top-p: expected a number in \(0, 1\], got "0"/,
+        ],
+        [
+          ['--checkpoint', ckpt, '--prompt', 'x', '--max-tokens', '2.5'],
+          /^error: --max-tokens: expected an integer >= 1, got "2\.5"/,
+        ],
+        [['--checkpoint', ckpt, '--prompt', ''], /^error: --prompt: expected some text, got an empty prompt/],
+        [
+          ['--checkpoint', ckpt, '--prompt', 'x', '--set', 'a=1'],
+          /^error: --out and --set apply to train and experiment only, not to generate/,
+        ],
+      ] as const) {
+        const r = await cli(['generate', ...args]);
+        expect(r.code, args.join(' ')).toBe(2);
+        expect(r.err).toMatch(message);
+        expect(r.err.trim().split('\n')).toHaveLength(1);
+      }
+    });
+
+    it('says "no validation set" and never prints NaN without one (data.valFraction = 0)', async () => {
+      const dir = join(root, 'no-val');
+      const r = await cli(tinyArgs(dir, 'train.steps=4', 'eval.every=2', 'data.valFraction=0'));
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const report = readFileSync(join(dir, 'report.md'), 'utf8');
+      for (const text of [r.out, report]) expect(text).not.toMatch(/NaN|n\/a/);
+      expect(r.out).toMatch(/no validation set \(data\.valFraction = 0\): no evaluations/);
+      expect(r.out).not.toMatch(/^eval step/m);
+      expect(r.out).toMatch(
+        /^final train_loss \(EMA 0\.9\): \d+\.\d{4} {2}\(no validation set: data\.valFraction = 0\)$/m,
+      );
+      expect(report).toContain('| validation | no validation set (data.valFraction = 0) |');
+      expect(JSON.parse(readFileSync(join(dir, 'run.json'), 'utf8'))).not.toHaveProperty('unigramValLoss');
+    }, 60_000);
+
     it('refuses an output folder holding another run, changing nothing', async () => {
       const before = snapshot(runDir);
-      const r = await cli(['--preset', 'tiny', '--out', runDir, ...SMALL_DATA.flatMap((s) => ['--set', s])]);
+      const r = await cli(tinyArgs(runDir));
       expect(r.code).toBe(1);
       expect(r.err).toMatch(
         /^error: output folder .* holds another run \(run\.json\); continue it with --resume/,
@@ -203,21 +344,9 @@ describe('switchyard-train', () => {
 
     it('stops on a non-finite loss naming the step and layer, keeping the last good checkpoint', async () => {
       const dir = join(root, 'nan');
-      const r = await cli([
-        '--preset',
-        'tiny',
-        '--out',
-        dir,
-        '--set',
-        'train.steps=10',
-        '--set',
-        'checkpoint.every=5',
-        '--set',
-        'debug.nanAtStep=7',
-        '--set',
-        'debug.nanLayer=1',
-        ...SMALL_DATA.flatMap((s) => ['--set', s]),
-      ]);
+      const r = await cli(
+        tinyArgs(dir, 'train.steps=10', 'checkpoint.every=5', 'debug.nanAtStep=7', 'debug.nanLayer=1'),
+      );
       expect(r.code).toBe(1);
       expect(r.err).toMatch(
         /^error: (loss is NaN|non-finite activations) \(micro-batch 1 of 1\) at step 7, first appearing in layer 1 \(weights of layers\.1\.attn\.q hold NaN or Infinity\); training stopped, the last good checkpoint .*step-000005 is intact\n$/,
@@ -267,6 +396,9 @@ describe('switchyard-train', () => {
       const r = await cli([...args, '--jobs', '2']);
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
+      // The children run with --no-report; nothing tells the user to rerun without it.
+      expect(r.out).not.toMatch(/rerun without|arms still to run: cf-/);
+      expect(r.out).toMatch(/\[cf-2\.0\] arms finished: cf-2\.0/);
       expect(r.out).toMatch(/arm cf-1\.25 started in its own process/);
       expect(r.out).toMatch(/arm cf-2\.0 started in its own process/);
       expect(readdirSync(join(dir, 'logs')).sort()).toEqual(['cf-1.25.log', 'cf-2.0.log']);

@@ -10,6 +10,7 @@ import { loadCheckpoint } from '@switchyard/model';
 import { expectNoLeaks, tf } from '@switchyard/tensor';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runCli as cli, relativeDifference, stepRecords } from '../test/cli';
+import { StopRequest } from './run/interrupt';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 const root = mkdtempSync(join(tmpdir(), 'sy-ranks-'));
@@ -146,6 +147,31 @@ describe('switchyard-train --ranks', () => {
         expect(Math.abs(c[i]!.loss - one1[i]!.loss)).toBeLessThan(2e-3 * one1[i]!.loss);
       const m3 = await moments(replicated);
       for (const [name, x] of m1) expect(relativeDifference(x, m3.get(name)!), name).toBeLessThan(2e-2);
+    },
+    120_000,
+  );
+
+  it.skipIf(onCpu)(
+    'stops every rank at the same step on request (Ctrl-C) and resumes on the same ranks exactly',
+    async () => {
+      const dir = join(root, 'two-stopped');
+      const args = [...RUN, '--ranks', '2', '--set', 'checkpoint.every=3', '--set', 'train.optimizerOn=host'];
+      const stop = new StopRequest();
+      stop.request(); // as if Ctrl-C came during the first step
+      const r = await cli([...args, '--out', dir], { stop });
+      expect(r.code, r.err).toBe(130);
+      expect(r.out).toContain(
+        `interrupted after step 1 of 6; checkpoint saved: ${join(dir, 'checkpoints', 'step-000001')}`,
+      );
+      expect(r.out.trim().split('\n').pop()).toBe(
+        `continue with: switchyard-train --resume ${dir} --ranks 2`,
+      );
+      const resumed = await cli(['--resume', dir, '--ranks', '2']);
+      expect(resumed.code, resumed.err).toBe(0);
+      const a = losses(join(root, 'two'));
+      const b = losses(dir);
+      expect(b).toHaveLength(6);
+      for (let i = 0; i < 6; i++) expect(b[i]!.loss).toBeCloseTo(a[i]!.loss, 5);
     },
     120_000,
   );

@@ -161,6 +161,6 @@ describe('switchyard-train --pipeline', () => {
     }
     const ev = await cli(['eval', '--checkpoint', root, '--text', root, '--pipeline', '2']);
     expect(ev.code).toBe(2);
-    expect(ev.err).toMatch(/--pipeline and --schedule apply to training only, not to eval/);
+    expect(ev.err).toMatch(/--pipeline, --schedule and --expert-parallel apply to train only, not to eval/);
   });
 });

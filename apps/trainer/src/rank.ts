@@ -4,7 +4,8 @@
  */
 import type { RankContext } from '@switchyard/parallel';
 import type { TrainConfig } from './config/schema';
-import { type TrainResult, train } from './train/trainer';
+import { StopRequest } from './run/interrupt';
+import { type InterruptedRun, RunInterrupted, type TrainResult, train } from './train/trainer';
 
 /** Launch arguments of {@link trainRank}: plain data, structured-cloned into every rank. */
 export interface TrainRankArgs {
@@ -14,7 +15,14 @@ export interface TrainRankArgs {
   readonly resume?: string;
   /** When resuming: parallel settings replacing the saved run's (a checkpoint resumes under any layout). */
   readonly parallel?: Partial<TrainConfig['parallel']>;
+  /** With `resume`: a new `train.steps`. */
+  readonly extendSteps?: number;
+  /** The stop flag of a {@link StopRequest} (shared with every rank of this node). */
+  readonly stopFlag?: SharedArrayBuffer;
 }
+
+/** What a rank returns: the run's result, or where an interrupted run stopped. */
+export type TrainRankResult = TrainResult | { readonly interrupted: InterruptedRun };
 
 /**
  * Trains on one rank of a data-parallel job; rank 0 reports progress and writes the output folder.
@@ -31,14 +39,22 @@ export interface TrainRankArgs {
  * });
  * ```
  */
-export async function trainRank(ctx: RankContext<TrainRankArgs>): Promise<TrainResult> {
-  const { config, resume, parallel } = ctx.args;
-  return train({
-    config,
-    comm: ctx.comm,
-    ...(resume !== undefined ? { resume } : {}),
-    ...(parallel !== undefined ? { parallel } : {}),
-  });
+export async function trainRank(ctx: RankContext<TrainRankArgs>): Promise<TrainRankResult> {
+  const { config, resume, parallel, extendSteps, stopFlag } = ctx.args;
+  try {
+    return await train({
+      config,
+      comm: ctx.comm,
+      ...(resume !== undefined ? { resume } : {}),
+      ...(parallel !== undefined ? { parallel } : {}),
+      ...(extendSteps !== undefined ? { extendSteps } : {}),
+      ...(stopFlag !== undefined ? { stop: StopRequest.view(stopFlag) } : {}),
+    });
+  } catch (e) {
+    // An Error does not cross threads as itself: say where the run stopped as plain data.
+    if (e instanceof RunInterrupted) return { interrupted: e.run };
+    throw e;
+  }
 }
 
 /** URL of this module as the running code sees it (TypeScript sources or the build). */

@@ -69,17 +69,33 @@ export function formatRate(x: number): string {
   return x.toFixed(0);
 }
 
-function eta(p: ProgressInfo): number {
-  if (p.stepsThisRun <= 0) return Number.NaN;
-  return ((p.totalSteps - p.step) * p.elapsedSec) / p.stepsThisRun;
+/** Where the estimate of the time left starts: the end of this process's first step. */
+interface EtaBase {
+  readonly step: number;
+  readonly elapsedSec: number;
+}
+
+/**
+ * Seconds left at the mean pace of the steps after this process's first one (which also pays for
+ * warming up the backend, so counting it would overstate the time left); undefined at the first step.
+ */
+export function etaSec(p: ProgressInfo, base: EtaBase): number | undefined {
+  if (p.step <= base.step) return undefined;
+  return ((p.totalSteps - p.step) * (p.elapsedSec - base.elapsedSec)) / (p.step - base.step);
+}
+
+/** ` | ETA 2m05s`, or nothing while there is no estimate. */
+function etaText(p: ProgressInfo, base: EtaBase, sep: string): string {
+  const left = etaSec(p, base);
+  return left === undefined ? '' : `${sep}ETA ${formatDuration(left)}`;
 }
 
 /** The fields shared by the bar and the log line. */
-export function progressFields(p: ProgressInfo): string {
+export function progressFields(p: ProgressInfo, base: EtaBase): string {
   const vio = Number.isFinite(p.maxVioBatch) ? ` | MaxVio ${p.maxVioBatch.toFixed(3)}` : '';
   return (
     `loss ${p.loss.toFixed(4)} | lr ${p.lr.toExponential(2)} | ${formatRate(p.tokensPerSec)} tok/s` +
-    `${vio} | ETA ${formatDuration(eta(p))}`
+    `${vio}${etaText(p, base, ' | ')}`
   );
 }
 
@@ -103,6 +119,8 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
   const every = Math.max(1, options.every ?? 10);
   let barShown = false;
   let lastBar = '';
+  // Reset at the first step of each run (an experiment trains several runs through one reporter).
+  let base: EtaBase = { step: 0, elapsedSec: 0 };
 
   const clearBar = (): void => {
     if (barShown) stdout.write('\r\x1b[2K');
@@ -124,10 +142,11 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
       redraw();
     },
     progress(p) {
+      if (p.stepsThisRun === 1) base = { step: p.step, elapsedSec: p.elapsedSec };
       if (mode === 'quiet') return;
       if (mode === 'lines') {
         if (p.step % every === 0 || p.step === p.totalSteps || p.stepsThisRun === 1) {
-          stdout.write(`step ${p.step}/${p.totalSteps} | ${progressFields(p)}\n`);
+          stdout.write(`step ${p.step}/${p.totalSteps} | ${progressFields(p, base)}\n`);
         }
         return;
       }
@@ -138,7 +157,7 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
       // Compact, so the whole bar fits an 80-column terminal.
       let line =
         `${bar} ${p.step}/${p.totalSteps} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(1)} ` +
-        `${formatRate(p.tokensPerSec)} tok/s${vio} ETA ${formatDuration(eta(p))}`;
+        `${formatRate(p.tokensPerSec)} tok/s${vio}${etaText(p, base, ' ')}`;
       const cols = stdout.columns ?? 120;
       if (line.length > cols - 1) line = line.slice(0, cols - 1);
       lastBar = `\r\x1b[2K${line}`;

@@ -3,25 +3,41 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { main } from '../src/main';
+import { StopRequest } from '../src/run/interrupt';
+
+/** How {@link runCli} stops a run as Ctrl-C does: a request to hand over, or text that triggers one. */
+export interface CliStop {
+  /** The stop request the run watches (default: one of its own). */
+  readonly stop?: StopRequest;
+  /** Requests the stop once stdout shows this text. */
+  readonly stopAt?: string;
+}
 
 /** Runs `switchyard-train args` in this process and collects stdout and stderr. */
-export async function runCli(args: readonly string[]): Promise<{ code: number; out: string; err: string }> {
+export async function runCli(
+  args: readonly string[],
+  options: CliStop = {},
+): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const sink = (add: (s: string) => void) => ({
-    write: (s: string) => {
-      add(s);
-      return true;
-    },
-    isTTY: false,
-  });
+  const stop = options.stop ?? new StopRequest();
   const code = await main(args, {
-    stdout: sink((s) => {
-      out += s;
-    }),
-    stderr: sink((s) => {
-      err += s;
-    }),
+    stop,
+    stdout: {
+      write: (s: string) => {
+        out += s;
+        if (options.stopAt !== undefined && out.includes(options.stopAt)) stop.request();
+        return true;
+      },
+      isTTY: false,
+    },
+    stderr: {
+      write: (s: string) => {
+        err += s;
+        return true;
+      },
+      isTTY: false,
+    },
   });
   return { code, out, err };
 }

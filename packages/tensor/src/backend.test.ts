@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { availableBackends, BACKEND_NAMES, backendInfo, initBackend } from './backend';
 import { isSwitchyardError } from './errors';
@@ -6,6 +8,24 @@ import { tf } from './index';
 const requested = process.env.SWITCHYARD_BACKEND ?? 'wasm';
 
 describe('backend resolution', () => {
+  // A fresh process (this one's backend is set up already); its backend is cpu whatever the pass.
+  it.skipIf(requested === 'cpu')('prints no TensorFlow.js advertisement when the cpu backend starts', () => {
+    const script = [
+      "const { initBackend, tf } = await import('@switchyard/tensor');",
+      "await initBackend({ backend: 'cpu' });",
+      'tf.tensor1d([1, 2]).dispose();',
+      "console.log('tensors', tf.memory().numTensors);",
+    ].join('\n');
+    const r = spawnSync(
+      process.execPath,
+      ['--conditions=@switchyard/source', '--import', 'tsx', '--input-type=module', '-e', script],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout + r.stderr).not.toMatch(/Hi, looks like|tfjs-node/);
+    expect(r.stdout).toBe('tensors 0\n');
+  });
+
   it('runs on the backend SWITCHYARD_BACKEND names', () => {
     const info = backendInfo();
     expect(info.name).toBe(requested);

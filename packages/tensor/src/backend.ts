@@ -79,10 +79,28 @@ async function tryNative(pkg: string): Promise<BackendAttempt> {
   return attempt;
 }
 
+/**
+ * TensorFlow.js's cpu backend prints an advertisement for tfjs-node on its first tensor write in
+ * Node ("Hi, looks like you are running TensorFlow.js in Node.js..."). Switchyard picks cpu on
+ * purpose and says why in {@link BackendInfo.reason}, so that first write happens here, with
+ * TensorFlow.js's own warnings muted for its duration only.
+ */
+function writeFirstCpuTensorQuietly(): void {
+  const env = tf.env();
+  const prod = env.getBool('PROD');
+  env.set('PROD', true);
+  try {
+    tf.scalar(0).dispose();
+  } finally {
+    env.set('PROD', prod);
+  }
+}
+
 async function trySimple(name: 'wasm' | 'cpu'): Promise<BackendAttempt> {
   const pkg = name === 'wasm' ? '@tensorflow/tfjs-backend-wasm' : '@tensorflow/tfjs (cpu)';
   try {
     const ok = await tf.setBackend(name);
+    if (ok && name === 'cpu') writeFirstCpuTensorQuietly();
     return ok
       ? { backend: name, package: pkg, ok }
       : { backend: name, package: pkg, ok, error: 'failed to initialise' };

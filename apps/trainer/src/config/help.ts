@@ -5,6 +5,7 @@
 import { presets as modelPresets } from '@switchyard/model';
 import { defaultRouterConfig } from '@switchyard/routing';
 import type { z } from 'zod';
+import { DEFAULT_SAMPLE_OPTIONS } from '../eval/generate';
 import { presets } from './load';
 import { trainConfigSchema } from './schema';
 
@@ -127,22 +128,52 @@ function modelDefault(key: string): string {
     : `router default (${JSON.stringify(routerDefault)})`;
 }
 
+/** Escapes text for a markdown table cell: pipes, and angle brackets that would read as an HTML tag. */
+function cell(text: string): string {
+  return text
+    .replace(/\|/g, '\\|')
+    .replace(/<([^<>]*)>/g, '&lt;$1&gt;')
+    .replace(/</g, '&lt;');
+}
+
+/**
+ * The options as the markdown table of the trainer guide (docs/guide/trainer.md), row for row what
+ * `--help` prints; a test keeps the guide's table equal to it.
+ *
+ * @example
+ * ```ts
+ * optionsTable().split('\n')[0]; // '| key | type | default | description |'
+ * ```
+ */
+export function optionsTable(): string {
+  const rows = configOptions().map((o) => {
+    // model.* overrides default to prose ("from the model preset (small: 128)"), the others to a value.
+    const prose = o.key.startsWith('model.') && o.key !== 'model.preset';
+    const value = prose ? cell(o.default) : `\`${o.default}\``;
+    return `| \`${o.key}\` | ${cell(o.type)} | ${value} | ${cell(o.description)} |`;
+  });
+  return ['| key | type | default | description |', '|---|---|---|---|', ...rows].join('\n');
+}
+
 /** The full `--help` text. */
 export function helpText(): string {
   const options = configOptions();
   const keyWidth = Math.max(...options.map((o) => o.key.length)) + 2;
+  const d = DEFAULT_SAMPLE_OPTIONS;
   const lines = [
     'switchyard-train: train Mixture-of-Experts language models.',
     '',
     'Usage:',
     '  switchyard-train [train] [--preset NAME] [--config FILE] [--set key=value ...] [--out DIR] [--resume DIR] [--ranks R] [--pipeline P --schedule K]',
     '  switchyard-train eval --checkpoint DIR --text FILE [--backend NAME]',
+    '  switchyard-train generate --checkpoint DIR --prompt TEXT [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]',
     '  switchyard-train experiment NAME [--out DIR] [--set key=value ...] [--arms ID,...] [--jobs N] [--no-report]',
-    '  switchyard-train --help',
+    '  switchyard-train --help | --version',
     '',
     'Commands:',
     '  train        train a model (the default command)',
     '  eval         print the mean next-token loss of a checkpoint on a text file: "loss: X tokens: N"',
+    "  generate     print the prompt and the text a checkpoint's model writes after it",
     '  experiment   run a set of training runs and write a report: balance-scope, loss-free, capacity',
     '',
     'Flags:',
@@ -168,11 +199,19 @@ export function helpText(): string {
     '                      from the environment (see the parallelism guide); flags still win',
     '  --checkpoint DIR    (eval) checkpoint folder',
     '  --text FILE         (eval) text file to score',
+    '  --prompt TEXT       (generate) text the model continues',
+    `  --max-tokens N      (generate) most new tokens (default ${d.maxTokens}); generation also ends at the`,
+    "                      end-of-text token and at the model's context length (model.maxSeqLen)",
+    `  --temperature T     (generate) softmax temperature (default ${d.temperature}); 0 always takes the likeliest token`,
+    `  --top-k K           (generate) sample among the K likeliest tokens (default ${d.topK}; 0: all)`,
+    `  --top-p P           (generate) nucleus sampling: the likeliest tokens up to probability P (default ${d.topP})`,
+    `  --seed S            (generate) seed of the sampler (default ${d.seed}): the same seed gives the same text`,
     '  --arms ID,...       (experiment) run only these arms (default: all); the report is written once',
     '                      every arm in --out has finished',
     '  --jobs N            (experiment) arms trained at once, each in its own process (default 1)',
     '  --no-report         (experiment) train the arms without writing the comparison report',
     '  -h, --help          this text',
+    '  --version           print the version',
     '',
     'Presets:',
     ...Object.entries(presets()).map(([name, p]) => `  ${name.padEnd(10)} ${String(p.description ?? '')}`),

@@ -26,6 +26,13 @@ export function packageRoot(): string {
   );
 }
 
+/** The version in this package's package.json. */
+export function packageVersion(): string {
+  return String(
+    (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version,
+  );
+}
+
 let presetCache: Record<string, ConfigObject> | undefined;
 
 /** Named presets (`presets/<name>.json`): partial configurations merged over the defaults. */

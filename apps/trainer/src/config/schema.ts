@@ -198,6 +198,16 @@ const logSchema = z
       .describe('auto: a live bar on a terminal, plain lines otherwise'),
     every: posInt().default(10).describe('in lines mode, one line every this many steps'),
     plots: z.boolean().default(true).describe('render plots/ and report.md at the end'),
+    samplePrompt: z
+      .string()
+      .min(1)
+      .default('The')
+      .describe("prompt of the report's text sample from the final model"),
+    sampleTokens: nonNegInt()
+      .default(48)
+      .describe(
+        "new tokens in the report's sample (temperature 0.8, top-k 40, the run's seed); 0: no sample",
+      ),
   })
   .prefault({});
 

@@ -18,7 +18,7 @@ import { fmt, mean, median } from '../report/report';
 import { createReporter, type Reporter } from '../reporter';
 import { listCheckpoints, RUN_FILES, timestamp } from '../run/outdir';
 import { buildModelConfig, routingShape } from '../train/setup';
-import { train } from '../train/trainer';
+import { type InterruptedRun, RunInterrupted, train } from '../train/trainer';
 import { type ArmResult, type ClaimCheck, LOSS_MARGIN, VIO_MARGIN } from './claims';
 import { EXPERIMENTS, type ExperimentArm, type ExperimentDefinition } from './definitions';
 
@@ -41,6 +41,20 @@ export interface ExperimentOptions {
   /** Write the comparison report once every arm has finished (default true). */
   readonly report?: boolean;
   readonly reporter?: Reporter;
+  /** Once aborted (Ctrl-C), the arm training here stops and saves; no further arm starts. */
+  readonly stop?: { readonly aborted: boolean };
+}
+
+/** What {@link runExperiment} rejects with when `stop` was aborted; rerunning the command resumes. */
+export class ExperimentInterrupted extends Error {
+  constructor(
+    readonly outDir: string,
+    /** The arm trained in this process and where it stopped (none when arms ran in their own processes). */
+    readonly arm?: { readonly id: string; readonly run: InterruptedRun },
+  ) {
+    super(`experiment interrupted${arm ? ` in arm ${arm.id} at step ${arm.run.step}` : ''}`);
+    this.name = 'ExperimentInterrupted';
+  }
 }
 
 /** What {@link runExperiment} returns. */
@@ -72,6 +86,78 @@ export function armConfig(
   for (const s of sets) merged = applySet(merged, s);
   merged = mergeConfig(merged, { out: join(outDir, arm.id), ...(backend !== undefined ? { backend } : {}) });
   return parseConfig(merged, `experiment ${def.name}, arm ${arm.id}`);
+}
+
+/** `text` in lines of at most `width` characters, each after `indent` (the first after `first`). */
+function wrap(text: string, width: number, indent = '', first = indent): string[] {
+  const lines: string[] = [];
+  let line = first;
+  let empty = true;
+  for (const word of text.split(/\s+/)) {
+    if (!empty && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = indent;
+      empty = true;
+    }
+    line += empty ? word : ` ${word}`;
+    empty = false;
+  }
+  return [...lines, line];
+}
+
+/**
+ * `switchyard-train experiment NAME --help`: what the experiment asks, its arms, the claims its
+ * report checks, what each arm trains, and the usage; without a name, the list of experiments.
+ *
+ * @example
+ * ```ts
+ * experimentHelp('capacity').startsWith('switchyard-train experiment capacity:'); // true
+ * ```
+ */
+export function experimentHelp(name: string | undefined): string {
+  const usage =
+    'switchyard-train experiment NAME [--out DIR] [--set key=value ...] [--arms ID,...] [--jobs N] [--no-report]';
+  const def = name === undefined ? undefined : EXPERIMENTS[name];
+  if (def === undefined) {
+    const width = Math.max(...Object.keys(EXPERIMENTS).map((n) => n.length)) + 2;
+    return [
+      ...(name === undefined ? [] : [`unknown experiment ${JSON.stringify(name)}`, '']),
+      `Usage: ${usage}`,
+      '',
+      'Experiments (switchyard-train experiment NAME --help for its arms and claims):',
+      ...Object.values(EXPERIMENTS).map((d) => `  ${d.name.padEnd(width)}${d.title}`),
+    ].join('\n');
+  }
+  const c = armConfig(def, def.arms[0]!, 'OUT');
+  const { steps, gradAccum, microBatchSize, seqLen } = c.train;
+  const m = c.model;
+  const idWidth = Math.max(...def.arms.map((a) => a.id.length)) + 2;
+  return [
+    `switchyard-train experiment ${def.name}: ${def.title}`,
+    '',
+    ...wrap(def.description, 100),
+    '',
+    'Arms (each one training run into OUT/ARM; --arms picks some):',
+    ...def.arms.map((a) => `  ${a.id.padEnd(idWidth)}${a.label}`),
+    '',
+    'Claims from the literature the report checks against the arms:',
+    ...def.claims.flatMap((cl) => wrap(cl.text, 100, '    ', '  - ')),
+    '',
+    ...wrap(
+      `Each arm: ${steps} optimizer steps of ${gradAccum} x ${microBatchSize} x ${seqLen} tokens; ` +
+        `model ${m.preset} preset${m.dModel !== undefined ? `, width ${m.dModel}` : ''}` +
+        `${m.numLayers !== undefined ? `, ${m.numLayers} blocks` : ''}; ` +
+        `evaluation every ${c.eval.every} steps; a checkpoint every ${c.checkpoint.every} steps (an interrupted arm resumes).`,
+      100,
+    ),
+    '',
+    `Usage: ${usage.replace('NAME', def.name)}`,
+    '  --out DIR        output folder (default runs/experiments/NAME-TIME); rerun the command to resume',
+    '  --set key=value  applied to every arm, e.g. --set train.steps=50 for a quick look',
+    '  --arms ID,...    train only these arms; the report is written once every arm has finished',
+    '  --jobs N         train N arms at once, each in its own process (one per core)',
+    '  --no-report      train without writing the comparison report',
+  ].join('\n');
 }
 
 /** Mean over layers and domains of the top-K share of each domain's selections. */
@@ -164,6 +250,7 @@ async function trainArm(
   arm: ExperimentArm,
   config: TrainConfig,
   reporter: Reporter,
+  stop: { readonly aborted: boolean } | undefined,
 ): Promise<void> {
   const armDir = resolve(config.out);
   const status = armStatus(armDir);
@@ -174,7 +261,7 @@ async function trainArm(
   const resume = status === 'started' && listCheckpoints(armDir).length > 0 ? armDir : undefined;
   if (status === 'started' && !resume) clearUncheckpointedArm(def, arm, config, reporter);
   reporter.info(`experiment ${def.name}: arm ${arm.id} (${arm.label})${resume ? ', resuming' : ''}`);
-  await train({ config, reporter, ...(resume ? { resume } : {}) });
+  await train({ config, reporter, ...(resume ? { resume } : {}), ...(stop ? { stop } : {}) });
 }
 
 /**
@@ -266,10 +353,14 @@ async function trainArmsInProcesses(
         log.end(done);
       });
     });
+  // Ctrl-C reaches the children from the terminal (they save and exit); no further arm starts.
   const worker = async (): Promise<void> => {
-    for (let arm = queue.shift(); arm; arm = queue.shift()) await runOne(arm);
+    for (let arm = queue.shift(); arm && options.stop?.aborted !== true; arm = queue.shift()) {
+      await runOne(arm);
+    }
   };
   await Promise.all(Array.from({ length: Math.min(jobs, arms.length) }, worker));
+  if (options.stop?.aborted === true) throw new ExperimentInterrupted(outDir);
   if (failures.length > 0) {
     throw new SwitchyardError(
       'RUN_FAILED',
@@ -406,7 +497,7 @@ function writeComparisonReport(
   config: TrainConfig,
 ): string {
   const a = runs.map((r) => r.result);
-  const verdict = (h: boolean | null): string => (h === null ? 'n/a' : h ? 'yes' : 'no');
+  const verdict = (h: boolean | null): string => (h === null ? 'cannot tell' : h ? 'yes' : 'no');
   const lines = [
     `# Experiment: ${def.title}`,
     '',
@@ -490,6 +581,12 @@ export async function runExperiment(
   const reporter = options.reporter ?? createReporter({ mode: 'lines' });
   // Validate every arm's configuration before the first one starts.
   const configs = def.arms.map((arm) => armConfig(def, arm, outDir, options.sets, options.backend));
+  if (configs.some((c) => c.data.valFraction === 0)) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `data.valFraction: experiment ${name} compares validation losses; expected a value > 0, got 0`,
+    );
+  }
   const configOf = (arm: ExperimentArm): TrainConfig => configs[def.arms.indexOf(arm)]!;
   const finished = (arm: ExperimentArm): boolean => armStatus(resolve(configOf(arm).out)) === 'finished';
   mkdirSync(outDir, { recursive: true });
@@ -498,11 +595,19 @@ export async function runExperiment(
   if (jobs > 1 && toTrain.length > 1) {
     await trainArmsInProcesses(def, toTrain, outDir, options, jobs, reporter);
   } else {
-    for (const arm of selected) await trainArm(def, arm, configOf(arm), reporter);
+    for (const arm of selected) {
+      if (options.stop?.aborted === true) throw new ExperimentInterrupted(outDir);
+      try {
+        await trainArm(def, arm, configOf(arm), reporter, options.stop);
+      } catch (e) {
+        if (e instanceof RunInterrupted) throw new ExperimentInterrupted(outDir, { id: arm.id, run: e.run });
+        throw e;
+      }
+    }
   }
   const pending = def.arms.filter((a) => !finished(a)).map((a) => a.id);
   if (pending.length > 0 || options.report === false) {
-    if (pending.length > 0) {
+    if (pending.length > 0 && options.report !== false) {
       reporter.info(
         `experiment ${name}: arms still to run: ${pending.join(', ')}; the report is written once every arm has finished`,
       );

@@ -2,7 +2,16 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ema, expertLoadHeatmap, runLossChart, specializationHeatmap } from './charts';
+import {
+  domainLossChart,
+  ema,
+  expertLoadHeatmap,
+  lineChart,
+  maxVioChart,
+  runLossChart,
+  SPARSE_POINTS,
+  specializationHeatmap,
+} from './charts';
 import type { EvalRecord, StepRecord } from './records';
 import { chartToSvg, renderChart } from './render';
 import { writeRunReport } from './report';
@@ -74,6 +83,56 @@ describe('charts', () => {
       expect(md).toContain(`(plots/${p}.png)`);
       expect(readFileSync(join(dir, 'plots', `${p}.svg`), 'utf8').startsWith('<svg')).toBe(true);
     }
+  });
+
+  it('marks the points of sparse series only, and gives every series its own colour', () => {
+    const dense = Array.from({ length: SPARSE_POINTS + 1 }, (_, i) => ({ x: i, y: i, series: 'train' }));
+    const sparse = [10, 20].map((x) => ({ x, y: 1, series: 'validation' }));
+    const spec = lineChart([...dense, ...sparse], { title: 't', xTitle: 'x', yTitle: 'y' }) as unknown as {
+      layer: { mark: { type: string }; data: { values: { series: string }[] } }[];
+    };
+    const pointLayer = spec.layer.find((l) => l.mark.type === 'point')!;
+    expect(new Set(pointLayer.data.values.map((p) => p.series))).toEqual(new Set(['validation']));
+    const fifteen = Array.from({ length: 15 }, (_, i) => ({ x: 1, y: i, series: `domain ${i}` }));
+    const colorScale = (
+      lineChart(fifteen, { title: 't', xTitle: 'x', yTitle: 'y' }) as unknown as {
+        layer: { encoding: { color: { scale: { scheme: string } } } }[];
+      }
+    ).layer[0]!.encoding.color.scale;
+    expect(colorScale.scheme).toBe('tableau20'); // 20 distinct colours
+  });
+
+  it('draws whole legend labels and one panel per domain', async () => {
+    const svg = await chartToSvg(maxVioChart(steps, evals));
+    for (const label of ['MaxVio_batch (step)', 'MaxVio (micro-batch mean)', 'MaxVio_global (validation)']) {
+      expect(svg).toContain(label);
+    }
+    expect(svg).not.toContain('…');
+    const domains = Array.from({ length: 15 }, (_, i) => `genre${String(i).padStart(2, '0')}`);
+    const many = evals.map((e) => ({
+      ...e,
+      perDomainLoss: Object.fromEntries(domains.map((d, i) => [d, 5 + i / 10])),
+    }));
+    const panels = await chartToSvg(domainLossChart(many));
+    for (const d of domains) expect(panels).toContain(`>${d}<`);
+  });
+
+  it('writes no validation rows (and no dash or NaN) for a run without a validation set', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sy-report-'));
+    const md = readFileSync(
+      await writeRunReport(dir, steps, [], {
+        name: 't',
+        description: 'no validation',
+        setup: [['model', 'tiny']],
+        unigramValLoss: undefined,
+        finalCheckpoint: '/x/final',
+        uniformFrequency: 0.5,
+        numMoELayers: 1,
+      }),
+      'utf8',
+    );
+    expect(md).toContain('| validation | no validation set (data.valFraction = 0) |');
+    expect(md).not.toMatch(/NaN|n\/a|–/);
   });
 
   it('smooths with an exponential moving average that skips gaps', () => {

@@ -23,13 +23,31 @@ export interface LineChartOptions {
   readonly logY?: boolean;
   /** Horizontal reference lines, e.g. a baseline loss. */
   readonly rules?: readonly { readonly y: number; readonly label: string }[];
-  /** Draw points as well as lines (for sparse series such as evaluations). */
+  /**
+   * Draw a marker at every point of every series. Without it, only sparse series (at most
+   * {@link SPARSE_POINTS} points, such as evaluations) get markers, so a short series never
+   * shows as a bare line or, with one point, not at all.
+   */
   readonly points?: boolean;
   readonly zeroY?: boolean;
 }
 
+/** Series with at most this many points are drawn with a marker at each point. */
+export const SPARSE_POINTS = 40;
+
 /**
- * A multi-series line chart.
+ * The colour scale of `n` series: Vega's ten categorical colours while they suffice, else twenty
+ * (tableau20), so no two series share a colour.
+ */
+export function seriesColors(n: number): { readonly scheme: string } {
+  return { scheme: n <= 10 ? 'tableau10' : 'tableau20' };
+}
+
+/** Legend below the plot, every label whole (Vega cuts labels at 160 px by default). */
+const LEGEND = { orient: 'bottom', direction: 'horizontal', labelLimit: 0, title: null } as const;
+
+/**
+ * A multi-series line chart; sparse series get markers, and the legend sits below the plot.
  *
  * @example
  * ```ts
@@ -38,18 +56,29 @@ export interface LineChartOptions {
  */
 export function lineChart(points: readonly SeriesPoint[], o: LineChartOptions): VegaLiteSpec {
   const finite = points.filter((p) => Number.isFinite(p.y));
+  const counts = new Map<string, number>();
+  for (const p of finite) counts.set(p.series, (counts.get(p.series) ?? 0) + 1);
+  const series = [...new Set(points.map((p) => p.series))];
+  const marked = finite.filter((p) => o.points === true || (counts.get(p.series) ?? 0) <= SPARSE_POINTS);
   const scale = o.logY ? { type: 'log' as const } : { zero: o.zeroY ?? false };
+  const color = {
+    field: 'series',
+    type: 'nominal',
+    scale: { ...seriesColors(series.length), domain: series },
+    legend: LEGEND,
+  };
+  const x = { field: 'x', type: 'quantitative', title: o.xTitle };
+  const y = { field: 'y', type: 'quantitative', title: o.yTitle, scale };
   const layers: unknown[] = [
-    {
-      data: { values: finite },
-      mark: { type: 'line', point: o.points ?? false, strokeWidth: 1.8 },
-      encoding: {
-        x: { field: 'x', type: 'quantitative', title: o.xTitle },
-        y: { field: 'y', type: 'quantitative', title: o.yTitle, scale },
-        color: { field: 'series', type: 'nominal', title: null },
-      },
-    },
+    { data: { values: finite }, mark: { type: 'line', strokeWidth: 1.8 }, encoding: { x, y, color } },
   ];
+  if (marked.length > 0) {
+    layers.push({
+      data: { values: marked },
+      mark: { type: 'point', filled: true, size: 36, opacity: 1 },
+      encoding: { x, y, color },
+    });
+  }
   if (o.rules && o.rules.length > 0) {
     layers.push({
       data: { values: o.rules.map((r) => ({ y: r.y, label: r.label })) },
@@ -225,17 +254,51 @@ export function runLossChart(
   });
 }
 
-/** Validation loss per domain over steps. */
+/**
+ * Validation loss per domain over steps, as small multiples: one panel per domain (five to a row,
+ * one y scale), each with the mean over all domains for reference, so any number of domains
+ * stays readable.
+ */
 export function domainLossChart(evals: readonly EvalRecord[]): VegaLiteSpec {
-  const points = evals.flatMap((e) =>
-    Object.entries(e.perDomainLoss).map(([d, y]) => ({ x: e.step, y, series: d })),
-  );
-  return lineChart(points, {
-    title: 'Validation loss per domain',
-    xTitle: 'optimizer step',
-    yTitle: 'cross-entropy (nats/token)',
-    points: true,
+  const domains = [...new Set(evals.flatMap((e) => Object.keys(e.perDomainLoss)))];
+  const MEAN = 'mean of all domains';
+  const rows = evals.flatMap((e) => {
+    const losses = Object.values(e.perDomainLoss).filter(Number.isFinite);
+    const meanLoss = losses.reduce((a, b) => a + b, 0) / Math.max(1, losses.length);
+    return domains.flatMap((d) => [
+      ...(Number.isFinite(e.perDomainLoss[d])
+        ? [{ x: e.step, y: e.perDomainLoss[d], domain: d, kind: d }]
+        : []),
+      ...(losses.length > 0 ? [{ x: e.step, y: meanLoss, domain: d, kind: MEAN }] : []),
+    ]);
   });
+  const columns = Math.min(5, Math.max(1, domains.length));
+  const x = { field: 'x', type: 'quantitative', title: 'optimizer step', axis: { tickCount: 4 } };
+  const y = { field: 'y', type: 'quantitative', title: 'nats/token', scale: { zero: false } };
+  const isMean = { field: 'kind', equal: MEAN };
+  return {
+    title: 'Validation loss per domain (grey: mean of all domains)',
+    data: { values: rows },
+    columns,
+    facet: { field: 'domain', type: 'nominal', title: null, sort: domains, header: { labelFontSize: 12 } },
+    spec: {
+      width: Math.floor((WIDTH + 120) / columns) - 24,
+      height: 90,
+      layer: [
+        {
+          transform: [{ filter: isMean }],
+          mark: { type: 'line', color: '#aaa', strokeDash: [4, 3], strokeWidth: 1.4 },
+          encoding: { x, y },
+        },
+        {
+          transform: [{ filter: { not: isMean } }],
+          mark: { type: 'line', color: '#1f77b4', strokeWidth: 1.8, point: { filled: true, size: 30 } },
+          encoding: { x, y },
+        },
+      ],
+    },
+    resolve: { scale: { y: 'shared', x: 'shared' } },
+  } as VegaLiteSpec;
 }
 
 /** MaxVio of each step's batch and of each evaluation set, over steps. */

@@ -18,7 +18,7 @@ const BASE_CONFIG = {
   background: 'white',
   font: FONT,
   axis: { labelFontSize: 11, titleFontSize: 12 },
-  legend: { labelFontSize: 11, titleFontSize: 12 },
+  legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 0 },
   title: { fontSize: 14 },
   view: { stroke: null },
 } as const;

@@ -4,6 +4,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Sample } from '../eval/generate';
 import {
   domainLossChart,
   ema,
@@ -21,16 +22,19 @@ export interface RunSummary {
   readonly description: string;
   /** Lines of `key: value` describing the configuration (model, data, balance). */
   readonly setup: readonly (readonly [string, string])[];
-  readonly unigramValLoss: number;
+  /** The unigram baseline's validation loss; undefined without a validation set. */
+  readonly unigramValLoss: number | undefined;
   readonly finalCheckpoint: string;
   /** K / E of the model's routers (uniform selection frequency). */
   readonly uniformFrequency: number;
   readonly numMoELayers: number;
+  /** Text from the final model, with the command that writes it again from the checkpoint. */
+  readonly sample?: { readonly command: string; readonly sample: Sample };
 }
 
-/** Formats a number for a markdown table. */
+/** Formats a number for a markdown table (a dash where there is no number). */
 export function fmt(x: number | undefined, digits = 4): string {
-  if (x === undefined || x === null || !Number.isFinite(x)) return 'n/a';
+  if (x === undefined || x === null || !Number.isFinite(x)) return '–';
   return Math.abs(x) >= 1000 ? x.toFixed(0) : x.toPrecision(digits);
 }
 
@@ -93,19 +97,35 @@ export async function writeRunReport(
   const last = evals[evals.length - 1];
   const tail = steps.slice(Math.floor(steps.length * 0.9));
   const smoothed = ema(steps.map((s) => s.loss));
+  const moe = summary.numMoELayers > 0;
   const rows: [string, string][] = [
     ['optimizer steps', String(steps[steps.length - 1]?.step ?? 0)],
     ['training tokens', String(steps[steps.length - 1]?.tokens ?? 0)],
     ['final training loss (EMA 0.9)', fmt(smoothed[smoothed.length - 1])],
-    ['final validation loss', fmt(last?.valLoss)],
-    ['unigram validation loss (same tokens)', fmt(summary.unigramValLoss)],
-    ['MaxVio_global (validation, mean over layers)', fmt(last?.maxVioGlobal, 3)],
-    ['MaxVio_batch (mean over the last 10% of steps)', fmt(mean(tail.map((s) => s.maxVioBatch)), 3)],
-    ['specialisation peak, max F / (K/E)', fmt(last?.specializationPeak, 3)],
-    ['drop rate (validation)', fmt(last?.dropRate, 3)],
+  ];
+  if (!last) rows.push(['validation', 'no validation set (data.valFraction = 0)']);
+  else {
+    rows.push(
+      ['final validation loss', fmt(last.valLoss)],
+      ['unigram validation loss (same tokens)', fmt(summary.unigramValLoss)],
+    );
+    if (moe) {
+      rows.push(
+        ['MaxVio_global (validation, mean over layers)', fmt(last.maxVioGlobal, 3)],
+        ['specialisation peak, max F / (K/E)', fmt(last.specializationPeak, 3)],
+        ['drop rate (validation)', fmt(last.dropRate, 3)],
+      );
+    }
+  }
+  if (moe)
+    rows.push([
+      'MaxVio_batch (mean over the last 10% of steps)',
+      fmt(mean(tail.map((s) => s.maxVioBatch)), 3),
+    ]);
+  rows.push(
     ['training tokens/s (median)', fmt(median(steps.map((s) => s.tokensPerSec)), 4)],
     ['wall time (s)', fmt(steps[steps.length - 1]?.time, 4)],
-  ];
+  );
   const lines: string[] = [
     `# Run report: ${summary.name}`,
     '',
@@ -126,6 +146,7 @@ export async function writeRunReport(
     ...summary.setup.map(([k, v]) => `| ${k} | ${v} |`),
     '',
   ];
+  if (summary.sample) lines.push(...sampleSection(summary.sample.command, summary.sample.sample));
   if (last) {
     lines.push(
       `## Validation loss per domain (step ${last.step})`,
@@ -163,4 +184,28 @@ export async function writeRunReport(
   const path = join(outDir, 'report.md');
   writeFileSync(path, lines.join('\n'));
   return path;
+}
+
+/** The report's sample: the command, then the prompt and continuation as written. */
+function sampleSection(command: string, s: Sample): string[] {
+  const ending =
+    s.end === 'end-of-text'
+      ? ' It stopped at the end-of-text token.'
+      : s.end === 'context'
+        ? " It stopped at the model's context length."
+        : '';
+  return [
+    '## Sample',
+    '',
+    `The final model continues the prompt \`${s.prompt.replace(/`/g, "'")}\` with ${s.newTokens} tokens.${ending} The same text again, from the checkpoint:`,
+    '',
+    '```sh',
+    command,
+    '```',
+    '',
+    '````text',
+    `${s.prompt}${s.continuation}`,
+    '````',
+    '',
+  ];
 }

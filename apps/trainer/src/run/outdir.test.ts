@@ -9,6 +9,7 @@ import {
   defaultOutDir,
   listCheckpoints,
   resolveResume,
+  resumeCandidates,
 } from './outdir';
 
 function fakeCheckpoint(dir: string): void {
@@ -57,6 +58,34 @@ describe('output folders', () => {
     fakeCheckpoint(join(run, 'checkpoints', 'final'));
     expect(resolveResume(run).checkpointDir).toBe(join(run, 'checkpoints', 'final'));
     expect(resolveResume(join(run, 'checkpoints', 'step-000010')).runDir).toBe(run);
+  });
+
+  it("lists a run folder's checkpoints newest step first, an extended run's periodic ones before its old final", () => {
+    const run = join(root, 'extended');
+    mkdirSync(run);
+    writeFileSync(join(run, 'run.json'), '{}');
+    for (const [name, step] of [
+      ['step-000010', 10],
+      ['final', 20],
+      ['step-000020', 20],
+      ['step-000030', 30],
+    ] as const) {
+      fakeCheckpoint(join(run, 'checkpoints', name));
+      writeFileSync(join(run, 'checkpoints', name, 'trainer_state.json'), JSON.stringify({ step }));
+    }
+    const c = resumeCandidates(run);
+    expect(c.named).toBe(false);
+    expect(c.checkpoints.map((d) => d.split('/').pop())).toEqual([
+      'step-000030',
+      'final',
+      'step-000020',
+      'step-000010',
+    ]);
+    expect(resumeCandidates(join(run, 'checkpoints', 'step-000010'))).toEqual({
+      runDir: run,
+      checkpoints: [join(run, 'checkpoints', 'step-000010')],
+      named: true,
+    });
   });
 
   it('refuses a folder that is neither a run nor a checkpoint inside one', () => {

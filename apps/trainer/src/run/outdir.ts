@@ -2,7 +2,7 @@
  * A run's output folder: where it is, refusing to write into a folder that holds anything else,
  * and finding the checkpoint to resume from.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CHECKPOINT_FILES } from '@switchyard/model';
 import { SwitchyardError } from '@switchyard/tensor';
@@ -73,11 +73,34 @@ export function listCheckpoints(runDir: string): { step: number; dir: string }[]
     .sort((a, b) => a.step - b.step);
 }
 
+/** The step a checkpoint's trainer_state.json records (undefined when unreadable: loading will say why). */
+function savedStep(checkpointDir: string): number | undefined {
+  try {
+    const raw = JSON.parse(readFileSync(join(checkpointDir, CHECKPOINT_FILES.trainerState), 'utf8')) as {
+      step?: unknown;
+    };
+    return typeof raw.step === 'number' ? raw.step : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where `--resume DIR` may continue from. */
+export interface ResumeCandidates {
+  /** The run folder; training continues there. */
+  readonly runDir: string;
+  /** Checkpoint folders, the one to try first first. */
+  readonly checkpoints: readonly string[];
+  /** True when DIR named one checkpoint (no other is tried), false for a run folder. */
+  readonly named: boolean;
+}
+
 /**
- * Resolves `--resume DIR`: a checkpoint folder (holding manifest.json) or a run folder (its latest
- * periodic checkpoint, else its final one). Returns the checkpoint and the run folder it belongs to.
+ * Resolves `--resume DIR`: a checkpoint folder (holding manifest.json) inside a run folder, or a run
+ * folder, whose checkpoints (`final` and the periodic ones) are returned newest step first (`final`
+ * before a periodic checkpoint of the same step), so a damaged one can be passed over for the next.
  */
-export function resolveResume(dir: string): { checkpointDir: string; runDir: string } {
+export function resumeCandidates(dir: string): ResumeCandidates {
   const abs = resolve(dir);
   if (!existsSync(abs)) throw new SwitchyardError('CHECKPOINT_INVALID', `--resume: ${abs} does not exist`);
   if (existsSync(join(abs, CHECKPOINT_FILES.manifest))) {
@@ -90,7 +113,7 @@ export function resolveResume(dir: string): { checkpointDir: string; runDir: str
           'training continues in the run folder it belongs to',
       );
     }
-    return { checkpointDir: abs, runDir };
+    return { runDir, checkpoints: [abs], named: true };
   }
   if (!existsSync(join(abs, RUN_FILES.run))) {
     throw new SwitchyardError(
@@ -98,10 +121,23 @@ export function resolveResume(dir: string): { checkpointDir: string; runDir: str
       `--resume: ${abs} is neither a checkpoint folder (${CHECKPOINT_FILES.manifest}) nor a run folder (${RUN_FILES.run})`,
     );
   }
-  const periodic = listCheckpoints(abs);
-  const last = periodic[periodic.length - 1];
+  const found = listCheckpoints(abs).map((c) => ({ ...c, final: false }));
   const final = join(abs, RUN_FILES.checkpoints, RUN_FILES.finalCheckpoint);
-  if (existsSync(join(final, CHECKPOINT_FILES.manifest))) return { checkpointDir: final, runDir: abs };
-  if (last) return { checkpointDir: last.dir, runDir: abs };
-  throw new SwitchyardError('CHECKPOINT_INVALID', `--resume: run folder ${abs} holds no checkpoint yet`);
+  if (existsSync(join(final, CHECKPOINT_FILES.manifest))) {
+    found.push({ step: savedStep(final) ?? Number.POSITIVE_INFINITY, dir: final, final: true });
+  }
+  if (found.length === 0) {
+    throw new SwitchyardError('CHECKPOINT_INVALID', `--resume: run folder ${abs} holds no checkpoint yet`);
+  }
+  found.sort((a, b) => b.step - a.step || Number(b.final) - Number(a.final));
+  return { runDir: abs, checkpoints: found.map((c) => c.dir), named: false };
+}
+
+/**
+ * Resolves `--resume DIR` to the checkpoint tried first (see {@link resumeCandidates}) and its run
+ * folder.
+ */
+export function resolveResume(dir: string): { checkpointDir: string; runDir: string } {
+  const c = resumeCandidates(dir);
+  return { checkpointDir: c.checkpoints[0]!, runDir: c.runDir };
 }

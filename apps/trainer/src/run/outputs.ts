@@ -17,13 +17,15 @@ interface RunJson {
   readonly name: string;
   readonly description: string;
   readonly createdAt: string;
-  status: 'running' | 'finished' | 'failed';
+  status: 'running' | 'finished' | 'failed' | 'interrupted';
   updatedAt: string;
   error?: string;
+  /** The step an interrupted run stopped after. */
+  interruptedAt?: number;
   finalCheckpoint?: string;
   /** The unigram baseline's validation loss (same tokenizer and tokens), set when the run finishes. */
   unigramValLoss?: number;
-  readonly config: TrainConfig;
+  config: TrainConfig;
 }
 
 /**
@@ -79,7 +81,7 @@ export class RunOutputs {
   static open(outDir: string, config: TrainConfig, resumedAt: number | undefined, lead: boolean): RunOutputs {
     const run: RunJson =
       resumedAt !== undefined
-        ? { ...readRunJson(outDir), status: 'running' }
+        ? { ...withoutOutcome(readRunJson(outDir)), status: 'running', config }
         : {
             format: 'switchyard-run',
             version: 1,
@@ -106,10 +108,17 @@ export class RunOutputs {
   }
 
   /** Marks the run finished, with its final checkpoint and unigram baseline. */
-  finished(finalCheckpoint: string, unigramValLoss: number): void {
+  finished(finalCheckpoint: string, unigramValLoss: number | undefined): void {
     this.run.status = 'finished';
     this.run.finalCheckpoint = finalCheckpoint;
-    this.run.unigramValLoss = unigramValLoss;
+    if (unigramValLoss !== undefined) this.run.unigramValLoss = unigramValLoss;
+    if (this.lead) this.writeRunJson();
+  }
+
+  /** Marks the run interrupted after `step` (Ctrl-C); `--resume` continues it. */
+  interrupted(step: number): void {
+    this.run.status = 'interrupted';
+    this.run.interruptedAt = step;
     if (this.lead) this.writeRunJson();
   }
 
@@ -124,6 +133,12 @@ export class RunOutputs {
     this.run.updatedAt = new Date().toISOString();
     writeFileSync(join(this.outDir, RUN_FILES.run), `${JSON.stringify(this.run, null, 2)}\n`);
   }
+}
+
+/** A resumed run's run.json without the error or interruption of its previous segment. */
+function withoutOutcome(run: RunJson): RunJson {
+  const { error: _error, interruptedAt: _at, ...rest } = run;
+  return rest;
 }
 
 function readRunJson(outDir: string): RunJson {

@@ -29,13 +29,15 @@ export interface RunPosition {
  *
  * @example
  * ```ts
- * const checkpoints = new RunCheckpoints(config, outDir, data, setup, comm.rank === 0, undefined);
+ * const checkpoints = new RunCheckpoints(config, outDir, data, setup, comm.rank === 0, undefined, 0);
  * await checkpoints.savePeriodic({ step: 100, elapsedSec: 60, tokensSeen: 204800 });
  * ```
  */
 export class RunCheckpoints {
   /** The newest checkpoint of the run: the one it resumed from, then each one written. */
   last: string | undefined;
+  /** The step of {@link last}. */
+  lastStep: number | undefined;
 
   constructor(
     private readonly config: TrainConfig,
@@ -44,8 +46,10 @@ export class RunCheckpoints {
     private readonly setup: TrainingSetup,
     private readonly lead: boolean,
     resumedFrom: string | undefined,
+    resumedAt: number,
   ) {
     this.last = resumedFrom;
+    this.lastStep = resumedFrom === undefined ? undefined : resumedAt;
   }
 
   /** Saves `checkpoints/step-NNNNNN` and removes the oldest periodic checkpoints beyond `checkpoint.keep`. */
@@ -99,5 +103,6 @@ export class RunCheckpoints {
       optimizer.releaseState(moments);
     }
     this.last = dir;
+    this.lastStep = at.step;
   }
 }

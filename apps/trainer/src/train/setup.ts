@@ -126,7 +126,8 @@ export interface TrainingSetup {
   readonly noiseRng: Rng;
   readonly evalSet: EvalSet;
   /** Validation loss of the unigram model over the same tokens, same tokenizer. */
-  readonly unigramValLoss: number;
+  /** The unigram model's loss on the validation tokens; undefined without a validation set. */
+  readonly unigramValLoss: number | undefined;
   /** The pipeline this rank is part of (`parallel.pipeline` > 1). */
   readonly pipeline?: TrainingPipeline;
   /** Expert parallelism (`parallel.expertParallel` > 1): the banks, their placement and rebalancing. */
@@ -152,6 +153,13 @@ export function setUpTraining(
       `train.seqLen: expected <= the model's maxSeqLen (${modelConfig.maxSeqLen}), got ${S}`,
     );
   }
+  const promptTokens = data.tokenizer.encode(config.log.samplePrompt).length;
+  if (config.log.sampleTokens > 0 && promptTokens >= modelConfig.maxSeqLen) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `log.samplePrompt: expected fewer tokens than the model's maxSeqLen (${modelConfig.maxSeqLen}), got ${promptTokens}`,
+    );
+  }
   const batcher = new Batcher(data.trainStreams, {
     seqLen: S,
     batchSize: B,
@@ -163,7 +171,7 @@ export function setUpTraining(
     data.trainStreams.map((s) => s.tokens),
     data.tokenizer.vocabSize,
   );
-  const unigramValLoss = unigram.crossEntropy(evalSet.targets);
+  const unigramValLoss = evalSet.tokens > 0 ? unigram.crossEntropy(evalSet.targets) : undefined;
 
   const model = resumed
     ? resumed.loaded.model

@@ -80,18 +80,25 @@ export function openingLines(
       `${L} MoE layers of ${E} experts (${setup.modelConfig.moe.router.type}, top-${K})`,
     `training: ${totalSteps} steps x ${gradAccum} micro-batch(es) x ${B} x ${S} = ${B * S * gradAccum} tokens/step, ` +
       `${config.data.batching} batches, balance ${balance.method}${balanceArgs}` +
-      `; validation ${setup.evalSet.tokens} tokens; unigram val_loss ${setup.unigramValLoss.toFixed(4)}`,
+      (setup.unigramValLoss === undefined
+        ? '; no validation set (data.valFraction = 0): no evaluations'
+        : `; validation ${setup.evalSet.tokens} tokens; unigram val_loss ${setup.unigramValLoss.toFixed(4)}`),
   );
   return lines;
 }
 
-/** The line of one evaluation: validation loss, MaxVio_global, specialisation, drop rate. */
+/**
+ * The line of one evaluation: validation loss, then (for a model with MoE layers) MaxVio_global,
+ * specialisation and the drop rate when tokens were dropped.
+ */
 export function evalLine(rec: EvalRecord): string {
-  return (
-    `eval step ${rec.step}: val_loss ${rec.valLoss.toFixed(4)} | MaxVio_global ${Number.isFinite(rec.maxVioGlobal) ? rec.maxVioGlobal.toFixed(3) : 'n/a'}` +
-    ` | specialisation peak ${Number.isFinite(rec.specializationPeak) ? rec.specializationPeak.toFixed(2) : 'n/a'}x uniform` +
-    `${rec.dropRate > 0 ? ` | drop rate ${rec.dropRate.toFixed(3)}` : ''}`
-  );
+  const parts = [`eval step ${rec.step}: val_loss ${rec.valLoss.toFixed(4)}`];
+  if (Number.isFinite(rec.maxVioGlobal)) parts.push(`MaxVio_global ${rec.maxVioGlobal.toFixed(3)}`);
+  if (Number.isFinite(rec.specializationPeak)) {
+    parts.push(`specialisation peak ${rec.specializationPeak.toFixed(2)}x uniform`);
+  }
+  if (rec.dropRate > 0) parts.push(`drop rate ${rec.dropRate.toFixed(3)}`);
+  return parts.join(' | ');
 }
 
 /** The setup table of the run's report.md: data, tokenizer, model, batch, optimizer, balance, backend, seed. */

@@ -12,6 +12,7 @@ import { type BackendInfo, initBackend } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
 import { prepareData } from '../data/prepare';
 import { type EvalShard, evaluateModel } from '../eval/evaluate';
+import { DEFAULT_SAMPLE_OPTIONS, generateCommand, sampleText } from '../eval/generate';
 import type { EvalRecord, StepRecord } from '../report/records';
 import { median, writeRunReport } from '../report/report';
 import { createReporter, type Reporter } from '../reporter';
@@ -41,6 +42,34 @@ export interface TrainOptions {
    * ranks allow.
    */
   readonly parallel?: Partial<TrainConfig['parallel']>;
+  /** With `resume`: a new `train.steps`, to train a run (finished or not) longer. */
+  readonly extendSteps?: number;
+  /**
+   * Checked after every step: once `aborted`, the run saves a checkpoint (unless the newest one is
+   * of this step), marks run.json `interrupted` and rejects with {@link RunInterrupted}. Ranks
+   * agree on the step to stop at. An AbortSignal fits.
+   */
+  readonly stop?: { readonly aborted: boolean };
+}
+
+/** Where an interrupted run stopped, and what continues it. */
+export interface InterruptedRun {
+  readonly runDir: string;
+  /** Optimizer steps done. */
+  readonly step: number;
+  readonly totalSteps: number;
+  /** The checkpoint `--resume` continues from (saved at the interruption, or the newest one). */
+  readonly checkpoint: string | undefined;
+  /** True when the checkpoint was saved at the interruption. */
+  readonly saved: boolean;
+}
+
+/** What {@link train} rejects with when `stop` was aborted. */
+export class RunInterrupted extends Error {
+  constructor(readonly run: InterruptedRun) {
+    super(`training interrupted at step ${run.step} of ${run.totalSteps}`);
+    this.name = 'RunInterrupted';
+  }
 }
 
 /** What a finished run returns. */
@@ -48,10 +77,10 @@ export interface TrainResult {
   readonly config: TrainConfig;
   readonly outDir: string;
   readonly finalCheckpoint: string;
-  /** Validation loss at the last step. */
-  readonly finalValLoss: number;
-  /** Validation loss of the unigram model over the same tokens, same tokenizer. */
-  readonly unigramValLoss: number;
+  /** Validation loss at the last step; undefined without a validation set (`data.valFraction` 0). */
+  readonly finalValLoss: number | undefined;
+  /** Validation loss of the unigram model over the same tokens, same tokenizer; undefined without a validation set. */
+  readonly unigramValLoss: number | undefined;
   readonly steps: readonly StepRecord[];
   readonly evals: readonly EvalRecord[];
   /** Median training tokens/s (global batch, all ranks together) over the steps of this process. */
@@ -80,7 +109,9 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const comm = options.comm ?? createLocalCommunicator();
   const lead = comm.rank === 0;
   const resumed =
-    options.resume === undefined ? undefined : await openResume(options.resume, options.config.backend);
+    options.resume === undefined
+      ? undefined
+      : await openResume(options.resume, options.config.backend, options.extendSteps);
   const config = resumed ? withLayout(resumed.state.config, options.parallel) : options.config;
   const reporter =
     options.reporter ??
@@ -99,14 +130,22 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const start: RunPosition = resumed ? resumed.state : { step: 0, elapsedSec: 0, tokensSeen: 0 };
   const outputs = RunOutputs.open(outDir, config, resumed ? start.step : undefined, lead);
   const facts: RunFacts = { config, outDir, comm, backend, data, setup };
+  for (const s of resumed?.skipped ?? []) {
+    reporter.warn(`checkpoint ${s.dir} does not verify (${s.reason}); resuming from an older one`);
+  }
   for (const line of openingLines(facts, prepSec, start.step, resumed?.checkpointDir)) reporter.info(line);
+  if (resumed?.extendedFrom !== undefined) {
+    reporter.info(
+      `extending the run from ${resumed.extendedFrom} to ${config.train.steps} steps: the learning-rate schedule now ends at step ${config.train.steps}`,
+    );
+  }
 
-  const run = new TrainingRun(facts, reporter, outputs, start, resumed?.checkpointDir);
+  const run = new TrainingRun(facts, reporter, outputs, start, resumed?.checkpointDir, options.stop);
   try {
     await run.trainSteps();
     return await run.finish();
   } catch (e) {
-    run.fail(e);
+    if (!(e instanceof RunInterrupted)) run.fail(e);
     throw e;
   } finally {
     run.dispose();
@@ -133,12 +172,21 @@ class TrainingRun {
     private readonly outputs: RunOutputs,
     private readonly start: RunPosition,
     resumedFrom: string | undefined,
+    private readonly stop: { readonly aborted: boolean } | undefined,
   ) {
     const { config, outDir, comm, data, setup } = facts;
     this.trainStep = setup.pipeline
       ? new PipelineTrainStep(config, setup, comm)
       : new TrainStep(config, setup, comm);
-    this.checkpoints = new RunCheckpoints(config, outDir, data, setup, comm.rank === 0, resumedFrom);
+    this.checkpoints = new RunCheckpoints(
+      config,
+      outDir,
+      data,
+      setup,
+      comm.rank === 0,
+      resumedFrom,
+      start.step,
+    );
     this.evalShard =
       comm.worldSize > 1
         ? {
@@ -174,12 +222,40 @@ class TrainingRun {
         stepsThisRun: done - this.start.step,
       });
       if (config.eval.every > 0 && done % config.eval.every === 0 && done < totalSteps) this.evaluate(done);
+      const at = { step: done, elapsedSec: rec.time, tokensSeen: this.tokensSeen };
       if (config.checkpoint.every > 0 && done % config.checkpoint.every === 0 && done < totalSteps) {
-        const at = { step: done, elapsedSec: rec.time, tokensSeen: this.tokensSeen };
         this.syncModel();
         this.reporter.info(`checkpoint: ${await this.checkpoints.savePeriodic(at)}`);
       }
+      // A step computes without yielding: let signal handlers (Ctrl-C) run before asking whether to stop.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (done < totalSteps && this.stopRequested()) await this.interrupt(at);
     }
+  }
+
+  /** Whether to stop after this step; ranks agree (any rank's request stops them all at the same step). */
+  private stopRequested(): boolean {
+    const here = this.stop?.aborted === true ? 1 : 0;
+    const { comm } = this.facts;
+    return comm.worldSize > 1 ? comm.allReduce(Float32Array.of(here), 'max')[0] === 1 : here === 1;
+  }
+
+  /** Stops at `at`: a checkpoint unless the newest is of this step, run.json `interrupted`, then RunInterrupted. */
+  private async interrupt(at: RunPosition): Promise<never> {
+    this.reporter.close();
+    const saved = this.checkpoints.lastStep !== at.step;
+    if (saved) {
+      this.syncModel();
+      this.reporter.info(`checkpoint: ${await this.checkpoints.savePeriodic(at)}`);
+    }
+    this.outputs.interrupted(at.step);
+    throw new RunInterrupted({
+      runDir: this.facts.outDir,
+      step: at.step,
+      totalSteps: this.facts.config.train.steps,
+      checkpoint: this.checkpoints.last,
+      saved,
+    });
   }
 
   /** The end of a run: final evaluation and checkpoint, run.json marked finished, the report. */
@@ -203,7 +279,7 @@ class TrainingRun {
       config,
       outDir,
       finalCheckpoint: finalDir,
-      finalValLoss: finalEval.valLoss,
+      finalValLoss: finalEval?.valLoss,
       unigramValLoss: setup.unigramValLoss,
       steps: this.outputs.steps,
       evals: this.outputs.evals,
@@ -229,10 +305,14 @@ class TrainingRun {
     this.facts.setup.model.dispose();
   }
 
-  /** Scores the validation set after `step` steps (with the loss-free biases in place) and records it. */
-  private evaluate(step: number): EvalRecord {
-    this.syncModel();
+  /**
+   * Scores the validation set after `step` steps (with the loss-free biases in place) and records
+   * it; nothing without a validation set.
+   */
+  private evaluate(step: number): EvalRecord | undefined {
     const { model, balance, evalSet, shape } = this.facts.setup;
+    if (evalSet.tokens === 0) return undefined;
+    this.syncModel();
     balance.copyBiasesTo(model);
     const rec = evaluateModel(model, evalSet, shape, step, this.evalShard);
     this.outputs.appendEval(rec);
@@ -241,8 +321,17 @@ class TrainingRun {
   }
 
   private writeReport(finalDir: string): Promise<string> {
-    const { config, outDir, setup } = this.facts;
+    const { config, outDir, setup, data } = this.facts;
     const { numMoELayers: L, numExperts: E, k: K } = setup.shape;
+    const { samplePrompt, sampleTokens } = config.log;
+    const sampling = { ...DEFAULT_SAMPLE_OPTIONS, maxTokens: sampleTokens, seed: config.seed };
+    const sample =
+      sampleTokens > 0
+        ? {
+            command: generateCommand(finalDir, samplePrompt, sampling),
+            sample: sampleText(setup.model, data.tokenizer, samplePrompt, sampling),
+          }
+        : undefined;
     return writeRunReport(outDir, this.outputs.steps, this.outputs.evals, {
       name: config.name,
       description: config.description,
@@ -251,6 +340,7 @@ class TrainingRun {
       finalCheckpoint: finalDir,
       uniformFrequency: E > 0 ? K / E : Number.NaN,
       numMoELayers: L,
+      ...(sample ? { sample } : {}),
     });
   }
 
