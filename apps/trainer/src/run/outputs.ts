@@ -3,7 +3,7 @@
  * `metrics.jsonl` (one record per step) and `eval.jsonl` (one per evaluation). Under data
  * parallelism every rank keeps the records and only rank 0 writes.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SwitchyardError } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
@@ -129,9 +129,13 @@ export class RunOutputs {
     if (this.lead) this.writeRunJson();
   }
 
+  /** Replaces run.json whole (a new file renamed over it), so that other ranks never read half of it. */
   private writeRunJson(): void {
     this.run.updatedAt = new Date().toISOString();
-    writeFileSync(join(this.outDir, RUN_FILES.run), `${JSON.stringify(this.run, null, 2)}\n`);
+    const path = join(this.outDir, RUN_FILES.run);
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(this.run, null, 2)}\n`);
+    renameSync(tmp, path);
   }
 }
 
