@@ -1,12 +1,7 @@
 import { RoutedExperts } from '@switchyard/experts';
 import { expectNoLeaks, Rng, tf } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
-import {
-  clusterExperts,
-  groupingFromAssignment,
-  groupingJaccard,
-  withinGroupSimilarity,
-} from './cluster';
+import { clusterExperts, groupingFromAssignment, groupingJaccard, withinGroupSimilarity } from './cluster';
 import {
   ActivationCentroids,
   functionalSimilarity,

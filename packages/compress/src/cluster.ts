@@ -53,7 +53,9 @@ export function groupingFromAssignment(groupOf: readonly number[]): ExpertGroupi
   if ([...renamed.keys()].some((g) => g >= G))
     throw invalidArgument(fn, 'groupOf', `group indices 0 .. G-1 with no empty group (G = ${G})`, groupOf);
   const groups: number[][] = Array.from({ length: G }, () => []);
-  out.forEach((g, e) => groups[g]!.push(e));
+  out.forEach((g, e) => {
+    groups[g]!.push(e);
+  });
   return { numExperts: E, numGroups: G, groupOf: out, groups };
 }
 
@@ -61,10 +63,14 @@ function checkGroups(fn: string, E: number, options: ClusterOptions): { G: numbe
   if (options === null || typeof options !== 'object')
     throw invalidArgument(fn, 'options', 'a ClusterOptions object ({ numGroups })', options);
   const G = options.numGroups;
-  if (!Number.isInteger(G) || G < 1)
-    throw invalidArgument(fn, 'options.numGroups', 'an integer >= 1', G);
+  if (!Number.isInteger(G) || G < 1) throw invalidArgument(fn, 'options.numGroups', 'an integer >= 1', G);
   if (G > E)
-    throw invalidArgument(fn, 'options.numGroups', `<= the number of experts E (${E}): G > E leaves a group empty`, G);
+    throw invalidArgument(
+      fn,
+      'options.numGroups',
+      `<= the number of experts E (${E}): G > E leaves a group empty`,
+      G,
+    );
   const equal = options.equalSize ?? false;
   if (typeof equal !== 'boolean') throw invalidArgument(fn, 'options.equalSize', 'a boolean', equal);
   if (equal && E % G !== 0)
@@ -256,12 +262,27 @@ export function groupingJaccard(a: ExpertGrouping, b: ExpertGrouping): number {
 }
 
 /** Checks that `grouping` partitions `numExperts` experts; returns it. */
-export function checkGrouping(fn: string, arg: string, grouping: unknown, numExperts: number): ExpertGrouping {
+export function checkGrouping(
+  fn: string,
+  arg: string,
+  grouping: unknown,
+  numExperts: number,
+): ExpertGrouping {
   checkInt(fn, 'numExperts', numExperts, { min: 1 });
   const g = grouping as ExpertGrouping;
   if (g === null || typeof g !== 'object' || !Array.isArray(g.groupOf) || !Array.isArray(g.groups))
-    throw invalidArgument(fn, arg, 'an ExpertGrouping (from clusterExperts or groupingFromAssignment)', grouping);
+    throw invalidArgument(
+      fn,
+      arg,
+      'an ExpertGrouping (from clusterExperts or groupingFromAssignment)',
+      grouping,
+    );
   if (g.groupOf.length !== numExperts)
-    throw invalidArgument(fn, `${arg}.groupOf`, `one group index per expert (${numExperts})`, g.groupOf.length);
+    throw invalidArgument(
+      fn,
+      `${arg}.groupOf`,
+      `one group index per expert (${numExperts})`,
+      g.groupOf.length,
+    );
   return groupingFromAssignment(g.groupOf);
 }

@@ -4,6 +4,9 @@
  *
  * @packageDocumentation
  */
+
+export type { CompressedExpertsOptions, CompressedExpertsStats, MaterializeMode } from './bank';
+export { CompressedExperts } from './bank';
 export type { ClusterOptions, ExpertGrouping } from './cluster';
 export {
   clusterExperts,
@@ -11,6 +14,16 @@ export {
   groupingJaccard,
   withinGroupSimilarity,
 } from './cluster';
+export type {
+  ExpertError,
+  FactorInit,
+  FactorizeOptions,
+  FactorizeResult,
+  LayerFactors,
+  MatrixFactors,
+  MatrixName,
+} from './factorize';
+export { factorizeExperts } from './factorize';
 export type { CentroidSource, SimilarityMatrix } from './similarity';
 export {
   ActivationCentroids,
@@ -20,3 +33,5 @@ export {
   fusedSimilarity,
   structuralSimilarity,
 } from './similarity';
+export type { Svd } from './svd';
+export { reconstruct, svd } from './svd';

@@ -100,7 +100,10 @@ export function structuralSimilarity(weights: ExpertWeights): SimilarityMatrix {
 }
 
 /** What {@link ActivationCentroids.add} reads of a routing plan. */
-export type CentroidSource = Pick<RoutingPlan, 'logitsTE' | 'expertIdx' | 'kept' | 'numTokens' | 'numExperts' | 'k'>;
+export type CentroidSource = Pick<
+  RoutingPlan,
+  'logitsTE' | 'expertIdx' | 'kept' | 'numTokens' | 'numExperts' | 'k'
+>;
 
 /**
  * Running activation centroids of one MoE layer's experts: a token's embedding is its router-logit
