@@ -7,6 +7,13 @@
 
 export type { CompressedExpertsOptions, CompressedExpertsStats, MaterializeMode } from './bank';
 export { CompressedExperts } from './bank';
+export type { CompressionRecord, LoadedCompressedCheckpoint, SaveCompressedOptions } from './checkpoint';
+export {
+  COMPRESSION_FILES,
+  compressionTensorNames,
+  loadCompressedCheckpoint,
+  saveCompressedCheckpoint,
+} from './checkpoint';
 export type { ClusterOptions, ExpertGrouping } from './cluster';
 export {
   clusterExperts,
@@ -24,6 +31,10 @@ export type {
   MatrixName,
 } from './factorize';
 export { factorizeExperts } from './factorize';
+export type { CompressModelOptions, CompressModelResult, GroupRouted, LayerCompression } from './model';
+export { activationCentroids, compressModel, routeByGroup } from './model';
+export type { RatioShape } from './ratio';
+export { compressionRatio } from './ratio';
 export type { CentroidSource, SimilarityMatrix } from './similarity';
 export {
   ActivationCentroids,
