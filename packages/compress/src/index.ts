@@ -31,8 +31,15 @@ export type {
   MatrixName,
 } from './factorize';
 export { factorizeExperts } from './factorize';
-export type { CompressModelOptions, CompressModelResult, GroupRouted, LayerCompression } from './model';
-export { activationCentroids, compressModel, routeByGroup } from './model';
+export type {
+  ClusterModelOptions,
+  CompressModelOptions,
+  CompressModelResult,
+  GroupRouted,
+  LayerClustering,
+  LayerCompression,
+} from './model';
+export { activationCentroids, clusterModel, compressModel, routeByGroup } from './model';
 export type { RatioShape } from './ratio';
 export { compressionRatio } from './ratio';
 export type { CentroidSource, SimilarityMatrix } from './similarity';

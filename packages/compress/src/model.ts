@@ -54,11 +54,7 @@ export interface LayerCompression {
   /** Relative reconstruction error of each expert. */
   readonly errors: readonly ExpertError[];
   /** The similarities the grouping came from (absent when groupings were given). */
-  readonly similarity?: {
-    readonly structural: SimilarityMatrix;
-    readonly functional?: SimilarityMatrix;
-    readonly fused: SimilarityMatrix;
-  };
+  readonly similarity?: LayerClustering['similarity'];
 }
 
 /** What {@link compressModel} returns. */
@@ -139,6 +135,84 @@ function weightsOf(fn: string, bank: ExpertBank, layer: number) {
   }
 }
 
+/** Options of {@link clusterModel}. */
+export interface ClusterModelOptions {
+  /** G: groups per MoE layer, in [1, E]. */
+  readonly numGroups: number;
+  /** Weight of structural similarity in the fused similarity. Default {@link DEFAULT_LAMBDA}. */
+  readonly lambda?: number;
+  /** Equal-size groups (G must divide E). Default false. */
+  readonly equalSize?: boolean;
+  /** Activation centroids per MoE layer (see {@link activationCentroids}); needed when lambda < 1. */
+  readonly centroids?: readonly (readonly (readonly number[])[])[];
+}
+
+/** One MoE layer's grouping and the similarities it came from. */
+export interface LayerClustering {
+  /** Block index of the layer. */
+  readonly layer: number;
+  readonly grouping: ExpertGrouping;
+  readonly similarity: {
+    readonly structural: SimilarityMatrix;
+    readonly functional?: SimilarityMatrix;
+    readonly fused: SimilarityMatrix;
+  };
+}
+
+/**
+ * Clusters the experts of every MoE layer of `model` (whose banks hold full experts) into G groups
+ * by the fused similarity `lambda * structural + (1 - lambda) * functional`. The model is not changed.
+ *
+ * When to use: to see or fix the groups before compressing (e.g. for {@link routeByGroup}), or
+ * periodically during training to follow their stability.
+ *
+ * @example
+ * ```ts
+ * const layers = clusterModel(model, { numGroups: 2, lambda: 1, equalSize: true });
+ * ```
+ */
+export function clusterModel(model: MoETransformerLM, options: ClusterModelOptions): LayerClustering[] {
+  return clusterWith('clusterModel', model, options);
+}
+
+/** {@link clusterModel}, with errors naming `fn`. */
+function clusterWith(fn: string, model: MoETransformerLM, options: ClusterModelOptions): LayerClustering[] {
+  const layers = moeLayersOf(fn, model);
+  if (options === null || typeof options !== 'object')
+    throw invalidArgument(fn, 'options', 'a ClusterModelOptions object ({ numGroups })', options);
+  const lambda = checkNumber(fn, 'options.lambda', options.lambda ?? DEFAULT_LAMBDA, { min: 0, max: 1 });
+  const E = layers[0]!.experts.numExperts;
+  if (!Number.isInteger(options.numGroups) || options.numGroups < 1 || options.numGroups > E)
+    throw invalidArgument(
+      fn,
+      'options.numGroups',
+      `an integer in [1, E] = [1, ${E}]: G > E leaves a group without experts`,
+      options.numGroups,
+    );
+  if (lambda < 1 && options.centroids?.length !== layers.length)
+    throw invalidArgument(
+      fn,
+      'options.centroids',
+      `activation centroids for each of the ${layers.length} MoE layers (functional similarity, lambda = ${lambda} < 1)`,
+      options.centroids?.length,
+    );
+  return layers.map((layer, i) => {
+    const blockIndex = model.moeLayerIndices[i]!;
+    const structural = structuralSimilarity(weightsOf(fn, layer.experts, blockIndex));
+    const functional = lambda < 1 ? functionalSimilarity(options.centroids![i]!) : undefined;
+    const fused = functional ? fusedSimilarity(structural, functional, lambda) : structural;
+    const grouping = clusterExperts(fused, {
+      numGroups: options.numGroups,
+      ...(options.equalSize !== undefined ? { equalSize: options.equalSize } : {}),
+    });
+    return {
+      layer: blockIndex,
+      grouping,
+      similarity: { structural, ...(functional ? { functional } : {}), fused },
+    };
+  });
+}
+
 /**
  * Compresses every MoE layer of `model` in place: clusters its experts (fused similarity, or the
  * given groupings), factorises them (SVD of each expert's residual from its group's mean, or a
@@ -159,17 +233,8 @@ export function compressModel(model: MoETransformerLM, options: CompressModelOpt
   const layers = moeLayersOf(FN, model);
   if (options === null || typeof options !== 'object')
     throw invalidArgument(FN, 'options', 'a CompressModelOptions object ({ numGroups, rank })', options);
-  const lambda = checkNumber(FN, 'options.lambda', options.lambda ?? DEFAULT_LAMBDA, { min: 0, max: 1 });
   const first = layers[0]!.experts;
   checkRank(FN, options.rank, first.dModel, first.dFF);
-  const E = first.numExperts;
-  if (!Number.isInteger(options.numGroups) || options.numGroups < 1 || options.numGroups > E)
-    throw invalidArgument(
-      FN,
-      'options.numGroups',
-      `an integer in [1, E] = [1, ${E}]: G > E leaves a group without experts`,
-      options.numGroups,
-    );
   if (options.groupings !== undefined && options.groupings.length !== layers.length)
     throw invalidArgument(
       FN,
@@ -177,13 +242,25 @@ export function compressModel(model: MoETransformerLM, options: CompressModelOpt
       `one grouping per MoE layer (${layers.length})`,
       options.groupings.length,
     );
-  if (options.groupings === undefined && lambda < 1 && options.centroids?.length !== layers.length)
-    throw invalidArgument(
-      FN,
-      'options.centroids',
-      `activation centroids for each of the ${layers.length} MoE layers (functional similarity, lambda = ${lambda} < 1)`,
-      options.centroids?.length,
-    );
+  const clustered =
+    options.groupings === undefined
+      ? clusterWith(FN, model, {
+          numGroups: options.numGroups,
+          ...(options.lambda !== undefined ? { lambda: options.lambda } : {}),
+          ...(options.equalSize !== undefined ? { equalSize: options.equalSize } : {}),
+          ...(options.centroids !== undefined ? { centroids: options.centroids } : {}),
+        }).map((c) => ({ grouping: c.grouping, similarity: c.similarity }))
+      : options.groupings.map((g, i) => {
+          const grouping = groupingFromAssignment(g.groupOf);
+          if (grouping.numExperts !== layers[i]!.experts.numExperts)
+            throw invalidArgument(
+              FN,
+              `options.groupings[${i}]`,
+              `a grouping of ${layers[i]!.experts.numExperts} experts`,
+              grouping.numExperts,
+            );
+          return { grouping, similarity: undefined };
+        });
   const paramsBefore = model.numParams();
   const rng = new Rng(options.seed ?? 0);
   let expertParamsBefore = 0;
@@ -196,27 +273,7 @@ export function compressModel(model: MoETransformerLM, options: CompressModelOpt
       const blockIndex = model.moeLayerIndices[i]!;
       const old = layer.experts;
       const weights = weightsOf(FN, old, blockIndex);
-      let grouping: ExpertGrouping;
-      let similarity: LayerCompression['similarity'];
-      if (options.groupings !== undefined) {
-        grouping = groupingFromAssignment(options.groupings[i]!.groupOf);
-        if (grouping.numExperts !== old.numExperts)
-          throw invalidArgument(
-            FN,
-            `options.groupings[${i}]`,
-            `a grouping of ${old.numExperts} experts`,
-            grouping.numExperts,
-          );
-      } else {
-        const structural = structuralSimilarity(weights);
-        const functional = lambda < 1 ? functionalSimilarity(options.centroids![i]!) : undefined;
-        const fused = functional ? fusedSimilarity(structural, functional, lambda) : structural;
-        grouping = clusterExperts(fused, {
-          numGroups: options.numGroups,
-          ...(options.equalSize !== undefined ? { equalSize: options.equalSize } : {}),
-        });
-        similarity = { structural, ...(functional ? { functional } : {}), fused };
-      }
+      const { grouping, similarity } = clustered[i]!;
       const { factors, errors } = factorizeExperts(weights, old.activation, {
         rank: options.rank,
         grouping,
