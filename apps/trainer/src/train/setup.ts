@@ -174,7 +174,7 @@ export function setUpTraining(
 }
 
 /** AdamW as the run configures it, with its clipping and placement. */
-function optimizerStep(
+export function optimizerStep(
   config: TrainConfig,
   comm: Communicator,
   named: ReadonlyMap<string, tf.Variable>,
@@ -190,7 +190,12 @@ function optimizerStep(
 }
 
 /** The run's balancing method; across ranks its counts are summed and its indices gathered. */
-function balanceController(config: TrainConfig, L: number, E: number, comm: Communicator): BalanceController {
+export function balanceController(
+  config: TrainConfig,
+  L: number,
+  E: number,
+  comm: Communicator,
+): BalanceController {
   return new BalanceController({
     method: config.balance.method,
     alpha: config.balance.alpha,
