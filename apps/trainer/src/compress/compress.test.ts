@@ -127,7 +127,7 @@ describe('switchyard-train compress', () => {
       const loss = Number(/^loss: (\d+\.\d+)/.exec(scored.out)![1]);
       const loaded = await loadCompressedCheckpoint(join(out, 'checkpoint'));
       expect(loaded.model.moeLayers()[0]!.experts).toBeInstanceOf(CompressedExperts);
-      expect(loaded.config.moe.router.groupLimited).toEqual({ numGroups: 2, groupTopK: 1 });
+      expect((loaded.config.moe.router as { groupLimited?: unknown }).groupLimited).toEqual({ numGroups: 2, groupTopK: 1 });
       const ids = loaded.tokenizer.encode(readFileSync(text, 'utf8'));
       expect(scoreTokens(loaded.model, ids, 32).loss).toBeCloseTo(loss, 4);
       loaded.model.dispose();
