@@ -91,6 +91,8 @@ interface GroupTensors {
 
 /** Where the forward reads an expert's factors from. */
 interface FactorSource {
+  /** Whether each tensor returned is a new copy the forward may release (not a cached one). */
+  readonly owned: boolean;
   shared(m: MatrixName, g: number): tf.Tensor;
   u(m: MatrixName, e: number): tf.Tensor;
   vt(m: MatrixName, e: number): tf.Tensor;
@@ -446,20 +448,26 @@ export class CompressedExperts implements ExpertBank {
     const groupOf = this.grouping.groupOf;
     const swiglu = this.activation === 'swiglu';
     // What the backward reads, per expert: per matrix (in this.matrices order) s, u, vt and t = x U
-    // (factored) or W (materialised); then x, h1, a (+ h3, sigmoid(h1), silu(h1) for SwiGLU).
+    // when factored, or W, u, vt, u when materialised (S_g is not needed then); then x, h1, a
+    // (+ h3, sigmoid(h1), silu(h1) for SwiGLU).
     const saved = new Map<MatrixName, tf.Tensor[]>();
     const lin = (x: tf.Tensor, m: MatrixName, e: number, I: number, O: number): tf.Tensor => {
       const s = src.shared(m, groupOf[e]!);
       const u = src.u(m, e);
       const vt = src.vt(m, e);
       if (this.materializes(counts[e]!, I, O)) {
-        const w = tf.add(s, tf.matMul(u, vt));
-        saved.set(m, [s, u, vt, w]);
-        return tf.matMul(x, w);
+        // Temporaries die here; the backward of a materialised product needs W, not S_g.
+        const [w, out] = tf.tidy(() => {
+          const wIO = tf.add(s, tf.matMul(u, vt));
+          return [wIO, tf.matMul(x, wIO)];
+        });
+        if (src.owned) s.dispose();
+        saved.set(m, [w!, u, vt, u]); // a saved tensor is copied: W once, the small u in the spare slot
+        return out!;
       }
       const t = tf.matMul(x, u); // [c, R]
       saved.set(m, [s, u, vt, t]);
-      return tf.add(tf.matMul(x, s), tf.matMul(t, vt));
+      return tf.tidy(() => tf.add(tf.matMul(x, s), tf.matMul(t, vt)));
     };
     const [D, F] = [this.dModel, this.dFF];
     return active.map((e, i) => {
@@ -515,6 +523,7 @@ export class CompressedExperts implements ExpertBank {
         return copyRows(t, idx, 1, t.shape.slice(1));
       };
       const src: FactorSource = {
+        owned: true,
         shared: (m, g) => slice(`${m}_shared`, g),
         u: (m, e) => slice(`${m}_u`, e),
         vt: (m, e) => slice(`${m}_vt`, e),
@@ -551,11 +560,12 @@ export class CompressedExperts implements ExpertBank {
         const [s, u, vt, extra] = saved.slice(at, at + 4) as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
         const g = groupOf[e]!;
         if (this.materializes(counts[e]!, I, O)) {
+          const w = s; // materialised: the first slot holds W
           const dW = mulAT(x, dOut); // [I, O]
           addShared(m, g, dW);
           dU.get(m)!.set(e, mulBT(dW, vt)); // [I, R]
           dVt.get(m)!.set(e, mulAT(u, dW)); // [R, O]
-          return mulBT(dOut, extra); // dOut W^T
+          return mulBT(dOut, w); // dOut W^T
         }
         addShared(m, g, mulAT(x, dOut));
         dVt.get(m)!.set(e, mulAT(extra, dOut)); // t^T dOut: [R, O]
@@ -609,6 +619,7 @@ export class CompressedExperts implements ExpertBank {
     const groupOf = this.grouping.groupOf;
     const tensorsOf = (m: MatrixName, e: number) => this.cache.get(groupOf[e]!)!.get(m)!;
     const src: FactorSource = {
+      owned: false,
       shared: (m, g) => this.cache.get(g)!.get(m)!.shared,
       u: (m, e) => tensorsOf(m, e).u.get(e)!,
       vt: (m, e) => tensorsOf(m, e).vt.get(e)!,
