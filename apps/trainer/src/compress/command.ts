@@ -29,7 +29,7 @@ import type { Reporter } from '../reporter';
 import { checkOutDirFree } from '../run/outdir';
 import { routingShape } from '../train/setup';
 import { fineTune } from './finetune';
-import { type CompressReport, type LossSummary, renderCompressReport } from './report';
+import { type CompressReport, type LossSummary, renderCompressReport, type SimilarityRange } from './report';
 
 /** Options of {@link runCompress}. */
 export interface CompressOptions {
@@ -66,6 +66,13 @@ export const COMPRESS_OUTPUTS = {
 function summary(set: EvalSet, model: MoETransformerLM, shape: EvalModelInfo): LossSummary {
   const { valLoss, perDomainLoss } = evaluateModel(model, set, shape, 0);
   return { valLoss, perDomainLoss };
+}
+
+/** Smallest, mean and largest similarity between two different experts. */
+function offDiagonal(s: readonly (readonly number[])[]): SimilarityRange {
+  const v = s.flatMap((row, i) => row.filter((_, j) => j !== i));
+  if (v.length === 0) return { min: 1, mean: 1, max: 1 };
+  return { min: Math.min(...v), mean: v.reduce((a, b) => a + b, 0) / v.length, max: Math.max(...v) };
 }
 
 /** The training configuration saved with a checkpoint (data, batch shape), or the defaults. */
@@ -138,12 +145,13 @@ export async function runCompress(o: CompressOptions): Promise<CompressReport> {
         tf.dispose(batches);
       }
     }
-    let groupings: ExpertGrouping[] = clusterModel(model, {
+    const clustered = clusterModel(model, {
       numGroups: o.groups,
       lambda: o.lambda,
       equalSize: o.equalSize,
       ...(centroids ? { centroids } : {}),
-    }).map((c) => c.grouping);
+    });
+    let groupings: ExpertGrouping[] = clustered.map((c) => c.grouping);
     let orders: (readonly number[])[] | undefined;
     if (o.twoLevelGroupTopK !== null) {
       const routed = routeByGroup(model, groupings, o.twoLevelGroupTopK);
@@ -201,6 +209,12 @@ export async function runCompress(o: CompressOptions): Promise<CompressReport> {
       layers: result.layers.map((l, i) => ({
         layer: l.layer,
         groups: l.grouping.groups,
+        similarity: {
+          structural: offDiagonal(clustered[i]!.similarity.structural),
+          ...(clustered[i]!.similarity.functional
+            ? { functional: offDiagonal(clustered[i]!.similarity.functional!) }
+            : {}),
+        },
         ...(orders ? { originalExpert: orders[i]! } : {}),
         errors: l.errors,
       })),

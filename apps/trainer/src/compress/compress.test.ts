@@ -20,7 +20,13 @@ const root = mkdtempSync(join(tmpdir(), 'sy-compress-'));
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const sink = (add: (s: string) => void) => ({ write: (s: string) => (add(s), true), isTTY: false });
+  const sink = (add: (s: string) => void) => ({
+    write: (s: string) => {
+      add(s);
+      return true;
+    },
+    isTTY: false,
+  });
   const code = await main(args, { stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)) });
   return { code, out, err };
 }
@@ -127,7 +133,10 @@ describe('switchyard-train compress', () => {
       const loss = Number(/^loss: (\d+\.\d+)/.exec(scored.out)![1]);
       const loaded = await loadCompressedCheckpoint(join(out, 'checkpoint'));
       expect(loaded.model.moeLayers()[0]!.experts).toBeInstanceOf(CompressedExperts);
-      expect((loaded.config.moe.router as { groupLimited?: unknown }).groupLimited).toEqual({ numGroups: 2, groupTopK: 1 });
+      expect((loaded.config.moe.router as { groupLimited?: unknown }).groupLimited).toEqual({
+        numGroups: 2,
+        groupTopK: 1,
+      });
       const ids = loaded.tokenizer.encode(readFileSync(text, 'utf8'));
       expect(scoreTokens(loaded.model, ids, 32).loss).toBeCloseTo(loss, 4);
       loaded.model.dispose();

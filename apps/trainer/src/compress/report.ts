@@ -13,6 +13,13 @@ export interface LossSummary {
   readonly perDomainLoss: Readonly<Record<string, number>>;
 }
 
+/** Smallest, mean and largest similarity between two different experts of a layer. */
+export interface SimilarityRange {
+  readonly min: number;
+  readonly mean: number;
+  readonly max: number;
+}
+
 /** Everything `compress` measured. */
 export interface CompressReport {
   readonly checkpoint: string;
@@ -44,6 +51,8 @@ export interface CompressReport {
   readonly layers: readonly {
     readonly layer: number;
     readonly groups: readonly (readonly number[])[];
+    /** The similarities the groups came from (before two-level renumbering). */
+    readonly similarity: { readonly structural: SimilarityRange; readonly functional?: SimilarityRange };
     /** Two-level routing: original index of each (renumbered) expert. */
     readonly originalExpert?: readonly number[];
     readonly errors: readonly ExpertError[];
@@ -102,6 +111,11 @@ export function renderCompressReport(r: CompressReport): string {
   for (const l of r.layers) {
     lines.push(`### Block ${l.layer}`, '');
     lines.push(`Groups: ${l.groups.map((g) => `{${g.join(', ')}}`).join(' ')}`, '');
+    const range = (r: SimilarityRange) => `${fmt(r.min, 3)} .. ${fmt(r.max, 3)} (mean ${fmt(r.mean, 3)})`;
+    lines.push(
+      `Similarity between experts: structural ${range(l.similarity.structural)}${l.similarity.functional ? `, functional ${range(l.similarity.functional)}` : ''}.`,
+      '',
+    );
     const hasW3 = l.errors.some((e) => e.w3 !== undefined);
     lines.push(
       `| expert | ${l.originalExpert ? 'original | ' : ''}group | w1 | ${hasW3 ? 'w3 | ' : ''}w2 | all |`,
