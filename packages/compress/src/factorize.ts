@@ -99,7 +99,14 @@ export function matrixShapes(
 
 /**
  * Checks that rank `rank` fits every matrix of experts with width D and hidden width F: r <= min(d_in,
- * d_out) = min(D, F). The error names the constraint and the matrix.
+ * d_out) = min(D, F). The error names the constraint and the matrix; returns the rank.
+ *
+ * When to use: to refuse a bad rank before a long job (the compressing functions check it too).
+ *
+ * @example
+ * ```ts
+ * checkRank('myTool', 16, 128, 256); // 16
+ * ```
  */
 export function checkRank(fn: string, rank: number, D: number, F: number): number {
   if (!Number.isInteger(rank) || rank < 1) throw invalidArgument(fn, 'rank', 'an integer >= 1', rank);

@@ -30,7 +30,7 @@ export type {
   MatrixFactors,
   MatrixName,
 } from './factorize';
-export { factorizeExperts } from './factorize';
+export { checkRank, factorizeExperts } from './factorize';
 export type {
   ClusterModelOptions,
   CompressModelOptions,

@@ -54,7 +54,7 @@ describe('compressModel', () => {
     const x = ids(2);
     const before = logitsOf(model, x);
     const E = CONFIG.moe.experts.numExperts;
-    const r = compressModel(model, { numGroups: 2, rank: 32, equalSize: true });
+    const r = compressModel(model, { numGroups: 2, rank: 32, equalSize: true, lambda: 1 });
     expect(model.moeLayers()[0]!.experts).toBeInstanceOf(CompressedExperts);
     const after = logitsOf(model, x);
     expect(maxAbsDiff(after, before)).toBeLessThan(1e-3 * Math.max(1, maxAbs(before)));
@@ -86,18 +86,21 @@ describe('compressModel', () => {
 
   it('rejects bad input, naming the constraint', () => {
     const model = new MoETransformerLM(CONFIG, new Rng(6));
-    expect(() => compressModel(model, { numGroups: 2, rank: 33 })).toThrow(
+    expect(() => compressModel(model, { numGroups: 2, rank: 33, lambda: 1 })).toThrow(
       /`rank` passed to compressModel\(\) must be <= min\(d_in, d_out\) = min\(32, 32\) = 32/,
     );
-    expect(() => compressModel(model, { numGroups: 5, rank: 4 })).toThrow(
+    expect(() => compressModel(model, { numGroups: 5, rank: 4, lambda: 1 })).toThrow(
       /`options.numGroups` passed to compressModel\(\) must be an integer in \[1, E\] = \[1, 4\]: G > E leaves a group without experts, got 5/,
     );
     const dense = new MoETransformerLM({ ...CONFIG, moe: { ...CONFIG.moe, firstDense: 2 } }, new Rng(0));
-    expect(() => compressModel(dense, { numGroups: 1, rank: 1 })).toThrow(
+    expect(() => compressModel(dense, { numGroups: 1, rank: 1, lambda: 1 })).toThrow(
       /`model` passed to compressModel\(\) has no MoE layers .*there are no experts to compress/,
     );
-    compressModel(model, { numGroups: 2, rank: 2 });
-    expect(() => compressModel(model, { numGroups: 2, rank: 2 })).toThrow(/not yet compressed/);
+    expect(() => compressModel(model, { numGroups: 2, rank: 2 })).toThrow(
+      /`options.centroids` passed to compressModel\(\) must be activation centroids/, // lambda defaults to 0.5
+    );
+    compressModel(model, { numGroups: 2, rank: 2, lambda: 1 });
+    expect(() => compressModel(model, { numGroups: 2, rank: 2, lambda: 1 })).toThrow(/not yet compressed/);
     dense.dispose();
     model.dispose();
   });
@@ -127,7 +130,7 @@ describe('compressModel', () => {
 
   it('saves a compressed checkpoint that loads compressed (also offloaded) and as plain full experts', async () => {
     const model = new MoETransformerLM(CONFIG, new Rng(9));
-    compressModel(model, { numGroups: 2, rank: 3, equalSize: true });
+    compressModel(model, { numGroups: 2, rank: 3, equalSize: true, lambda: 1 });
     const dir = join(root, 'ckpt');
     await saveCompressedCheckpoint(dir, { model, tokenizer, made: { groups: 2 } });
     expect(model.moeLayers()[0]!.experts).toBeInstanceOf(CompressedExperts); // restored after saving

@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import {
   activationCentroids,
   COMPRESSION_FILES,
+  checkRank,
   clusterModel,
   compressModel,
   type ExpertGrouping,
@@ -111,6 +112,14 @@ export async function runCompress(o: CompressOptions): Promise<CompressReport> {
       throw new SwitchyardError(
         'INVALID_ARGUMENT',
         `checkpoint ${o.checkpoint} has no MoE layers (its config.json selects none of the ${model.config.numLayers} blocks): there are no experts to compress`,
+      );
+    }
+    const first = model.moeLayers()[0]!.experts;
+    checkRank('compressModel', o.rank, first.dModel, first.dFF);
+    if (o.groups > first.numExperts || (o.equalSize && first.numExperts % o.groups !== 0)) {
+      throw new SwitchyardError(
+        'INVALID_ARGUMENT',
+        `--groups: expected ${o.equalSize ? `a divisor of E (${first.numExperts}) for equal-size groups (--free-size lifts this)` : `an integer in [1, E] = [1, ${first.numExperts}]`}: G > E leaves a group without experts, got ${o.groups}`,
       );
     }
     const config = configOf(loaded.trainerState, o.checkpoint);
