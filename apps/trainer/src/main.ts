@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { type LaunchConfig, launch, parseLaunchArgs } from '@switchyard/parallel';
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
-import { compressMain } from './compress/cli';
+import { compressExperimentMain, compressMain } from './compress/cli';
 import { helpText } from './config/help';
 import { resolveConfig } from './config/load';
 import { evaluateCheckpoint } from './eval/score';
@@ -43,6 +43,7 @@ export async function main(
   io: CliIO = { stdout: process.stdout, stderr: process.stderr },
 ): Promise<number> {
   if (argv[0] === 'compress') return compressMain(argv.slice(1), io);
+  if (argv[0] === 'experiment' && argv[1] === 'compress') return compressExperimentMain(argv.slice(2), io);
   try {
     let parsed: ReturnType<typeof parse>;
     let lc: Partial<LaunchConfig>;

@@ -9,6 +9,7 @@ import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/ten
 import { createReporter, type TextSink } from '../reporter';
 import { timestamp } from '../run/outdir';
 import { runCompress } from './command';
+import { runCompressExperiment } from './experiment';
 
 /** Help text of `switchyard-train compress`. */
 export const COMPRESS_HELP = `switchyard-train compress --checkpoint DIR --groups G --rank r [options]
@@ -31,8 +32,99 @@ fine-tuning), and writes OUT/checkpoint (a compressed checkpoint), OUT/report.md
   --backend NAME          auto, tensorflow, wasm or cpu
 `;
 
-function usage(message: string): SwitchyardError {
-  return new SwitchyardError('INVALID_ARGUMENT', `${message} (see switchyard-train compress --help)`);
+/** Help text of `switchyard-train experiment compress`. */
+export const COMPRESS_EXPERIMENT_HELP = `switchyard-train experiment compress [--checkpoint DIR] [options]
+
+Validation loss against the compression ratio of the routed experts, over G and r: shared-basis
+low-rank experts clustered by fused (lambda ${DEFAULT_LAMBDA}), structural-only and functional-only similarity,
+against experts merged by averaging and per-expert low rank without a shared basis at the same
+parameter count. Writes OUT/results.json, OUT/report.md and OUT/plots/loss-vs-ratio.svg.
+
+  --checkpoint DIR        trained checkpoint (default: train the default model into OUT/base first)
+  --out DIR               output folder (default runs/experiments/compress-<time>)
+  --groups LIST           comma-separated G values, each dividing E (default 2,4)
+  --ranks LIST            comma-separated r values (default 4,16)
+  --calibration-batches N training micro-batches for the activation centroids (default 8)
+  --backend NAME          auto, tensorflow, wasm or cpu
+`;
+
+function usage(message: string, command = 'compress'): SwitchyardError {
+  return new SwitchyardError('INVALID_ARGUMENT', `${message} (see switchyard-train ${command} --help)`);
+}
+
+function listFlag(name: string, raw: string | undefined, fallback: number[]): number[] {
+  if (raw === undefined) return fallback;
+  const v = raw.split(',').map((x) => Number(x.trim()));
+  if (v.length === 0 || v.some((x) => !Number.isInteger(x) || x < 1))
+    throw usage(
+      `--${name}: expected a comma-separated list of integers >= 1, got ${JSON.stringify(raw)}`,
+      'experiment compress',
+    );
+  return v;
+}
+
+/**
+ * Runs `switchyard-train experiment compress` with `argv` (the arguments after it); returns the exit code.
+ *
+ * @example
+ * ```ts
+ * await compressExperimentMain(['--checkpoint', 'runs/a/checkpoints/final', '--ranks', '4'], io);
+ * ```
+ */
+export async function compressExperimentMain(
+  argv: readonly string[],
+  io: { readonly stdout: TextSink; readonly stderr: TextSink },
+): Promise<number> {
+  return reportErrors(io, async () => {
+    let values: ReturnType<typeof parseExperiment>['values'];
+    try {
+      const parsed = parseExperiment(argv);
+      if (parsed.positionals.length > 0)
+        throw usage(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`, 'experiment compress');
+      values = parsed.values;
+    } catch (e) {
+      if (isSwitchyardError(e)) throw e;
+      throw usage((e as Error).message, 'experiment compress');
+    }
+    if (values.help) {
+      io.stdout.write(COMPRESS_EXPERIMENT_HELP);
+      return 0;
+    }
+    await initBackendFlag(values.backend);
+    const result = await runCompressExperiment({
+      ...(values.checkpoint !== undefined ? { checkpoint: values.checkpoint } : {}),
+      out: values.out ?? `runs/experiments/compress-${timestamp()}`,
+      groups: listFlag('groups', values.groups, [2, 4]),
+      ranks: listFlag('ranks', values.ranks, [4, 16]),
+      calibrationBatches: intFlag('calibration-batches', values['calibration-batches'], 1, 8),
+      reporter: createReporter({ mode: 'lines', every: 25, stdout: io.stdout, stderr: io.stderr }),
+    });
+    io.stdout.write(`results: ${result.arms.length} arms\n`);
+    return 0;
+  });
+}
+
+async function initBackendFlag(raw: string | undefined): Promise<void> {
+  const backend = raw ?? 'auto';
+  if (!['auto', 'tensorflow', 'wasm', 'cpu'].includes(backend))
+    throw usage(`--backend: expected auto, tensorflow, wasm or cpu, got ${JSON.stringify(backend)}`);
+  await initBackend(backend === 'auto' ? {} : { backend: backend as 'wasm' });
+}
+
+/** Runs `job`, turning errors into one line on stderr and an exit code (2 for usage and configuration errors). */
+async function reportErrors(io: { readonly stderr: TextSink }, job: () => Promise<number>): Promise<number> {
+  try {
+    return await job();
+  } catch (e) {
+    if (isSwitchyardError(e)) {
+      io.stderr.write(`error: ${e.message}\n`);
+      return e.code === 'CONFIG_INVALID' || e.code === 'INVALID_ARGUMENT' ? 2 : 1;
+    }
+    io.stderr.write(
+      `error: unexpected failure: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+    );
+    return 1;
+  }
 }
 
 function intFlag(name: string, raw: string | undefined, min: number, fallback?: number): number {
@@ -67,7 +159,7 @@ export async function compressMain(
   argv: readonly string[],
   io: { readonly stdout: TextSink; readonly stderr: TextSink },
 ): Promise<number> {
-  try {
+  return reportErrors(io, async () => {
     let values: ReturnType<typeof parse>['values'];
     try {
       const parsed = parse(argv);
@@ -88,10 +180,7 @@ export async function compressMain(
     const init = values.init ?? 'svd';
     if (init !== 'svd' && init !== 'scratch')
       throw usage(`--init: expected svd or scratch, got ${JSON.stringify(init)}`);
-    const backend = values.backend ?? 'auto';
-    if (!['auto', 'tensorflow', 'wasm', 'cpu'].includes(backend))
-      throw usage(`--backend: expected auto, tensorflow, wasm or cpu, got ${JSON.stringify(backend)}`);
-    await initBackend(backend === 'auto' ? {} : { backend: backend as 'wasm' });
+    await initBackendFlag(values.backend);
     const reporter = createReporter({ mode: 'lines', every: 10, stdout: io.stdout, stderr: io.stderr });
     const report = await runCompress({
       checkpoint: values.checkpoint,
@@ -110,16 +199,7 @@ export async function compressMain(
     });
     io.stdout.write(`compressed checkpoint: ${report.compressedCheckpoint}\n`);
     return 0;
-  } catch (e) {
-    if (isSwitchyardError(e)) {
-      io.stderr.write(`error: ${e.message}\n`);
-      return e.code === 'CONFIG_INVALID' || e.code === 'INVALID_ARGUMENT' ? 2 : 1;
-    }
-    io.stderr.write(
-      `error: unexpected failure: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
-    );
-    return 1;
-  }
+  });
 }
 
 function parse(argv: readonly string[]) {
@@ -138,6 +218,23 @@ function parse(argv: readonly string[]) {
       'free-size': { type: 'boolean' },
       'two-level': { type: 'string' },
       init: { type: 'string' },
+      'calibration-batches': { type: 'string' },
+      backend: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+}
+
+function parseExperiment(argv: readonly string[]) {
+  return parseArgs({
+    args: [...argv],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      checkpoint: { type: 'string' },
+      out: { type: 'string' },
+      groups: { type: 'string' },
+      ranks: { type: 'string' },
       'calibration-batches': { type: 'string' },
       backend: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
