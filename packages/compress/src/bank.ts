@@ -46,6 +46,7 @@ import {
   type FactorizeResult,
   factorizeExperts,
   type LayerFactors,
+  layerFactors,
   type MatrixFactors,
   type MatrixName,
   matrixShapes,
@@ -293,15 +294,7 @@ export class CompressedExperts implements ExpertBank {
         vtERO: v[`${m}_vt`]!.dataSync() as Float32Array,
       };
     }
-    return {
-      numExperts: this.numExperts,
-      dModel: this.dModel,
-      dFF: this.dFF,
-      activation: this.activation,
-      rank: this.rank,
-      grouping: this.grouping,
-      matrices: matrices as LayerFactors['matrices'],
-    };
+    return layerFactors(this, this.rank, this.grouping, matrices);
   }
 
   /**

@@ -21,7 +21,7 @@ import {
 import { invalidArgument, SwitchyardError, tf } from '@switchyard/tensor';
 import { CompressedExperts, type CompressedExpertsOptions } from './bank';
 import { groupingFromAssignment } from './cluster';
-import { type LayerFactors, type MatrixFactors, type MatrixName, matrixShapes } from './factorize';
+import { layerFactors, type MatrixFactors, type MatrixName, matrixShapes } from './factorize';
 
 /** File names a compressed checkpoint adds to a checkpoint folder. */
 export const COMPRESSION_FILES = {
@@ -293,16 +293,7 @@ export async function loadCompressedCheckpoint(
         }
         matrices[m] = { dIn: I, dOut: O, sharedGIO, uEIR, vtERO };
       }
-      const factors: LayerFactors = {
-        numExperts: E,
-        dModel: D,
-        dFF: F,
-        activation,
-        rank: R,
-        grouping,
-        matrices: matrices as LayerFactors['matrices'],
-      };
-      return new CompressedExperts(factors, options);
+      return new CompressedExperts(layerFactors(layer.experts, R, grouping, matrices), options);
     };
     try {
       for (let i = 0; i < layers.length; i++) banks.push(bankOf(i));

@@ -45,6 +45,32 @@ export interface LayerFactors {
   };
 }
 
+/**
+ * A {@link LayerFactors} from its parts (the matrices must hold w1, w2 and, for SwiGLU, w3).
+ *
+ * @example
+ * ```ts
+ * const f = layerFactors(bank, 16, grouping, { w1, w3, w2 });
+ * ```
+ */
+export function layerFactors(
+  shape: Pick<LayerFactors, 'numExperts' | 'dModel' | 'dFF' | 'activation'>,
+  rank: number,
+  grouping: ExpertGrouping,
+  matrices: Partial<Record<MatrixName, MatrixFactors>>,
+): LayerFactors {
+  const { numExperts, dModel, dFF, activation } = shape;
+  return {
+    numExperts,
+    dModel,
+    dFF,
+    activation,
+    rank,
+    grouping,
+    matrices: matrices as LayerFactors['matrices'],
+  };
+}
+
 /** How factors start: `svd` from trained experts, `scratch` random (to be learned by training). */
 export type FactorInit = 'svd' | 'scratch';
 
@@ -258,15 +284,7 @@ export function factorizeExperts(
     };
   });
   return {
-    factors: {
-      numExperts: E,
-      dModel: D,
-      dFF: F,
-      activation,
-      rank: R,
-      grouping,
-      matrices: matrices as LayerFactors['matrices'],
-    },
+    factors: layerFactors({ numExperts: E, dModel: D, dFF: F, activation }, R, grouping, matrices),
     errors,
   };
 }

@@ -30,7 +30,7 @@ export type {
   MatrixFactors,
   MatrixName,
 } from './factorize';
-export { checkRank, factorizeExperts } from './factorize';
+export { checkRank, factorizeExperts, layerFactors } from './factorize';
 export type {
   ClusterModelOptions,
   CompressModelOptions,

@@ -3,7 +3,10 @@
  * `switchyard-train compress --checkpoint DIR --groups G --rank r [--finetune-steps N] [--out DIR]`
  * and its other flags. Usage errors are one line and exit code 2.
  */
-import { parseArgs } from 'node:util';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+
+type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig['options']>;
+
 import { DEFAULT_LAMBDA } from '@switchyard/compress';
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
 import { createReporter, type TextSink } from '../reporter';
@@ -76,16 +79,7 @@ export async function compressExperimentMain(
   io: { readonly stdout: TextSink; readonly stderr: TextSink },
 ): Promise<number> {
   return reportErrors(io, async () => {
-    let values: ReturnType<typeof parseExperiment>['values'];
-    try {
-      const parsed = parseExperiment(argv);
-      if (parsed.positionals.length > 0)
-        throw usage(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`, 'experiment compress');
-      values = parsed.values;
-    } catch (e) {
-      if (isSwitchyardError(e)) throw e;
-      throw usage((e as Error).message, 'experiment compress');
-    }
+    const values = parseFlags(argv, EXPERIMENT_FLAGS, 'experiment compress');
     if (values.help) {
       io.stdout.write(COMPRESS_EXPERIMENT_HELP);
       return 0;
@@ -160,16 +154,7 @@ export async function compressMain(
   io: { readonly stdout: TextSink; readonly stderr: TextSink },
 ): Promise<number> {
   return reportErrors(io, async () => {
-    let values: ReturnType<typeof parse>['values'];
-    try {
-      const parsed = parse(argv);
-      if (parsed.positionals.length > 0)
-        throw usage(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`);
-      values = parsed.values;
-    } catch (e) {
-      if (isSwitchyardError(e)) throw e;
-      throw usage((e as Error).message);
-    }
+    const values = parseFlags(argv, COMPRESS_FLAGS, 'compress');
     if (values.help) {
       io.stdout.write(COMPRESS_HELP);
       return 0;
@@ -202,42 +187,45 @@ export async function compressMain(
   });
 }
 
-function parse(argv: readonly string[]) {
-  return parseArgs({
-    args: [...argv],
-    allowPositionals: true,
-    strict: true,
-    options: {
-      checkpoint: { type: 'string' },
-      groups: { type: 'string' },
-      rank: { type: 'string' },
-      'finetune-steps': { type: 'string' },
-      'finetune-lr': { type: 'string' },
-      out: { type: 'string' },
-      lambda: { type: 'string' },
-      'free-size': { type: 'boolean' },
-      'two-level': { type: 'string' },
-      init: { type: 'string' },
-      'calibration-batches': { type: 'string' },
-      backend: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-}
+const COMPRESS_FLAGS = {
+  checkpoint: { type: 'string' },
+  groups: { type: 'string' },
+  rank: { type: 'string' },
+  'finetune-steps': { type: 'string' },
+  'finetune-lr': { type: 'string' },
+  out: { type: 'string' },
+  lambda: { type: 'string' },
+  'free-size': { type: 'boolean' },
+  'two-level': { type: 'string' },
+  init: { type: 'string' },
+  'calibration-batches': { type: 'string' },
+  backend: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsOptionsConfig;
 
-function parseExperiment(argv: readonly string[]) {
-  return parseArgs({
-    args: [...argv],
-    allowPositionals: true,
-    strict: true,
-    options: {
-      checkpoint: { type: 'string' },
-      out: { type: 'string' },
-      groups: { type: 'string' },
-      ranks: { type: 'string' },
-      'calibration-batches': { type: 'string' },
-      backend: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+const EXPERIMENT_FLAGS = {
+  checkpoint: { type: 'string' },
+  out: { type: 'string' },
+  groups: { type: 'string' },
+  ranks: { type: 'string' },
+  'calibration-batches': { type: 'string' },
+  backend: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsOptionsConfig;
+
+/** The flags of `argv` (no positional arguments allowed); parse errors become usage errors of `command`. */
+function parseFlags<const O extends ParseArgsOptionsConfig>(
+  argv: readonly string[],
+  options: O,
+  command: string,
+) {
+  try {
+    const parsed = parseArgs({ args: [...argv], allowPositionals: true, strict: true, options });
+    if (parsed.positionals.length > 0)
+      throw usage(`unexpected argument ${JSON.stringify(parsed.positionals[0])}`, command);
+    return parsed.values;
+  } catch (e) {
+    if (isSwitchyardError(e)) throw e;
+    throw usage((e as Error).message, command);
+  }
 }
