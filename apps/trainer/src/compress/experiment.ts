@@ -312,13 +312,22 @@ export async function runCompressExperiment(o: CompressExperimentOptions): Promi
   }
   const result: CompressExperimentResult = { checkpoint, arms, seconds: (performance.now() - t0) / 1000 };
   writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, null, 2)}\n`);
+  await plotExperiment(result, out);
+  writeFileSync(join(out, 'report.md'), renderExperiment(result));
+  return result;
+}
+
+const CLUSTERING: Readonly<Record<string, string>> = { '1': 'structural', '0': 'functional' };
+
+/** `out/plots/loss-vs-ratio.{svg,png}`: one line per method (shared basis: per clustering and rank). */
+export async function plotExperiment(result: CompressExperimentResult, out: string): Promise<void> {
   const series = (a: CompressArm) =>
     a.method === 'shared-basis'
-      ? `shared basis, lambda ${a.lambda}, r ${a.rank}`
+      ? `${CLUSTERING[String(a.lambda)] ?? 'fused'}, r ${a.rank}`
       : a.method === 'low-rank'
-        ? 'per-expert low rank'
-        : a.method;
-  const points: SeriesPoint[] = arms
+        ? 'low rank, no basis'
+        : 'merged';
+  const points: SeriesPoint[] = result.arms
     .filter((a) => a.method !== 'uncompressed')
     .map((a) => ({ x: a.ratio, y: a.valLoss, series: series(a) }))
     .sort((p, q) => p.x - q.x);
@@ -328,15 +337,14 @@ export async function runCompressExperiment(o: CompressExperimentOptions): Promi
       xTitle: 'routed-expert parameters, uncompressed / compressed',
       yTitle: 'validation loss (nats)',
       points: true,
-      rules: [{ y: arms[0]!.valLoss, label: 'uncompressed' }],
+      rules: [{ y: result.arms[0]!.valLoss, label: 'uncompressed' }],
     }),
     join(out, 'plots', 'loss-vs-ratio'),
   );
-  writeFileSync(join(out, 'report.md'), renderExperiment(result));
-  return result;
 }
 
-function renderExperiment(r: CompressExperimentResult): string {
+/** report.md of the experiment. */
+export function renderExperiment(r: CompressExperimentResult): string {
   const rows = [...r.arms].sort((a, b) => a.ratio - b.ratio || a.valLoss - b.valLoss);
   return [
     '# Compressed experts: loss against compression ratio',
