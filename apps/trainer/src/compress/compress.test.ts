@@ -156,6 +156,43 @@ describe('switchyard-train compress', () => {
       expect(again.err).toMatch(/is already compressed/);
     }, 120_000);
 
+    it('experiment compress: every arm with its ratio, loss and error; a report and a plot', async () => {
+      const out = join(root, 'exp');
+      const r = await cli([
+        'experiment',
+        'compress',
+        '--checkpoint',
+        ckpt,
+        '--groups',
+        '2',
+        '--ranks',
+        '2',
+        '--out',
+        out,
+      ]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const res = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8')) as {
+        arms: { id: string; ratio: number; valLoss: number; meanError: number }[];
+      };
+      expect(res.arms.map((a) => a.id)).toEqual([
+        'uncompressed',
+        'fused-g2-r2',
+        'structural-g2-r2',
+        'functional-g2-r2',
+        'low-rank-r10', // 2 + 2 * 32 * 32 / (4 * 64) = 10: the same parameters as 2 bases + rank-2 residuals
+        'merged-g2',
+      ]);
+      const byId = Object.fromEntries(res.arms.map((a) => [a.id, a]));
+      expect(byId['merged-g2']!.ratio).toBe(2);
+      expect(byId['fused-g2-r2']!.ratio).toBeCloseTo(2 / (1 + 2 * 2 * (1 / 32 + 1 / 32)), 12);
+      expect(byId['low-rank-r10']!.ratio).toBeCloseTo(byId['fused-g2-r2']!.ratio, 12);
+      for (const a of res.arms) expect(Number.isFinite(a.valLoss)).toBe(true);
+      expect(byId.uncompressed!.meanError).toBe(0);
+      expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain('| merged-g2 | merged |');
+      expect(readFileSync(join(out, 'plots', 'loss-vs-ratio.svg'), 'utf8')).toMatch(/^<svg/);
+    }, 120_000);
+
     it('names the constraint when r or G do not fit the experts', async () => {
       const big = await cli([
         'compress',
