@@ -47,15 +47,15 @@ export interface CompressionRecord {
 
 /** Names in compression.safetensors. */
 export const compressionTensorNames = {
-  /** int32 [E]: the group of each expert. */
+  /** Shape `[E]`, int32: the group of each expert. */
   group: (layer: number) => `model.layers.${layer}.block_sparse_moe.expert_group`,
-  /** [O, I]: the shared basis S_g^T of group g. */
+  /** Shape `[O, I]`: the shared basis S_g^T of group g. */
   shared: (layer: number, g: number, m: MatrixName) =>
     `model.layers.${layer}.block_sparse_moe.groups.${g}.${m}.weight`,
-  /** [R, I]: U_i^T of expert e. */
+  /** Shape `[R, I]`: U_i^T of expert e. */
   loraA: (layer: number, e: number, m: MatrixName) =>
     `model.layers.${layer}.block_sparse_moe.experts.${e}.${m}.lora_A`,
-  /** [O, R]: V_i of expert e (W_i^T = S_g^T + lora_B lora_A). */
+  /** Shape `[O, R]`: V_i of expert e (W_i^T = S_g^T + lora_B lora_A). */
   loraB: (layer: number, e: number, m: MatrixName) =>
     `model.layers.${layer}.block_sparse_moe.experts.${e}.${m}.lora_B`,
 } as const;
