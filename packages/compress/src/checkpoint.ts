@@ -16,6 +16,7 @@ import {
   loadCheckpoint,
   type MoETransformerLM,
   type SafetensorsEntry,
+  type SaveCheckpointOptions,
   saveCheckpoint,
 } from '@switchyard/model';
 import { invalidArgument, SwitchyardError, tf } from '@switchyard/tensor';
@@ -75,6 +76,8 @@ export interface SaveCompressedOptions {
   readonly tokenizer: BpeTokenizer;
   /** trainer_state.json, as saveCheckpoint takes it. */
   readonly trainerState?: object;
+  /** trainer_state.safetensors (optimizer moments, ...), as saveCheckpoint takes them. */
+  readonly extraTensors?: SaveCheckpointOptions['extraTensors'];
   /** Per MoE layer, the original index of each expert (from routeByGroup), recorded in compression.json. */
   readonly originalExperts?: readonly (readonly number[])[];
   /** Facts about how the compression was made, recorded in compression.json. */
@@ -177,6 +180,7 @@ export async function saveCompressedCheckpoint(dir: string, options: SaveCompres
       model,
       tokenizer,
       ...(options.trainerState !== undefined ? { trainerState: options.trainerState } : {}),
+      ...(options.extraTensors !== undefined ? { extraTensors: options.extraTensors } : {}),
       extraFiles: {
         [COMPRESSION_FILES.record]: `${JSON.stringify(record, null, 2)}\n`,
         [COMPRESSION_FILES.tensors]: encodeSafetensors(tensors),

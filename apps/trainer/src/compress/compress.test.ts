@@ -3,7 +3,7 @@
  * run with `compress.clusterEvery`, then its checkpoint compressed (two-level routing, fine-tuning),
  * the report, the compressed checkpoint scored by `eval`, and bad input. Training runs on wasm only.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CompressedExperts, loadCompressedCheckpoint } from '@switchyard/compress';
@@ -191,6 +191,61 @@ describe('switchyard-train compress', () => {
       expect(byId.uncompressed!.meanError).toBe(0);
       expect(readFileSync(join(out, 'report.md'), 'utf8')).toContain('| merged-g2 | merged |');
       expect(readFileSync(join(out, 'plots', 'loss-vs-ratio.svg'), 'utf8')).toMatch(/^<svg/);
+    }, 120_000);
+
+    it('trains compressed from scratch (compress.rank), checkpoints the factors and resumes to the same losses', async () => {
+      const dir = join(root, 'scratch');
+      const sets = [
+        'train.steps=6',
+        'checkpoint.every=3',
+        'eval.every=3',
+        'compress.rank=4',
+        'compress.groups=2',
+      ];
+      const data = ['data.genres=[news, humor]', 'data.maxTextsPerDomain=4', 'log.progress=quiet'];
+      const r = await cli([
+        '--preset',
+        'tiny',
+        '--out',
+        dir,
+        ...[...sets, ...data].flatMap((s) => ['--set', s]),
+      ]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const final = await loadCompressedCheckpoint(join(dir, 'checkpoints', 'final'));
+      const bank = final.model.moeLayers()[0]!.experts as CompressedExperts;
+      expect(bank).toBeInstanceOf(CompressedExperts);
+      expect(bank.rank).toBe(4);
+      expect(bank.grouping.groups).toEqual([
+        [0, 1],
+        [2, 3],
+      ]);
+      final.model.dispose();
+      const copy = join(root, 'scratch-resumed');
+      cpSync(dir, copy, { recursive: true });
+      rmSync(join(copy, 'checkpoints', 'final'), { recursive: true });
+      const resumed = await cli(['--resume', join(copy, 'checkpoints', 'step-000003')]);
+      expect(resumed.err).toBe('');
+      const losses = (d: string) =>
+        readFileSync(join(d, 'metrics.jsonl'), 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => (JSON.parse(l) as { loss: number }).loss);
+      const [a, b] = [losses(dir), losses(copy)];
+      expect(b).toHaveLength(6);
+      for (let i = 3; i < 6; i++) expect(b[i]!).toBeCloseTo(a[i]!, 5);
+      const both = await cli([
+        '--preset',
+        'tiny',
+        '--out',
+        join(root, 'bad'),
+        '--set',
+        'compress.rank=4',
+        '--set',
+        'compress.clusterEvery=2',
+      ]);
+      expect(both.code).toBe(2);
+      expect(both.err).toMatch(/compress.clusterEvery: expected 0 with compress.rank > 0/);
     }, 120_000);
 
     it('names the constraint when r or G do not fit the experts', async () => {

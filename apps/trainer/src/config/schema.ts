@@ -227,6 +227,11 @@ const compressSchema = z
       .default(DEFAULT_LAMBDA)
       .describe('weight of structural similarity in the fused similarity (1 - lambda: functional)'),
     equalSize: z.boolean().default(true).describe('cluster into groups of E / G experts each'),
+    rank: nonNegInt()
+      .default(0)
+      .describe(
+        'train with compressed experts from the start: compress.groups bases and rank-r residuals per expert, random init; 0: full experts',
+      ),
   })
   .prefault({});
 

@@ -4,7 +4,7 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { saveCheckpoint } from '@switchyard/model';
+import { saveRunCheckpoint } from '../compress/scratch';
 import type { TrainConfig } from '../config/schema';
 import type { PreparedData } from '../data/prepare';
 import { checkpointName, listCheckpoints, RUN_FILES } from '../run/outdir';
@@ -87,7 +87,7 @@ export class RunCheckpoints {
     };
     const moments = optimizer.stateTensors();
     try {
-      if (this.lead) await saveCheckpoint(dir, { model, tokenizer, trainerState, extraTensors: moments });
+      if (this.lead) await saveRunCheckpoint(dir, { model, tokenizer, trainerState, extraTensors: moments });
     } finally {
       optimizer.releaseState(moments);
     }

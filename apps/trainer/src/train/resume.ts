@@ -5,8 +5,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CHECKPOINT_FILES, type LoadedCheckpoint, loadCheckpoint } from '@switchyard/model';
+import { CHECKPOINT_FILES, type LoadedCheckpoint } from '@switchyard/model';
 import { initBackend, SwitchyardError, tf } from '@switchyard/tensor';
+import { loadRunCheckpoint } from '../compress/scratch';
 import type { TrainConfig } from '../config/schema';
 import type { PreparedData } from '../data/prepare';
 import { resolveResume } from '../run/outdir';
@@ -30,7 +31,7 @@ export async function openResume(dir: string, backend: TrainConfig['backend']): 
   const { checkpointDir, runDir } = resolveResume(dir);
   // Load the tensors on the backend the run was trained on.
   await initBackend({ backend: savedBackend(checkpointDir) ?? backend });
-  const loaded = await loadCheckpoint(checkpointDir);
+  const loaded = await loadRunCheckpoint(checkpointDir);
   try {
     const state = parseTrainerState(loaded.trainerState, checkpointDir);
     const steps = state.config.train.steps;

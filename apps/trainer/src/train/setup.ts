@@ -16,6 +16,7 @@ import {
 import { broadcastVariables, type Communicator, sumOverRanks } from '@switchyard/parallel';
 import { type RouterConfig, resolveRouterConfig } from '@switchyard/routing';
 import { concatInt32, isSwitchyardError, Rng, SwitchyardError, tf } from '@switchyard/tensor';
+import { startCompressed } from '../compress/scratch';
 import type { TrainConfig } from '../config/schema';
 import { Batcher } from '../data/batcher';
 import type { PreparedData } from '../data/prepare';
@@ -149,7 +150,7 @@ export function setUpTraining(
 
   const model = resumed
     ? resumed.loaded.model
-    : new MoETransformerLM(modelConfig, new Rng(config.seed).fork('init'));
+    : startCompressed(new MoETransformerLM(modelConfig, new Rng(config.seed).fork('init')), config);
   const L = model.moeLayerIndices.length;
   const { k: K, numExperts: E } = routingShape(modelConfig);
   const named = model.namedVariables();
