@@ -21,6 +21,8 @@ import {
   type ExpertWeights,
   groupedExperts,
   resolveComputeMode,
+  splitRowsRaw,
+  stackExperts,
 } from '@switchyard/experts';
 import type { RoutingPlan } from '@switchyard/routing';
 import {
@@ -109,27 +111,6 @@ function mulBT(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
 /** `a^T b`, likewise. */
 function mulAT(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return tf.getBackend() === 'wasm' ? tf.matMul(tf.transpose(a), b) : tf.matMul(a, b, true, false);
-}
-
-/** Splits rows into consecutive blocks (sizes > 0); contiguous copies on wasm, split elsewhere. */
-function splitRows(x: tf.Tensor, sizes: readonly number[]): tf.Tensor[] {
-  if (sizes.length === 1) return [x.clone()];
-  if (tf.getBackend() !== 'wasm') return tf.split(x, [...sizes], 0);
-  const out: tf.Tensor[] = [];
-  let off = 0;
-  for (const n of sizes) {
-    out.push(copyRows(x, off, n));
-    off += n;
-  }
-  return out;
-}
-
-/** Stacks per-index parts into [N, ...inner], zeros where a part is missing. */
-function stackParts(parts: ReadonlyMap<number, tf.Tensor>, N: number, inner: readonly number[]): tf.Tensor {
-  return tf.tidy(() => {
-    const zeros = parts.size < N ? tf.zeros([...inner]) : undefined;
-    return tf.stack(Array.from({ length: N }, (_, i) => parts.get(i) ?? zeros!));
-  });
 }
 
 const INV_SQRT_2 = Math.SQRT1_2;
@@ -522,7 +503,7 @@ export class CompressedExperts implements ExpertBank {
         vt: (m, e) => slice(`${m}_vt`, e),
       };
       const keep: tf.Tensor[] = [];
-      const ys = this.expertsForward(splitRows(x, sizes), active, counts, src, keep);
+      const ys = this.expertsForward(splitRowsRaw(x, sizes), active, counts, src, keep);
       save(keep);
       return {
         value: ys.length === 1 ? ys[0]! : tf.concat(ys, 0),
@@ -531,7 +512,7 @@ export class CompressedExperts implements ExpertBank {
     };
 
     const backward = (dySD: tf.Tensor, saved: tf.Tensor[]): tf.Tensor[] => {
-      const dys = splitRows(dySD, sizes);
+      const dys = splitRowsRaw(dySD, sizes);
       const dxs: tf.Tensor[] = [];
       const dShared = new Map<MatrixName, Map<number, tf.Tensor>>(mats.map(([m]) => [m, new Map()]));
       const dU = new Map<MatrixName, Map<number, tf.Tensor>>(mats.map(([m]) => [m, new Map()]));
@@ -596,9 +577,9 @@ export class CompressedExperts implements ExpertBank {
       });
       const grads: tf.Tensor[] = [dxs.length === 1 ? dxs[0]! : tf.concat(dxs, 0)];
       for (const [m, I, O] of mats) {
-        grads.push(stackParts(dShared.get(m)!, G, [I, O]));
-        grads.push(stackParts(dU.get(m)!, E, [I, R]));
-        grads.push(stackParts(dVt.get(m)!, E, [R, O]));
+        grads.push(stackExperts(dShared.get(m)!, G, [I, O]));
+        grads.push(stackExperts(dU.get(m)!, E, [I, R]));
+        grads.push(stackExperts(dVt.get(m)!, E, [R, O]));
       }
       return grads;
     };
@@ -618,7 +599,7 @@ export class CompressedExperts implements ExpertBank {
       vt: (m, e) => tensorsOf(m, e).vt.get(e)!,
     };
     const sizes = active.map((e) => d.countsE[e]!);
-    const ys = this.expertsForward(splitRows(xSD, sizes), active, d.countsE, src, undefined);
+    const ys = this.expertsForward(splitRowsRaw(xSD, sizes), active, d.countsE, src, undefined);
     return (ys.length === 1 ? ys[0]! : tf.concat(ys, 0)) as Tensor2D;
   }
 
