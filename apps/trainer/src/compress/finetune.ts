@@ -63,6 +63,7 @@ export function fineTune(
   const noiseRng = new Rng(config.seed).fork('finetune-noise');
   const trainStep = new TrainStep(config, { model, shape, optimizer, balance, batcher, noiseRng }, comm);
   const losses: number[] = [];
+  const t0 = performance.now();
   try {
     for (let step = 0; step < steps; step++) {
       const o = trainStep.run(step, undefined);
@@ -74,7 +75,7 @@ export function fineTune(
         lr: o.lr,
         tokensPerSec: o.tokensPerSec,
         maxVioBatch: o.maxVioBatch,
-        elapsedSec: 0,
+        elapsedSec: (performance.now() - t0) / 1000,
         stepsThisRun: step + 1,
       });
     }
