@@ -75,7 +75,7 @@ export function renderCompressReport(r: CompressReport): string {
     `From \`${r.checkpoint}\` to \`${r.compressedCheckpoint}\`: ${o.groups} groups per MoE layer${o.equalSize ? ' (equal size)' : ''}, rank ${o.rank}, ` +
       `lambda ${o.lambda} (structural weight of the fused similarity), ${o.init === 'svd' ? 'SVD initialisation' : 'scratch initialisation'}` +
       `${o.twoLevelGroupTopK !== null ? `, two-level routing keeping ${o.twoLevelGroupTopK} group(s) per token` : ''}; ` +
-      `functional similarity from ${o.calibrationBatches} training micro-batches. ${fmt(r.seconds, 3)} s in all.`,
+      `${o.calibrationBatches > 0 ? `functional similarity from ${o.calibrationBatches} training micro-batches` : 'structural similarity only'}. ${fmt(r.seconds, 3)} s in all.`,
     '',
     '## Parameters',
     '',
