@@ -6,6 +6,7 @@
 import { parseArgs } from 'node:util';
 import { type LaunchConfig, launch, parseLaunchArgs, schedulerLaunchConfig } from '@switchyard/parallel';
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
+import { compressExperimentMain, compressMain } from './compress/cli';
 import { helpText } from './config/help';
 import { packageVersion, resolveConfig } from './config/load';
 import { generateFromCheckpoint, parseSampleFlags, shellQuote } from './eval/generate';
@@ -84,6 +85,8 @@ export async function main(
   argv: readonly string[],
   io: CliIO = { stdout: process.stdout, stderr: process.stderr },
 ): Promise<number> {
+  if (argv[0] === 'compress') return compressMain(argv.slice(1), io);
+  if (argv[0] === 'experiment' && argv[1] === 'compress') return compressExperimentMain(argv.slice(2), io);
   try {
     let parsed: ReturnType<typeof parse>;
     let lc: Partial<LaunchConfig>;

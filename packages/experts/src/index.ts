@@ -37,5 +37,6 @@ export type { SharedExpertsOptions } from './ffn';
 export { DenseFFN, SharedExperts } from './ffn';
 export type { ExpertWeights, ResolvedComputeMode } from './grouped';
 export { groupedExperts, resolveComputeMode } from './grouped';
+export { splitRowsRaw, stackExperts } from './internal/rows';
 export type { MoEForwardResult, MoELayerOptions } from './layer';
 export { MoELayer } from './layer';

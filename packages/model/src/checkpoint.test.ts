@@ -111,6 +111,33 @@ describe('checkpoints', () => {
     model.dispose();
   });
 
+  it('writes extra files into the manifest and hands them back verified on load', async () => {
+    const model = new MoETransformerLM(CONFIG, new Rng(1));
+    const dir = join(root, 'extra');
+    const bytes = new Uint8Array([1, 2, 3, 250]);
+    await saveCheckpoint(dir, {
+      model,
+      tokenizer,
+      extraFiles: { 'notes.json': '{"a":1}\n', 'blob.bin': bytes },
+    });
+    const manifest = JSON.parse(readFileSync(join(dir, CHECKPOINT_FILES.manifest), 'utf8'));
+    expect(Object.keys(manifest.files)).toEqual(expect.arrayContaining(['notes.json', 'blob.bin']));
+    const loaded = await loadCheckpoint(dir);
+    expect(Object.keys(loaded.extraFiles!).sort()).toEqual(['blob.bin', 'notes.json']);
+    expect(Array.from(loaded.extraFiles!['blob.bin']!)).toEqual([1, 2, 3, 250]);
+    expect(new TextDecoder().decode(loaded.extraFiles!['notes.json'])).toBe('{"a":1}\n');
+    loaded.model.dispose();
+    await expect(
+      saveCheckpoint(join(root, 'extra2'), { model, tokenizer, extraFiles: { 'config.json': '{}' } }),
+    ).rejects.toThrow(
+      /extra file `config.json` passed to saveCheckpoint\(\) must have a plain file name other than the standard ones/,
+    );
+    await expect(
+      saveCheckpoint(join(root, 'extra3'), { model, tokenizer, extraFiles: { '../x': '{}' } }),
+    ).rejects.toThrow(/extra file `..\/x`/);
+    model.dispose();
+  });
+
   it('writes Mixtral tensor names in [out, in] orientation, readable by an independent parser', async () => {
     const model = new MoETransformerLM(CONFIG, new Rng(4));
     const dir = join(root, 'names');

@@ -39,6 +39,11 @@ export interface SaveCheckpointOptions {
   readonly trainerState?: object;
   /** Extra tensors (optimizer moments, balance buffers), saved in trainer_state.safetensors; arrays are saved 1-D. */
   readonly extraTensors?: Readonly<Record<string, tf.Tensor | Float32Array | Int32Array>>;
+  /**
+   * Further files written into the folder and listed (with their sha256) in manifest.json, by plain
+   * file name, e.g. the factors of a compressed model. Names of the standard files are refused.
+   */
+  readonly extraFiles?: Readonly<Record<string, Uint8Array | string>>;
 }
 
 /** What {@link loadCheckpoint} returns. */
@@ -50,6 +55,8 @@ export interface LoadedCheckpoint {
   readonly trainerState?: Record<string, unknown>;
   /** trainer_state.safetensors as tensors (the caller disposes them), when saved. */
   readonly extraTensors?: Record<string, tf.Tensor>;
+  /** Files the manifest lists besides the standard ones (see `extraFiles` of saveCheckpoint), verified. */
+  readonly extraFiles?: Readonly<Record<string, Uint8Array>>;
 }
 
 /** The manifest.json layout. */
@@ -266,7 +273,7 @@ async function writeDurably(path: string, data: Uint8Array | string): Promise<vo
  * ```
  */
 export async function saveCheckpoint(dir: string, options: SaveCheckpointOptions): Promise<void> {
-  const { model, tokenizer, trainerState, extraTensors } = options;
+  const { model, tokenizer, trainerState, extraTensors, extraFiles } = options;
   const fn = 'saveCheckpoint';
   if (!(model instanceof MoETransformerLM)) {
     throw new SwitchyardError('INVALID_ARGUMENT', `\`model\` passed to ${fn}() must be a MoETransformerLM`);
@@ -337,6 +344,22 @@ export async function saveCheckpoint(dir: string, options: SaveCheckpointOptions
       }
     }
     files.push([CHECKPOINT_FILES.trainerTensors, encodeSafetensors(extra)]);
+  }
+  const standard = new Set<string>(Object.values(CHECKPOINT_FILES));
+  for (const [name, data] of Object.entries(extraFiles ?? {})) {
+    if (standard.has(name) || !/^[A-Za-z0-9_-][A-Za-z0-9._-]*$/.test(name)) {
+      throw new SwitchyardError(
+        'INVALID_ARGUMENT',
+        `extra file \`${name}\` passed to ${fn}() must have a plain file name other than the standard ones (${[...standard].join(', ')})`,
+      );
+    }
+    if (typeof data !== 'string' && !(data instanceof Uint8Array)) {
+      throw new SwitchyardError(
+        'INVALID_ARGUMENT',
+        `extra file \`${name}\` passed to ${fn}() must be a string or a Uint8Array`,
+      );
+    }
+    files.push([name, data]);
   }
   const manifest: CheckpointManifest = {
     format: 'switchyard-checkpoint',
@@ -567,11 +590,16 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
           : tf.tensor(Float32Array.from(t.data as ArrayLike<number>), [...t.shape], 'float32');
     }
   }
+  const standard = new Set<string>(Object.values(CHECKPOINT_FILES));
+  const others = [...files].filter(([name]) => !standard.has(name));
   return {
     model,
     tokenizer,
     config,
     ...(trainerState ? { trainerState } : {}),
     ...(extraTensors ? { extraTensors } : {}),
+    ...(others.length > 0
+      ? { extraFiles: Object.fromEntries(others.map(([name, data]) => [name, new Uint8Array(data)])) }
+      : {}),
   };
 }

@@ -3,6 +3,7 @@
  * Config files, presets and `--set key=value` are all checked against it; unknown keys are errors.
  * The defaults are the `small` preset's values.
  */
+import { DEFAULT_LAMBDA } from '@switchyard/compress';
 import { z } from 'zod';
 
 const posInt = () => z.int().min(1);
@@ -265,6 +266,26 @@ const debugSchema = z
   })
   .prefault({});
 
+const compressSchema = z
+  .strictObject({
+    clusterEvery: nonNegInt()
+      .default(0)
+      .describe(
+        'cluster the experts of every MoE layer every this many steps and log the Jaccard stability of the groups in metrics.jsonl; 0: off',
+      ),
+    groups: posInt().default(2).describe('expert groups G per MoE layer for online clustering'),
+    lambda: unit()
+      .default(DEFAULT_LAMBDA)
+      .describe('weight of structural similarity in the fused similarity (1 - lambda: functional)'),
+    equalSize: z.boolean().default(true).describe('cluster into groups of E / G experts each'),
+    rank: nonNegInt()
+      .default(0)
+      .describe(
+        'train with compressed experts from the start: compress.groups bases and rank-r residuals per expert, random init; 0: full experts',
+      ),
+  })
+  .prefault({});
+
 /** The zod schema of a trainer configuration. */
 export const trainConfigSchema = z.strictObject({
   description: z.string().default('').describe('one line saying what this configuration is for'),
@@ -285,6 +306,7 @@ export const trainConfigSchema = z.strictObject({
   checkpoint: checkpointSchema,
   log: logSchema,
   parallel: parallelSchema,
+  compress: compressSchema,
   debug: debugSchema,
 });
 

@@ -51,6 +51,18 @@ export interface StepRecord {
    * records written by versions before it was added.
    */
   readonly phaseMs?: StepPhases;
+  /** Steps where the experts were clustered (`compress.clusterEvery`): the groups and their stability. */
+  readonly clustering?: ClusteringRecord;
+}
+
+/** One online clustering of the experts of every MoE layer. */
+export interface ClusteringRecord {
+  /** Mean over MoE layers of the Jaccard stability against the previous clustering; null the first time. */
+  readonly jaccard: number | null;
+  /** Jaccard stability per MoE layer (empty the first time). */
+  readonly jaccardPerLayer: readonly number[];
+  /** The group of each expert, [layer][expert]. */
+  readonly groupOf: readonly (readonly number[])[];
 }
 
 /** Wall time of the parts of one optimizer step, in milliseconds. */

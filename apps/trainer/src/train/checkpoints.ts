@@ -4,7 +4,7 @@
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { saveCheckpoint } from '@switchyard/model';
+import { saveRunCheckpoint } from '../compress/scratch';
 import type { TrainConfig } from '../config/schema';
 import type { PreparedData } from '../data/prepare';
 import { checkpointName, listCheckpoints, RUN_FILES } from '../run/outdir';
@@ -94,7 +94,7 @@ export class RunCheckpoints {
     // Under expert parallelism every rank gathers the full experts and their moments (collectives).
     const full = experts ? experts.fullMoments(moments) : moments;
     const write = async (): Promise<void> => {
-      if (this.lead) await saveCheckpoint(dir, { model, tokenizer, trainerState, extraTensors: full });
+      if (this.lead) await saveRunCheckpoint(dir, { model, tokenizer, trainerState, extraTensors: full });
     };
     try {
       await (experts ? experts.withFullExperts(write) : write());

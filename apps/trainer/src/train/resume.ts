@@ -6,8 +6,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CHECKPOINT_FILES, type LoadedCheckpoint, loadCheckpoint } from '@switchyard/model';
+import { CHECKPOINT_FILES, type LoadedCheckpoint } from '@switchyard/model';
 import { initBackend, isSwitchyardError, SwitchyardError, tf } from '@switchyard/tensor';
+import { loadRunCheckpoint } from '../compress/scratch';
 import type { TrainConfig } from '../config/schema';
 import type { PreparedData } from '../data/prepare';
 import { resumeCandidates } from '../run/outdir';
@@ -48,7 +49,7 @@ export async function openResume(
     let loaded: LoadedCheckpoint;
     let state: TrainerState;
     try {
-      loaded = await loadCheckpoint(checkpointDir);
+      loaded = await loadRunCheckpoint(checkpointDir);
     } catch (e) {
       if (named || !isSwitchyardError(e, 'CHECKPOINT_INVALID')) throw e;
       skipped.push({ dir: checkpointDir, reason: e.message });

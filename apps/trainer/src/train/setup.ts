@@ -16,6 +16,7 @@ import {
 import { broadcastVariables, type Communicator, shardRange, sumOverRanks } from '@switchyard/parallel';
 import { type RouterConfig, resolveRouterConfig } from '@switchyard/routing';
 import { concatInt32, isSwitchyardError, Rng, SwitchyardError, tf } from '@switchyard/tensor';
+import { startCompressed } from '../compress/scratch';
 import type { TrainConfig } from '../config/schema';
 import { Batcher } from '../data/batcher';
 import type { PreparedData } from '../data/prepare';
@@ -95,6 +96,13 @@ export function routingShape(mc: ModelConfig): { k: number; numExperts: number }
  */
 export function checkRanks(config: TrainConfig, ranks: number): void {
   const P = config.parallel.pipeline;
+  const { rank, clusterEvery } = config.compress;
+  if ((rank > 0 || clusterEvery > 0) && (P > 1 || config.parallel.expertParallel > 1)) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `${rank > 0 ? 'compress.rank' : 'compress.clusterEvery'}: expected 0 with parallel.pipeline or parallel.expertParallel > 1 (compressed or clustered experts are not staged or sharded yet), got ${rank > 0 ? rank : clusterEvery}`,
+    );
+  }
   if (ranks % P !== 0) {
     throw new SwitchyardError(
       'CONFIG_INVALID',
@@ -175,7 +183,7 @@ export function setUpTraining(
 
   const model = resumed
     ? resumed.loaded.model
-    : new MoETransformerLM(modelConfig, new Rng(config.seed).fork('init'));
+    : startCompressed(new MoETransformerLM(modelConfig, new Rng(config.seed).fork('init')), config);
   const L = model.moeLayerIndices.length;
   const { k: K, numExperts: E } = routingShape(modelConfig);
   // Expert slots replace the full experts before the optimizer sees the variables.
@@ -241,7 +249,7 @@ function pipelineOptimizer(config: TrainConfig, pipeline: TrainingPipeline): Opt
 }
 
 /** AdamW as the run configures it, with its clipping and placement. */
-function optimizerStep(
+export function optimizerStep(
   config: TrainConfig,
   comm: Communicator,
   named: ReadonlyMap<string, tf.Variable>,
@@ -263,7 +271,7 @@ function optimizerStep(
  * The run's balancing method; across ranks its counts are summed and its indices gathered. Under a
  * pipeline, `comm` holds the replicas of this rank's stages and `stepComm` every rank running them.
  */
-function balanceController(
+export function balanceController(
   config: TrainConfig,
   L: number,
   E: number,

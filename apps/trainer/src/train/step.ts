@@ -22,6 +22,7 @@
 import { maxVio } from '@switchyard/balance';
 import type { MoETransformerLM } from '@switchyard/model';
 import { type Communicator, shardRange } from '@switchyard/parallel';
+import type { RoutingPlan } from '@switchyard/routing';
 import { isSwitchyardError, type Rng, tf } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
 import type { StepPhases, StepRecord } from '../report/records';
@@ -88,6 +89,8 @@ export class TrainStep {
     private readonly config: TrainConfig,
     private readonly setup: StepParts,
     private readonly comm: Communicator,
+    /** Sees every micro-batch's routing plans (one per MoE layer), e.g. for online expert clustering. */
+    private readonly onPlans?: (plans: readonly RoutingPlan[]) => void,
   ) {
     const { seqLen: S, microBatchSize: B, gradAccum: M, steps } = config.train;
     const R = comm.worldSize;
@@ -272,6 +275,7 @@ export class TrainStep {
       ...(this.selectionBias ? { selectionBias: this.selectionBias } : {}),
     });
     balance.observe(plans, m);
+    this.onPlans?.(plans);
     const aux = balance.loss(plans, m);
     traced.counts = plans.map((p) => ({ countsE: p.countsE, keptCountsE: p.keptCountsE }));
     // a clone: with no balance term and one rank, `loss` itself is the objective the tape disposes

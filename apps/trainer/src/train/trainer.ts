@@ -9,6 +9,7 @@
  */
 import { type Communicator, createLocalCommunicator } from '@switchyard/parallel';
 import { type BackendInfo, initBackend } from '@switchyard/tensor';
+import { OnlineClustering } from '../compress/online';
 import type { TrainConfig } from '../config/schema';
 import { prepareData } from '../data/prepare';
 import { type EvalShard, evaluateModel } from '../eval/evaluate';
@@ -155,6 +156,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 /** The loop of steps, evaluations and checkpoints of a set-up run, and its end. */
 class TrainingRun {
   private readonly trainStep: TrainStep | PipelineTrainStep;
+  /** `compress.clusterEvery`: periodic expert clustering and its stability. */
+  private readonly online: OnlineClustering | undefined;
   private readonly checkpoints: RunCheckpoints;
   /**
    * Each rank scores every R-th validation batch on its identical replica and one all-reduce
@@ -175,9 +178,15 @@ class TrainingRun {
     private readonly stop: { readonly aborted: boolean } | undefined,
   ) {
     const { config, outDir, comm, data, setup } = facts;
+    const { numMoELayers, numExperts } = setup.shape;
+    this.online =
+      config.compress.clusterEvery > 0
+        ? new OnlineClustering(config.compress, numMoELayers, numExperts)
+        : undefined;
+    const online = this.online;
     this.trainStep = setup.pipeline
       ? new PipelineTrainStep(config, setup, comm)
-      : new TrainStep(config, setup, comm);
+      : new TrainStep(config, setup, comm, online ? (plans) => online.observe(plans) : undefined);
     this.checkpoints = new RunCheckpoints(
       config,
       outDir,
@@ -209,7 +218,11 @@ class TrainingRun {
       this.tokensSeen += B * S * gradAccum;
       this.rates.push(outcome.tokensPerSec);
       const done = step + 1;
-      const rec = stepRecord(done, outcome, this.tokensSeen, this.elapsedSec());
+      const clustering = this.online?.afterStep(done, this.facts.setup.model);
+      const rec = {
+        ...stepRecord(done, outcome, this.tokensSeen, this.elapsedSec()),
+        ...(clustering ? { clustering } : {}),
+      };
       this.outputs.appendStep(rec);
       this.reporter.progress({
         step: done,

@@ -156,6 +156,14 @@ function blockCopyIsFast(): boolean {
 /**
  * Splits the rows of float32 `x` into consecutive groups of the given sizes (groups of size 0 give
  * no tensor: the result has one entry per non-empty group). No gradient recorded; the adjoint is a concat.
+ *
+ * When to use: inside a custom-gradient expert computation, to cut the dispatched rows per expert
+ * (contiguous copies on wasm, where `Slice` copies its whole source each time).
+ *
+ * @example
+ * ```ts
+ * const [x0, x2] = splitRowsRaw(xSD, [3, 0, 5]); // rows 0..2 and 3..7
+ * ```
  */
 export function splitRowsRaw(x: tf.Tensor, sizes: readonly number[]): tf.Tensor[] {
   const nonEmpty = sizes.filter((s) => s > 0);
@@ -182,7 +190,17 @@ export function unstackExpertsRaw(w: tf.Tensor, experts: readonly number[]): tf.
   return experts.map((e) => copyRows(w, e, 1, inner));
 }
 
-/** Stacks per-expert tensors into [E, ...], with zeros for experts missing from `parts`. */
+/**
+ * Stacks per-expert tensors into [E, ...], with zeros for experts missing from `parts`.
+ *
+ * When to use: to return the gradient of stacked weights from a backward that computed only the
+ * experts (or groups) a batch used.
+ *
+ * @example
+ * ```ts
+ * const dW = stackExperts(new Map([[1, dW1]]), 4, [D, F]); // [4, D, F], zeros but for expert 1
+ * ```
+ */
 export function stackExperts(
   parts: ReadonlyMap<number, tf.Tensor>,
   E: number,

@@ -1,0 +1,3 @@
+import { defineLibraryConfig } from '../../tsup.shared.ts';
+
+export default defineLibraryConfig();

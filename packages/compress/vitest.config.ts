@@ -1,0 +1,3 @@
+import { defineSwitchyardTestConfig } from '../../vitest.shared.ts';
+
+export default defineSwitchyardTestConfig();
