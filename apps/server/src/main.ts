@@ -2,17 +2,18 @@
  * The `switchyard-serve` command line: serve a checkpoint (default), `generate` once from a shell,
  * `--version` and `--help`. Usage errors are one line and exit code 2; other failures exit 1.
  */
+
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import { END_OF_TEXT, loadCheckpoint } from '@switchyard/model';
+import { END_OF_TEXT } from '@switchyard/model';
 import {
   BACKEND_NAMES,
   type BackendName,
   initBackend,
   isSwitchyardError,
   SwitchyardError,
-  tf,
 } from '@switchyard/tensor';
+import { loadServingCheckpoint } from './checkpoint';
 import { type FlagDoc, GENERATE_FLAGS, helpText, SERVE_FLAGS } from './flags';
 import { loadServable, type ServeConfig, startServer } from './server';
 
@@ -104,8 +105,7 @@ async function generate(argv: readonly string[], io: CliIO): Promise<number> {
   if (!(topP > 0 && topP <= 1)) throw usage(`--top-p: expected a number in (0, 1], got ${topP}`);
   const backend = backendName(values.backend);
   await initBackend(backend === undefined ? {} : { backend });
-  const { model, tokenizer, extraTensors } = await loadCheckpoint(dir);
-  tf.dispose(Object.values(extraTensors ?? {}));
+  const { model, tokenizer } = await loadServingCheckpoint(dir);
   try {
     const ids = tokenizer.encode(prompt);
     const room = model.config.maxSeqLen - ids.length;

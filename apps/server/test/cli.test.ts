@@ -5,8 +5,15 @@ import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  CompressedExperts,
+  compressModel,
+  loadCompressedCheckpoint,
+  saveCompressedCheckpoint,
+} from '@switchyard/compress';
 import { END_OF_TEXT, loadCheckpoint } from '@switchyard/model';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadServingCheckpoint } from '../src/checkpoint';
 import { GENERATE_FLAGS, SERVE_FLAGS } from '../src/flags';
 import { main } from '../src/main';
 import { fromSources, type TestCheckpoint, writeTestCheckpoint } from './fixtures';
@@ -65,6 +72,35 @@ describe('switchyard-serve command line', () => {
     });
     model.dispose();
     expect(out.stdout).toBe(`${tokenizer.decode(ids)}\n`);
+  });
+
+  it('generates from a compressed checkpoint with its factored experts: the text the compressed model gives', async () => {
+    const dir = join(ckpt.dir, '..', 'compressed');
+    const plain = await loadCheckpoint(ckpt.dir);
+    // rank 2 of 4: far from the original experts, so the text is the compressed model's own
+    compressModel(plain.model, { numGroups: 2, rank: 2, lambda: 1 });
+    await saveCompressedCheckpoint(dir, { model: plain.model, tokenizer: plain.tokenizer });
+    plain.model.dispose();
+    const { out, io } = collector();
+    const args = ['generate', '--checkpoint', dir, '--prompt', 'the quick', '--temperature', '0'];
+    expect(await main([...args, '--max-tokens', '9'], io), out.stderr).toBe(0);
+    const { model, tokenizer } = await loadCompressedCheckpoint(dir);
+    const ids = model.generate(tokenizer.encode('the quick'), {
+      maxNewTokens: 9,
+      greedy: true,
+      stopTokens: [tokenizer.specialTokens[END_OF_TEXT]!],
+    });
+    model.dispose();
+    expect(out.stdout).toBe(`${tokenizer.decode(ids)}\n`);
+    // the server and `generate` load the factored banks, a plain checkpoint its full experts
+    const served = await loadServingCheckpoint(dir);
+    expect(served.compressed).toBe(true);
+    expect(served.model.moeLayers().every((l) => l.experts instanceof CompressedExperts)).toBe(true);
+    served.model.dispose();
+    const full = await loadServingCheckpoint(ckpt.dir);
+    expect(full.compressed).toBe(false);
+    expect(full.model.moeLayers()[0]!.experts).not.toBeInstanceOf(CompressedExperts);
+    full.model.dispose();
   });
 
   it('reports usage errors in one line with exit code 2, other failures with 1', async () => {

@@ -4,8 +4,9 @@
  * keeps accepting, refusing and streaming while a step runs.
  */
 import { type MessagePort, parentPort } from 'node:worker_threads';
-import { loadCheckpoint, type MoETransformerLM } from '@switchyard/model';
+import type { MoETransformerLM } from '@switchyard/model';
 import { initBackend, tf } from '@switchyard/tensor';
+import { loadServingCheckpoint } from '../checkpoint';
 import { batchIndependentRouting, Engine, ROUTING_WARNING } from './engine';
 import type { FromWorker, ToWorker, WorkerEvents, WorkerInit } from './messages';
 import type { SequenceHandle } from './sequence';
@@ -18,9 +19,7 @@ export async function runEngineWorker(init: WorkerInit, port: MessagePort = pare
   let model: MoETransformerLM;
   try {
     await initBackend(init.backend === undefined ? {} : { backend: init.backend });
-    const loaded = await loadCheckpoint(init.checkpoint);
-    tf.dispose(Object.values(loaded.extraTensors ?? {}));
-    model = loaded.model;
+    model = (await loadServingCheckpoint(init.checkpoint)).model;
   } catch (e) {
     post({ type: 'failed', message: e instanceof Error ? e.message : String(e) });
     port.close();
