@@ -5,25 +5,18 @@
  * follows the one-rank loss curve; its checkpoints hold full experts, load on one rank, and resume
  * there. Training runs only on wasm.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCheckpoint } from '@switchyard/model';
 import { tf } from '@switchyard/tensor';
-import { afterAll, describe, expect, it } from 'vitest';
-import { runCli as cli, relativeDifference } from '../test/cli';
+import { describe, expect, it } from 'vitest';
+import { runCli as cli, relativeDifference, scratchFolder, TINY_TWO_GENRES } from '../test/cli';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
-const root = mkdtempSync(join(tmpdir(), 'sy-ep-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const root = scratchFolder('sy-ep-');
 
 const RUN = [
-  '--preset',
-  'tiny',
-  '--set',
-  'data.genres=[news, humor]',
-  '--set',
-  'data.maxTextsPerDomain=4',
+  ...TINY_TWO_GENRES,
   '--set',
   'eval.every=0',
   '--set',

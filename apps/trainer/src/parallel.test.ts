@@ -3,26 +3,19 @@
  * the one-rank run with the same seed and global batch, only rank 0 writes the run folder, and the
  * launcher flags are checked. Training runs only on wasm.
  */
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCheckpoint } from '@switchyard/model';
 import { expectNoLeaks, tf } from '@switchyard/tensor';
-import { afterAll, describe, expect, it } from 'vitest';
-import { runCli as cli, relativeDifference, stepRecords } from '../test/cli';
+import { describe, expect, it } from 'vitest';
+import { runCli as cli, relativeDifference, scratchFolder, stepRecords, TINY_TWO_GENRES } from '../test/cli';
 import { StopRequest } from './run/interrupt';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
-const root = mkdtempSync(join(tmpdir(), 'sy-ranks-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const root = scratchFolder('sy-ranks-');
 
 const RUN = [
-  '--preset',
-  'tiny',
-  '--set',
-  'data.genres=[news, humor]',
-  '--set',
-  'data.maxTextsPerDomain=4',
+  ...TINY_TWO_GENRES,
   '--set',
   'train.steps=6',
   '--set',

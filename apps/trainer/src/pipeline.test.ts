@@ -5,25 +5,18 @@
  * whole model and its moments, a pipeline checkpoint resumes on one rank, and bad layouts are refused
  * before any rank starts. Training runs only on wasm.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadCheckpoint } from '@switchyard/model';
 import { tf } from '@switchyard/tensor';
-import { afterAll, describe, expect, it } from 'vitest';
-import { runCli as cli, stepRecords } from '../test/cli';
+import { describe, expect, it } from 'vitest';
+import { runCli as cli, scratchFolder, stepRecords, TINY_TWO_GENRES } from '../test/cli';
 
 const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
-const root = mkdtempSync(join(tmpdir(), 'sy-pipeline-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+const root = scratchFolder('sy-pipeline-');
 
 const RUN = [
-  '--preset',
-  'tiny',
-  '--set',
-  'data.genres=[news, humor]',
-  '--set',
-  'data.maxTextsPerDomain=4',
+  ...TINY_TWO_GENRES,
   '--set',
   'model.numLayers=4',
   '--set',

@@ -1,7 +1,9 @@
 // The `switchyard-train` command line run in-process, for tests: the exit code and what it wrote,
 // the records of a run folder, and a comparison of saved tensors.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll } from 'vitest';
 import { main } from '../src/main';
 import { StopRequest } from '../src/run/interrupt';
 
@@ -66,4 +68,21 @@ export function relativeDifference(a: Float32Array, b: Float32Array): number {
     n += a[i]! ** 2;
   }
   return Math.sqrt(d / Math.max(n, 1e-30));
+}
+
+/** The tiny preset on two genres of four texts each: runs of the parallel tests take seconds. */
+export const TINY_TWO_GENRES: readonly string[] = [
+  '--preset',
+  'tiny',
+  '--set',
+  'data.genres=[news, humor]',
+  '--set',
+  'data.maxTextsPerDomain=4',
+];
+
+/** A new temporary folder named `prefix...`, removed after the test file. */
+export function scratchFolder(prefix: string): string {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  return root;
 }
