@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as balance from '@switchyard/balance';
+import * as compress from '@switchyard/compress';
 import * as experts from '@switchyard/experts';
 import * as model from '@switchyard/model';
 import * as parallel from '@switchyard/parallel';
@@ -25,6 +26,7 @@ const testsRoot = join(here, '../..');
 /** What doc examples may import besides Node's built-in modules. */
 const MODULES: Record<string, unknown> = {
   '@switchyard/balance': balance,
+  '@switchyard/compress': compress,
   '@switchyard/experts': experts,
   '@switchyard/model': model,
   '@switchyard/parallel': parallel,
