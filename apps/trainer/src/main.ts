@@ -12,6 +12,7 @@ import { packageVersion, resolveConfig } from './config/load';
 import { generateFromCheckpoint, parseSampleFlags, shellQuote } from './eval/generate';
 import { evaluateCheckpoint } from './eval/score';
 import { EXPERIMENTS, ExperimentInterrupted, experimentHelp, runExperiment } from './experiments/run';
+import { reportFailure } from './failure';
 import { RANK_MODULE_URL, type TrainRankArgs, type TrainRankResult } from './rank';
 import { ema } from './report/charts';
 import { createReporter, type TextSink } from './reporter';
@@ -137,14 +138,7 @@ export async function main(
         return await whileStoppable(io, (stop) => trainCommand(values, rest, lc, io, stop));
     }
   } catch (e) {
-    if (isSwitchyardError(e)) {
-      io.stderr.write(`error: ${e.message}\n`);
-      return e.code === 'CONFIG_INVALID' || e.code === 'INVALID_ARGUMENT' ? 2 : 1;
-    }
-    io.stderr.write(
-      `error: unexpected failure: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
-    );
-    return 1;
+    return reportFailure(e, io.stderr);
   }
 }
 

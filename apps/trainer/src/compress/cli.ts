@@ -9,6 +9,7 @@ type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig['options']>;
 
 import { DEFAULT_LAMBDA } from '@switchyard/compress';
 import { initBackend, isSwitchyardError, SwitchyardError } from '@switchyard/tensor';
+import { reportFailure } from '../failure';
 import { createReporter, type TextSink } from '../reporter';
 import { timestamp } from '../run/outdir';
 import { runCompress } from './command';
@@ -110,14 +111,7 @@ async function reportErrors(io: { readonly stderr: TextSink }, job: () => Promis
   try {
     return await job();
   } catch (e) {
-    if (isSwitchyardError(e)) {
-      io.stderr.write(`error: ${e.message}\n`);
-      return e.code === 'CONFIG_INVALID' || e.code === 'INVALID_ARGUMENT' ? 2 : 1;
-    }
-    io.stderr.write(
-      `error: unexpected failure: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
-    );
-    return 1;
+    return reportFailure(e, io.stderr);
   }
 }
 
