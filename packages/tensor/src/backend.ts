@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { SwitchyardError } from './errors';
 import { installKernelFixes } from './internal/kernels';
+import { prepareWasmKernels } from './internal/wasm-kernels';
 
 /** Names a user can pass as `backend` or `SWITCHYARD_BACKEND`. */
 export const BACKEND_NAMES = ['tensorflow', 'wasm', 'cpu'] as const;
@@ -101,6 +102,7 @@ async function trySimple(name: 'wasm' | 'cpu'): Promise<BackendAttempt> {
   try {
     const ok = await tf.setBackend(name);
     if (ok && name === 'cpu') writeFirstCpuTensorQuietly();
+    if (ok && name === 'wasm') await prepareWasmKernels();
     return ok
       ? { backend: name, package: pkg, ok }
       : { backend: name, package: pkg, ok, error: 'failed to initialise' };

@@ -29,6 +29,7 @@ import type {
 } from '@tensorflow/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { heapOffset, installWasmKernels, wasmKernels } from './wasm-kernels';
 
 const installed = new Set<string>();
 
@@ -42,7 +43,64 @@ export function installKernelFixes(backendName: string): void {
     wrapTransposedMatMul('BatchMatMul');
     wrapTransposedMatMul('_FusedMatMul');
     shareIdentity();
+    if (installWasmKernels()) fastTranspose();
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transpose on wasm at memory speed
+
+/**
+ * A permutation as one swap of two adjacent axis groups, `[batch..., rows..., cols..., inner...]`
+ * to `[batch..., cols..., rows..., inner...]`, with each group's size; null for any other permutation.
+ */
+export function swapOfGroups(
+  shape: readonly number[],
+  perm: readonly number[],
+): { batch: number; rows: number; cols: number; inner: number } | null {
+  const n = perm.length;
+  let a = 0;
+  while (a < n && perm[a] === a) a++;
+  let z = n;
+  while (z > a && perm[z - 1] === z - 1) z--;
+  if (a === z) return null;
+  // The middle must read [a+k .. z-1, a .. a+k-1].
+  const k = perm[a]! - a;
+  if (k <= 0 || k >= z - a) return null;
+  for (let i = 0; i < z - a; i++) {
+    const expected = i < z - a - k ? a + k + i : a + i - (z - a - k);
+    if (perm[a + i] !== expected) return null;
+  }
+  const prod = (from: number, to: number) => shape.slice(from, to).reduce((x, y) => x * y, 1);
+  return { batch: prod(0, a), rows: prod(a, a + k), cols: prod(a + k, z), inner: prod(z, n) };
+}
+
+function fastTranspose(): void {
+  const original = unreplacedWasmKernel('Transpose');
+  if (!original) return;
+  replaceWasmKernel(original, (args) => {
+    const x = args.inputs.x as TensorInfo;
+    const perm = (args.attrs as unknown as { perm: number[] }).perm;
+    const kernels = wasmKernels();
+    const swap = x.dtype === 'float32' || x.dtype === 'int32' ? swapOfGroups(x.shape, perm) : null;
+    if (!kernels || !swap) return original.kernelFunc(args);
+    const backend = args.backend as BackendWasm;
+    const out = backend.makeOutput(
+      perm.map((p) => x.shape[p]!),
+      x.dtype,
+    );
+    if (sizeOf(x.shape) > 0) {
+      kernels.transpose(
+        heapOffset(backend, x),
+        heapOffset(backend, out),
+        swap.batch,
+        swap.rows,
+        swap.cols,
+        swap.inner,
+      );
+    }
+    return out;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

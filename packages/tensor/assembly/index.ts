@@ -1,0 +1,8 @@
+// Switchyard's wasm kernels, compiled by AssemblyScript (`pnpm --filter @switchyard/tensor build:wasm`)
+// into src/internal/wasm-kernels.generated.ts. The module imports the tfjs wasm backend's own memory
+// and works in place on its tensors: every pointer argument is a byte offset into that heap, given
+// by the caller (tensor data or scratch from the backend's allocator). The module has no data
+// segments, no heap and no start function (the build checks), so it never writes anything but the
+// outputs it is given.
+
+export { transpose } from './transpose';

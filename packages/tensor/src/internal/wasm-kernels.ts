@@ -1,0 +1,81 @@
+/**
+ * Switchyard's own wasm kernels (AssemblyScript sources in `assembly/`), run inside the tfjs wasm
+ * backend's heap: the module imports the backend's `WebAssembly.Memory`, so a kernel reads its
+ * inputs and writes its outputs where tfjs keeps them, with no copies in or out. The glue here turns
+ * tensors into heap offsets and allocates outputs with the backend's own allocator.
+ *
+ * Loaded once per process by `initBackend` on wasm ({@link prepareWasmKernels}); until then, or on
+ * another backend, {@link wasmKernels} is null and callers keep tfjs's kernels.
+ */
+import type { TensorInfo } from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { WASM_KERNELS_BASE64 } from './wasm-kernels.generated';
+
+/** The module's exports; every pointer is a byte offset into the tfjs heap. */
+export interface WasmKernelExports {
+  transpose(x: number, out: number, batch: number, rows: number, cols: number, inner: number): void;
+}
+
+let compiled: WebAssembly.Module | null | undefined;
+let instance: { memory: WebAssembly.Memory; exports: WasmKernelExports } | null = null;
+
+function bytes(): Uint8Array {
+  if (typeof Buffer !== 'undefined') return Buffer.from(WASM_KERNELS_BASE64, 'base64');
+  const s = atob(WASM_KERNELS_BASE64);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** Compiles the module ahead of {@link installWasmKernels} (asynchronously, as browsers require). */
+export async function prepareWasmKernels(): Promise<void> {
+  if (compiled !== undefined) return;
+  try {
+    compiled = await WebAssembly.compile(bytes() as BufferSource);
+  } catch {
+    compiled = null;
+  }
+}
+
+function heapMemory(backend: BackendWasm): WebAssembly.Memory | undefined {
+  const module = (backend as unknown as { wasm?: { asm?: { memory?: unknown } } }).wasm;
+  const memory = module?.asm?.memory;
+  return memory instanceof WebAssembly.Memory ? memory : undefined;
+}
+
+/**
+ * Instantiates the kernels against the current wasm backend's heap. Returns false (and leaves every
+ * caller on tfjs's kernels) when the backend is not wasm, its heap is not reachable, or the module
+ * cannot be compiled here.
+ */
+export function installWasmKernels(): boolean {
+  if (tf.getBackend() !== 'wasm') return false;
+  const memory = heapMemory(tf.backend() as BackendWasm);
+  if (!memory) return false;
+  if (instance?.memory === memory) return true;
+  if (compiled === undefined) {
+    try {
+      compiled = new WebAssembly.Module(bytes() as BufferSource);
+    } catch {
+      compiled = null;
+    }
+  }
+  if (compiled === null) return false;
+  const inst = new WebAssembly.Instance(compiled, { env: { memory } });
+  instance = { memory, exports: inst.exports as unknown as WasmKernelExports };
+  return true;
+}
+
+/** The kernels when the wasm backend is active and they are installed, else null. */
+export function wasmKernels(): WasmKernelExports | null {
+  if (instance === null || tf.getBackend() !== 'wasm') return null;
+  return instance.exports;
+}
+
+/** Byte offset of a tensor's data in the wasm heap. */
+export function heapOffset(backend: BackendWasm, t: TensorInfo): number {
+  return (backend as unknown as { dataIdMap: { get(id: object): { memoryOffset: number } } }).dataIdMap.get(
+    t.dataId,
+  ).memoryOffset;
+}
