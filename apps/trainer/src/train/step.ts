@@ -19,7 +19,7 @@
  * Shape letters: B sequences per global micro-batch, B_r this rank's share, S sequence length,
  * M micro-batches per step (`train.gradAccum`), L MoE layers, E routed experts.
  */
-import { maxVio } from '@switchyard/balance';
+import { maxVio, perSequenceMaxVio } from '@switchyard/balance';
 import type { MoETransformerLM } from '@switchyard/model';
 import { type Communicator, shardRange } from '@switchyard/parallel';
 import type { RoutingPlan } from '@switchyard/routing';
@@ -52,6 +52,8 @@ export interface MicroBatchSums {
   readonly countsMLE: Float64Array;
   /** Each micro-batch's kept (not dropped) counts, [M][L][E] flattened. */
   readonly keptMLE: Float64Array;
+  /** Sum over micro-batches of the per-sequence MaxVio averaged over layers (this rank's sequences). */
+  seqVio: number;
 }
 
 /**
@@ -131,6 +133,7 @@ export class TrainStep {
       aux: 0,
       countsMLE: new Float64Array(M * this.L * this.E),
       keptMLE: new Float64Array(M * this.L * this.E),
+      seqVio: 0,
     };
     for (let m = 0; m < M; m++) this.microBatch(step, m, sums, lastCheckpoint);
     const tComputed = performance.now();
@@ -167,6 +170,7 @@ export class TrainStep {
       gradNorm: applied.norm,
       tokensPerSec: this.tokensPerStep / ((performance.now() - tStep) / 1000),
       ...loads,
+      ...(this.L > 0 ? { maxVioSeq: sums.seqVio / M } : {}),
       ...(ep ? { expertBalance: ep.balancedness } : {}),
       ...(ep?.rebalance ? { rebalance: ep.rebalance } : {}),
       phaseMs: {
@@ -198,7 +202,7 @@ export class TrainStep {
     const mb = this.setup.batcher.next();
     const rng = this.setup.noiseRng.split();
     // Filled inside the gradient tape: the LM and balance losses (kept) and each layer's counts.
-    const traced: TracedLosses = { counts: [] };
+    const traced: TracedLosses = { counts: [], seqVio: 0 };
     const xBS = this.rowsOf(mb.inputsBS);
     const yBS = this.rowsOf(mb.targetsBS);
     let computed: ReturnType<typeof tf.variableGrads>;
@@ -244,6 +248,7 @@ export class TrainStep {
     sums.loss += lmLoss;
     sums.aux += auxLoss;
     const { L, E } = this;
+    if (L > 0) sums.seqVio += traced.seqVio / L;
     traced.counts.forEach((p, l) => {
       const off = (m * L + l) * E;
       for (let e = 0; e < E; e++) {
@@ -278,6 +283,9 @@ export class TrainStep {
     this.onPlans?.(plans);
     const aux = balance.loss(plans, m);
     traced.counts = plans.map((p) => ({ countsE: p.countsE, keptCountsE: p.keptCountsE }));
+    const { seqLen: S } = this.config.train;
+    traced.seqVio = 0;
+    for (const p of plans) traced.seqVio += perSequenceMaxVio(p.expertIdx, S, this.E, p.k);
     // a clone: with no balance term and one rank, `loss` itself is the objective the tape disposes
     traced.lm = tf.keep(loss.clone());
     if (aux) traced.aux = tf.keep(aux);
@@ -320,6 +328,8 @@ export class TrainStep {
 interface TracedLosses {
   lm?: tf.Scalar;
   aux?: tf.Scalar;
+  /** Sum over layers of the micro-batch's per-sequence MaxVio. */
+  seqVio: number;
   counts: { countsE: Int32Array; keptCountsE: Int32Array }[];
 }
 
