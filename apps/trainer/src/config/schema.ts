@@ -176,6 +176,12 @@ const balanceSchema = z
       .min(0)
       .default(0.01)
       .describe('global+local: micro-batch loss weight as a fraction of alpha'),
+    globalPool: z
+      .enum(['cumulative', 'step'])
+      .default('cumulative')
+      .describe(
+        "global, global+local: f of micro-batch m from the counts of micro-batches 1..m (cumulative, Megatron's buffer) or of the whole optimizer step (step: a routing-only forward pass over the step's micro-batches first)",
+      ),
     biasUpdateRate: z.number().min(0).default(1e-3).describe('loss-free: bias step u per optimizer step'),
     zLoss: z.number().min(0).default(0).describe('router z-loss coefficient; 0: off'),
   })

@@ -7,6 +7,7 @@
  * seed per arm there is no spread to compare against, and loss claims say so instead of deciding.
  * Every experiment definition carries its own claims (see `definitions.ts`).
  */
+import { SwitchyardError } from '@switchyard/tensor';
 
 /** One training run's numbers (one arm, one seed). */
 export interface ArmResult {
@@ -50,9 +51,12 @@ export interface ArmResult {
 }
 
 /** The numeric fields of {@link ArmResult}. */
-export type ArmField = {
-  [K in keyof ArmResult]: ArmResult[K] extends number ? K : never;
-}[keyof ArmResult];
+export type ArmField = Exclude<
+  {
+    [K in keyof ArmResult]-?: ArmResult[K] extends number ? K : never;
+  }[keyof ArmResult],
+  undefined
+>;
 
 /** A value over an arm's seeds. */
 export interface SeedStat {
@@ -90,7 +94,8 @@ export function seedStat(values: readonly number[]): SeedStat {
 /** The summary of one arm's runs (one per seed, at least one). */
 export function summariseSeeds(runs: readonly ArmResult[]): ArmSummary {
   const first = runs[0];
-  if (!first) throw new Error('summariseSeeds(): expected at least one run');
+  if (!first)
+    throw new SwitchyardError('INVALID_ARGUMENT', 'summariseSeeds(): expected at least one run, got none');
   const stat = (field: ArmField): SeedStat => seedStat(runs.map((r) => r[field]));
   const means: Record<string, unknown> = { ...first };
   for (const [key, value] of Object.entries(first)) {
@@ -179,7 +184,8 @@ export function compareLoss(
   const sb = get(b, fieldB);
   const gap = sa.mean - sb.mean;
   const spreads = [sa, sb].filter((s) => s.n > 1).map((s) => s.max - s.min);
-  if (spreads.length === 0 || !Number.isFinite(gap)) return { direction: 'unknown', gap, threshold: Number.NaN };
+  if (spreads.length === 0 || !Number.isFinite(gap))
+    return { direction: 'unknown', gap, threshold: Number.NaN };
   const threshold = SPREAD_FACTOR * Math.max(...spreads);
   return { direction: gap < -threshold ? 'below' : gap > threshold ? 'above' : 'none', gap, threshold };
 }
@@ -206,7 +212,9 @@ export const vioAbove = (a: number, b: number): boolean => a > b * (1 + VIO_MARG
 /** A loss comparison for the report: `-0.0123 (threshold 0.0040)` or `-0.0123 (one seed, no spread)`. */
 export function describeGap(c: LossComparison): string {
   const g = `${c.gap >= 0 ? '+' : ''}${c.gap.toFixed(4)}`;
-  return Number.isFinite(c.threshold) ? `${g}, threshold 2 x spread = ${c.threshold.toFixed(4)}` : `${g}, ${NO_SPREAD}`;
+  return Number.isFinite(c.threshold)
+    ? `${g}, threshold 2 x spread = ${c.threshold.toFixed(4)}`
+    : `${g}, ${NO_SPREAD}`;
 }
 
 /** A value over seeds: `4.1234` for one seed, `4.1234 [4.1100-4.1400]` (min-max) for several. */

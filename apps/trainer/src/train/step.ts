@@ -23,7 +23,7 @@ import { maxVio, perSequenceMaxVio } from '@switchyard/balance';
 import type { MoETransformerLM } from '@switchyard/model';
 import { type Communicator, shardRange } from '@switchyard/parallel';
 import type { RoutingPlan } from '@switchyard/routing';
-import { isSwitchyardError, type Rng, tf } from '@switchyard/tensor';
+import { isSwitchyardError, Rng, tf } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
 import type { StepPhases, StepRecord } from '../report/records';
 import { GradAccumulator } from './adamw';
@@ -135,7 +135,13 @@ export class TrainStep {
       keptMLE: new Float64Array(M * this.L * this.E),
       seqVio: 0,
     };
-    for (let m = 0; m < M; m++) this.microBatch(step, m, sums, lastCheckpoint);
+    // Each micro-batch's data and routing noise, drawn in the same order as without a prepass.
+    const inputs = Array.from({ length: M }, () => ({
+      mb: this.setup.batcher.next(),
+      rng: this.setup.noiseRng.split(),
+    }));
+    if (this.setup.balance.pooledPerStep) this.routingPrepass(step, inputs);
+    for (let m = 0; m < M; m++) this.microBatch(step, m, inputs[m]!, sums, lastCheckpoint);
     const tComputed = performance.now();
 
     let syncMs = 0;
@@ -195,12 +201,12 @@ export class TrainStep {
   private microBatch(
     step: number,
     m: number,
+    input: MicroBatchInput,
     sums: MicroBatchSums,
     lastCheckpoint: string | undefined,
   ): void {
     const { gradAccum: M } = this.config.train;
-    const mb = this.setup.batcher.next();
-    const rng = this.setup.noiseRng.split();
+    const { mb, rng } = input;
     // Filled inside the gradient tape: the LM and balance losses (kept) and each layer's counts.
     const traced: TracedLosses = { counts: [], seqVio: 0 };
     const xBS = this.rowsOf(mb.inputsBS);
@@ -256,6 +262,33 @@ export class TrainStep {
         sums.keptMLE[off + e] = p.keptCountsE[e]!;
       }
     });
+  }
+
+  /**
+   * `balance.globalPool: 'step'`: a forward pass without the gradient tape over every micro-batch of
+   * the step, with a copy of each one's routing noise, so the balance controller pools the counts the
+   * training passes will route; their global loss then takes f from the whole step. Costs one extra
+   * forward pass per micro-batch.
+   */
+  private routingPrepass(step: number, inputs: readonly MicroBatchInput[]): void {
+    const { steps: totalSteps } = this.config.train;
+    const countsMLE = inputs.map(({ mb, rng }) => {
+      let countsLE: Float64Array[] = [];
+      tf.tidy(() => {
+        const xBS = this.rowsOf(mb.inputsBS);
+        const yBS = this.rowsOf(mb.targetsBS);
+        const { plans } = this.model.loss(xBS, yBS, {
+          training: true,
+          rng: Rng.fromState(rng.getState()),
+          step,
+          totalSteps,
+          ...(this.selectionBias ? { selectionBias: this.selectionBias } : {}),
+        });
+        countsLE = plans.map((p) => Float64Array.from(p.countsE));
+      });
+      return countsLE;
+    });
+    this.setup.balance.observeStep(countsMLE);
   }
 
   /**
@@ -322,6 +355,12 @@ export class TrainStep {
     sums.countsMLE.set(buf.subarray(2, 2 + n));
     sums.keptMLE.set(buf.subarray(2 + n));
   }
+}
+
+/** One micro-batch's data and routing noise. */
+interface MicroBatchInput {
+  readonly mb: ReturnType<StepParts['batcher']['next']>;
+  readonly rng: Rng;
 }
 
 /** What the gradient function hands out of the tape besides the objective. */
