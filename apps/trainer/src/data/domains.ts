@@ -236,7 +236,9 @@ export function cipherTable(seed: number = DOMAIN_CORPUS_SEED): Map<string, stri
   const table = new Map<string, string>();
   const assign = (from: readonly number[], to: readonly number[]): void => {
     const order = rng.permutation(to.length);
-    from.forEach((c, i) => table.set(String.fromCharCode(c), String.fromCodePoint(to[order[i]!]!)));
+    from.forEach((c, i) => {
+      table.set(String.fromCharCode(c), String.fromCodePoint(to[order[i]!]!));
+    });
   };
   const range = (a: number, b: number): number[] => Array.from({ length: b - a + 1 }, (_, i) => a + i);
   assign(range(0x41, 0x5a), CYRILLIC_UPPER);
@@ -262,7 +264,8 @@ export function encipher(text: string, table: ReadonlyMap<string, string>): stri
 }
 
 /** Keeps the ASCII characters of a text (the Brown texts are ASCII; this guarantees it). */
-const asciiOnly = (text: string): string => text.replace(/[^\x09\x0a\x20-\x7e]/g, '');
+const asciiOnly = (text: string): string =>
+  [...text].filter((ch) => ch === '\t' || ch === '\n' || (ch >= ' ' && ch <= '~')).join('');
 
 /**
  * Builds the domain-structured corpus: `textsPerDomain` texts in each of the four domains of
@@ -300,12 +303,12 @@ export function buildDomainCorpus(options: DomainCorpusOptions = {}): TextSample
   const code = new CodeWriter(rng.fork('code'));
   const arith = rng.fork('arithmetic');
   const out: TextSample[] = [];
-  english.forEach((s) => out.push({ id: `prose:${s.id}`, domain: 'prose', text: asciiOnly(s.text) }));
+  for (const s of english) out.push({ id: `prose:${s.id}`, domain: 'prose', text: asciiOnly(s.text) });
   for (let i = 0; i < n; i++) out.push({ id: `code:${i}`, domain: 'code', text: code.file(chars) });
   for (let i = 0; i < n; i++)
     out.push({ id: `arithmetic:${i}`, domain: 'arithmetic', text: arithmeticText(arith, chars) });
-  ciphered.forEach((s) =>
-    out.push({ id: `cipher:${s.id}`, domain: 'cipher', text: encipher(asciiOnly(s.text), table) }),
-  );
+  for (const s of ciphered) {
+    out.push({ id: `cipher:${s.id}`, domain: 'cipher', text: encipher(asciiOnly(s.text), table) });
+  }
   return out;
 }

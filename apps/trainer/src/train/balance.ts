@@ -133,7 +133,9 @@ export class BalanceController {
    */
   observeStep(countsMLE: readonly (readonly ArrayLike<number>[])[], firstLayer = 0): void {
     countsMLE.forEach((countsLE, m) => {
-      countsLE.forEach((countsE, i) => this.global[firstLayer + i]?.accumulate(countsE, m));
+      countsLE.forEach((countsE, i) => {
+        this.global[firstLayer + i]?.accumulate(countsE, m);
+      });
     });
   }
 
