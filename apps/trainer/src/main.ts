@@ -47,7 +47,7 @@ const FLAG_OWNERS: readonly { readonly flags: readonly string[]; readonly comman
   { flags: ['checkpoint'], commands: ['eval', 'generate'] },
   { flags: ['text'], commands: ['eval'] },
   { flags: ['prompt', 'max-tokens', 'temperature', 'top-k', 'top-p', 'seed'], commands: ['generate'] },
-  { flags: ['arms', 'jobs', 'no-report'], commands: ['experiment'] },
+  { flags: ['arms', 'jobs', 'no-report', 'seeds'], commands: ['experiment'] },
 ];
 
 function usage(message: string): SwitchyardError {
@@ -205,6 +205,30 @@ async function generateCommand(values: Flags, rest: readonly string[], io: CliIO
   return 0;
 }
 
+/** `--seeds N` (how many seeds) or `--seeds A,B,...` (which seeds; a trailing comma makes one seed a list). */
+function parseSeeds(value: string): number | number[] {
+  const expected = 'a count of seeds (e.g. 2) or a comma-separated list of seeds (e.g. 1234,1235)';
+  if (!value.includes(',')) {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1)
+      throw usage(`--seeds: expected ${expected}, got ${JSON.stringify(value)}`);
+    return n;
+  }
+  const list = value
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '')
+    .map(Number);
+  if (
+    list.length === 0 ||
+    list.some((x) => !Number.isInteger(x) || x < 0) ||
+    new Set(list).size !== list.length
+  ) {
+    throw usage(`--seeds: expected ${expected} (distinct integers >= 0), got ${JSON.stringify(value)}`);
+  }
+  return list;
+}
+
 /** `experiment NAME`: every arm (or `--arms`), then the comparison report. */
 async function experimentCommand(
   values: Flags,
@@ -221,6 +245,7 @@ async function experimentCommand(
   if (!Number.isInteger(jobs) || jobs < 1)
     throw usage(`--jobs: expected a positive integer, got ${JSON.stringify(values.jobs)}`);
   const arms = values.arms?.split(',').map((a) => a.trim());
+  const seeds = values.seeds === undefined ? undefined : parseSeeds(values.seeds);
   let result: Awaited<ReturnType<typeof runExperiment>>;
   try {
     result = await runExperiment(name, {
@@ -228,6 +253,7 @@ async function experimentCommand(
       jobs,
       report: values['no-report'] !== true,
       ...(arms !== undefined ? { arms } : {}),
+      ...(seeds !== undefined ? { seeds } : {}),
       ...(values.out !== undefined ? { out: values.out } : {}),
       ...(values.backend !== undefined ? { backend: values.backend } : {}),
       reporter: createReporter({ mode: 'auto', stdout: io.stdout, stderr: io.stderr }),
@@ -421,6 +447,7 @@ function parse(argv: readonly string[]) {
       seed: { type: 'string' },
       arms: { type: 'string' },
       jobs: { type: 'string' },
+      seeds: { type: 'string' },
       'no-report': { type: 'boolean' },
       'expert-parallel': { type: 'string' },
       help: { type: 'boolean', short: 'h' },

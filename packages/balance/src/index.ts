@@ -57,10 +57,13 @@ export type {
 export {
   balanceStats,
   coefficientOfVariation,
+  domainExpertMutualInformation,
+  domainLiftPeak,
   dropRate,
   MaxVioGlobal,
   maxVio,
   normalisedEntropy,
+  perSequenceMaxVio,
   planBalanceStats,
   routerLse2,
   SpecialisationAccumulator,

@@ -5,10 +5,13 @@ import { routerZLoss } from './losses';
 import {
   balanceStats,
   coefficientOfVariation,
+  domainExpertMutualInformation,
+  domainLiftPeak,
   dropRate,
   MaxVioGlobal,
   maxVio,
   normalisedEntropy,
+  perSequenceMaxVio,
   planBalanceStats,
   routerLse2,
   SpecialisationAccumulator,
@@ -179,5 +182,89 @@ describe('memory', () => {
       routerLse2(logits);
     }, 'routerLse2');
     logits.dispose();
+  });
+});
+
+describe('specialisation vs imbalance', () => {
+  it('mutual information: log G for disjoint experts, 0 for collapse and for uniform routing', () => {
+    expect(
+      domainExpertMutualInformation(
+        [
+          [1, 0],
+          [0, 1],
+        ],
+        [5, 5],
+      ),
+    ).toBeCloseTo(Math.log(2), 12);
+    expect(
+      domainExpertMutualInformation(
+        [
+          [1, 0],
+          [1, 0],
+        ],
+        [5, 5],
+      ),
+    ).toBeCloseTo(0, 12);
+    expect(
+      domainExpertMutualInformation(
+        [
+          [0.5, 0.5],
+          [0.5, 0.5],
+        ],
+        [3, 9],
+      ),
+    ).toBeCloseTo(0, 12);
+    // Hand count: selections n = [[3, 1], [1, 3]] (4 tokens each, K = 1): p(g) = p(e) = 1/2.
+    const mi = 2 * (3 / 8) * Math.log(3 / 8 / 0.25) + 2 * (1 / 8) * Math.log(1 / 8 / 0.25);
+    expect(
+      domainExpertMutualInformation(
+        [
+          [0.75, 0.25],
+          [0.25, 0.75],
+        ],
+        [4, 4],
+      ),
+    ).toBeCloseTo(mi, 12);
+    // Domain weights matter: the joint is tokens x frequency.
+    expect(
+      domainExpertMutualInformation(
+        [
+          [1, 0],
+          [0, 1],
+        ],
+        [1, 3],
+      ),
+    ).toBeCloseTo(-(0.25 * Math.log(0.25) + 0.75 * Math.log(0.75)), 12);
+    expect(() => domainExpertMutualInformation([[1, 0]], [1, 2])).toThrow(/frequenciesGE/);
+  });
+
+  it('lift: 1 under collapse, G for an expert of one domain', () => {
+    expect(
+      domainLiftPeak([
+        [1, 0],
+        [1, 0],
+      ]),
+    ).toBeCloseTo(1, 12);
+    expect(
+      domainLiftPeak([
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+      ]),
+    ).toBeCloseTo(3, 12);
+    expect(
+      domainLiftPeak([
+        [0.5, 0.5],
+        [1, 0],
+      ]),
+    ).toBeCloseTo(2, 12);
+  });
+
+  it('per-sequence MaxVio averages the MaxVio of each sequence', () => {
+    expect(perSequenceMaxVio([0, 0, 1, 1], 2, 2, 1)).toBeCloseTo(1, 12);
+    expect(perSequenceMaxVio([0, 1, 0, 1], 2, 2, 1)).toBeCloseTo(0, 12);
+    // K = 2, E = 4, S = 2: sequence 0 counts [2, 1, 1, 0] (MaxVio 1), sequence 1 [1, 1, 1, 1] (0).
+    expect(perSequenceMaxVio([0, 1, 0, 2, 0, 1, 2, 3], 2, 4, 2)).toBeCloseTo(0.5, 12);
+    expect(() => perSequenceMaxVio([0, 1, 2], 2, 4, 1)).toThrow(/expertIdxTK/);
   });
 });

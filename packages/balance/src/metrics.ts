@@ -43,6 +43,142 @@ export function maxVio(loadE: ArrayLike<number>): number {
 }
 
 /**
+ * Mean over sequences of each sequence's MaxVio: `expertIdxTK` holds the K experts of T = B * S
+ * tokens (B sequences of `seqLen` tokens, row-major); each sequence's counts are its own load.
+ * Sequences whose load is all zero are skipped; NaN when none is left.
+ *
+ * When to use: how unbalanced single sequences are (the sequence-wise aux loss balances them);
+ * compare with {@link maxVioNoiseFloor} at T = S.
+ *
+ * @example
+ * ```ts
+ * perSequenceMaxVio([0, 0, 1, 1], 2, 2, 1); // each sequence sends both tokens to one expert: 1
+ * ```
+ */
+export function perSequenceMaxVio(
+  expertIdxTK: ArrayLike<number>,
+  seqLen: number,
+  numExperts: number,
+  k: number,
+): number {
+  const fn = 'perSequenceMaxVio';
+  const S = checkInt(fn, 'seqLen', seqLen, { min: 1 });
+  const E = checkInt(fn, 'numExperts', numExperts, { min: 1 });
+  const K = checkInt(fn, 'k', k, { min: 1 });
+  if (expertIdxTK?.length === undefined || expertIdxTK.length % (S * K) !== 0) {
+    throw invalidArgument(
+      fn,
+      'expertIdxTK',
+      `a [B * ${S}, ${K}] row-major array of expert indices`,
+      expertIdxTK,
+    );
+  }
+  const B = expertIdxTK.length / (S * K);
+  const countsE = new Float64Array(E);
+  let sum = 0;
+  let n = 0;
+  for (let b = 0; b < B; b++) {
+    countsE.fill(0);
+    for (let i = b * S * K; i < (b + 1) * S * K; i++) {
+      const e = expertIdxTK[i]!;
+      if (!Number.isInteger(e) || e < 0 || e >= E)
+        throw invalidArgument(fn, `expertIdxTK[${i}]`, `an integer in [0, ${E - 1}]`, e);
+      countsE[e]! += 1;
+    }
+    const v = maxVio(countsE);
+    if (Number.isNaN(v)) continue;
+    sum += v;
+    n++;
+  }
+  return n > 0 ? sum / n : Number.NaN;
+}
+
+/**
+ * Mutual information I(domain; expert) in nats between a token's domain and the experts it selects,
+ * from the specialisation matrix of one layer: `frequenciesGE[g][e]` is the share of domain g's
+ * tokens whose top-K includes e, `tokensG[g]` the domain's token count. The joint distribution is
+ * that of selections: p(g, e) proportional to tokens_g * F[g][e]. 0 when every domain routes alike
+ * (whatever the overall imbalance); at most log G, reached when the domains use disjoint experts.
+ *
+ * When to use: to tell specialisation (experts tied to domains) from imbalance (a few experts
+ * taking everything), which the peak F/(K/E) mixes.
+ *
+ * @example
+ * ```ts
+ * domainExpertMutualInformation([[1, 0], [0, 1]], [5, 5]); // log 2 = 0.693
+ * domainExpertMutualInformation([[1, 0], [1, 0]], [5, 5]); // 0 (collapse, no specialisation)
+ * ```
+ */
+export function domainExpertMutualInformation(
+  frequenciesGE: readonly (readonly number[])[],
+  tokensG: readonly number[],
+): number {
+  const fn = 'domainExpertMutualInformation';
+  if (
+    !Array.isArray(frequenciesGE) ||
+    frequenciesGE.length === 0 ||
+    frequenciesGE.length !== tokensG?.length
+  ) {
+    throw invalidArgument(
+      fn,
+      'frequenciesGE',
+      `one row per domain (${tokensG?.length ?? 0} domains in tokensG)`,
+      frequenciesGE?.length,
+    );
+  }
+  const E = frequenciesGE[0]!.length;
+  const joint: number[][] = frequenciesGE.map((row: readonly number[], g: number) => {
+    if (row.length !== E) throw invalidArgument(fn, `frequenciesGE[${g}]`, `${E} values`, row.length);
+    const n = tokensG[g]!;
+    if (!(n >= 0)) throw invalidArgument(fn, `tokensG[${g}]`, 'a count >= 0', n);
+    return row.map((f: number) => {
+      if (!(f >= 0)) throw invalidArgument(fn, `frequenciesGE[${g}]`, 'frequencies >= 0', f);
+      return n * f;
+    });
+  });
+  const total = sumOf(joint.flat());
+  if (!(total > 0)) return Number.NaN;
+  const pG = joint.map((row) => sumOf(row) / total);
+  const pE = Array.from({ length: E }, (_, e) => sumOf(joint.map((row) => row[e]!)) / total);
+  let mi = 0;
+  joint.forEach((row, g) => {
+    row.forEach((c, e) => {
+      if (c > 0) mi += (c / total) * Math.log(c / total / (pG[g]! * pE[e]!));
+    });
+  });
+  return Math.max(0, mi);
+}
+
+/**
+ * Largest per-domain lift F[g][e] / mean_g F[g][e] of one layer's specialisation matrix (domains
+ * without tokens left out): how much more often a domain picks an expert than the domains do on
+ * average. 1 when every domain routes alike, G when an expert serves one domain only. Unlike the peak
+ * F/(K/E), a collapsed router (every domain on the same experts) has lift 1.
+ *
+ * When to use: beside {@link domainExpertMutualInformation}, as the per-expert view of specialisation.
+ *
+ * @example
+ * ```ts
+ * domainLiftPeak([[0.5, 0.5], [1, 0]]); // 0.5 / 0.25 = 2
+ * ```
+ */
+export function domainLiftPeak(frequenciesGE: readonly (readonly number[])[]): number {
+  const rows = frequenciesGE.filter((r) => r.some((f) => f > 0));
+  if (rows.length === 0) return Number.NaN;
+  const E = rows[0]!.length;
+  let peak = Number.NaN;
+  for (let e = 0; e < E; e++) {
+    const mean = sumOf(rows.map((r) => r[e]!)) / rows.length;
+    if (!(mean > 0)) continue;
+    for (const r of rows) {
+      const lift = r[e]! / mean;
+      if (!(lift <= peak)) peak = lift;
+    }
+  }
+  return peak;
+}
+
+/**
  * Coefficient of variation of load: population std / mean (0 at balance). NaN for all-zero load.
  *
  * When to use: a balance summary less dominated by the single worst expert than MaxVio.

@@ -28,7 +28,13 @@ const dataSchema = z
     files: z
       .array(z.string().min(1))
       .default([])
-      .describe('text or JSONL files to train on; empty: the Brown corpus'),
+      .describe('text or JSONL files to train on; empty: the built-in corpus named by data.corpus'),
+    corpus: z
+      .enum(['brown', 'domains'])
+      .default('brown')
+      .describe(
+        'built-in corpus when data.files is empty: brown (15 genres of English), or domains (prose, code, arithmetic, an English cipher)',
+      ),
     format: z
       .enum(['auto', 'text', 'jsonl'])
       .default('auto')
@@ -41,6 +47,11 @@ const dataSchema = z
       .max(0.5)
       .default(0.1)
       .describe("share of each domain's texts held out for validation"),
+    splitSeed: nonNegInt()
+      .default(1234)
+      .describe(
+        "seed of the train/validation split and of the tokenizer's training sample; fixed apart from seed, so runs with different seeds share their validation set",
+      ),
     batching: z
       .enum(['mixed', 'domain'])
       .default('mixed')
@@ -165,6 +176,12 @@ const balanceSchema = z
       .min(0)
       .default(0.01)
       .describe('global+local: micro-batch loss weight as a fraction of alpha'),
+    globalPool: z
+      .enum(['cumulative', 'step'])
+      .default('cumulative')
+      .describe(
+        "global, global+local: f of micro-batch m from the counts of micro-batches 1..m (cumulative, Megatron's buffer) or of the whole optimizer step (step: a routing-only forward pass over the step's micro-batches first)",
+      ),
     biasUpdateRate: z.number().min(0).default(1e-3).describe('loss-free: bias step u per optimizer step'),
     zLoss: z.number().min(0).default(0).describe('router z-loss coefficient; 0: off'),
   })

@@ -7,6 +7,7 @@ import { concatInt32, Rng, SwitchyardError } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
 import type { DomainStream } from './batcher';
 import { BROWN_GENRES, loadBrownCorpus } from './brown';
+import { buildDomainCorpus } from './domains';
 import { loadTextFiles, splitByText } from './sources';
 import type { CorpusSplit, TextSample } from './types';
 
@@ -26,6 +27,18 @@ export interface PreparedData {
 export function loadSamples(config: TrainConfig): { samples: TextSample[]; source: string } {
   const d = config.data;
   const cap = d.maxTextsPerDomain > 0 ? d.maxTextsPerDomain : undefined;
+  if (d.files.length === 0 && d.corpus === 'domains') {
+    if (d.genres.length > 0) {
+      throw new SwitchyardError(
+        'CONFIG_INVALID',
+        "data.genres: applies to the Brown corpus only; remove it or set data.corpus to 'brown'",
+      );
+    }
+    const samples = buildDomainCorpus(
+      cap !== undefined ? { textsPerDomain: Math.max(2, Math.min(cap, 250)) } : {},
+    );
+    return { samples, source: 'domain corpus (prose, code, arithmetic, cipher)' };
+  }
   if (d.files.length === 0) {
     const known = Object.values(BROWN_GENRES);
     const unknown = d.genres.filter((g) => !known.includes(g));
@@ -45,6 +58,12 @@ export function loadSamples(config: TrainConfig): { samples: TextSample[]; sourc
     throw new SwitchyardError(
       'CONFIG_INVALID',
       'data.genres: applies to the Brown corpus only; remove it or data.files',
+    );
+  }
+  if (d.corpus !== 'brown') {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `data.corpus: names a built-in corpus, used only when data.files is empty; remove it or data.files (got ${JSON.stringify(d.corpus)})`,
     );
   }
   let samples = loadTextFiles(d.files, { format: d.format });
@@ -107,11 +126,13 @@ export async function prepareData(
   options: { tokenizer?: BpeTokenizer } = {},
 ): Promise<PreparedData> {
   const { samples, source } = loadSamples(config);
-  const split = splitByText(samples, config.data.valFraction, config.seed);
+  // The split and the tokenizer follow data.splitSeed, not the training seed: runs that differ only
+  // in their seed are scored on the same validation tokens.
+  const split = splitByText(samples, config.data.valFraction, config.data.splitSeed);
   let tokenizer = options.tokenizer;
   if (!tokenizer && config.tokenizer.path !== '') tokenizer = BpeTokenizer.load(config.tokenizer.path);
   if (!tokenizer) {
-    const texts = tokenizerTexts(split.train, config.tokenizer.trainChars, config.seed);
+    const texts = tokenizerTexts(split.train, config.tokenizer.trainChars, config.data.splitSeed);
     tokenizer = BpeTokenizer.train({ texts }, { vocabSize: config.tokenizer.vocabSize });
   }
   const [trainStreams, valStreams] = await Promise.all([

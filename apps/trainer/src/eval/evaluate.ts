@@ -4,7 +4,13 @@
  *
  * Shape letters: B sequences per batch, S sequence length, L MoE layers, G domains, E experts.
  */
-import { MaxVioGlobal, SpecialisationAccumulator } from '@switchyard/balance';
+import {
+  domainExpertMutualInformation,
+  domainLiftPeak,
+  MaxVioGlobal,
+  routerLse2,
+  SpecialisationAccumulator,
+} from '@switchyard/balance';
 import type { RoutingPlan } from '@switchyard/routing';
 import { tf } from '@switchyard/tensor';
 import { type DomainStream, windowStarts } from '../data/batcher';
@@ -138,6 +144,8 @@ export function evaluateModel(
       : undefined;
   let dropped = 0;
   let assigned = 0;
+  let lse2Sum = 0;
+  let lse2Count = 0;
   const R = shard?.worldSize ?? 1;
   for (const [i, b] of set.batches.entries()) {
     if (R > 1 && i % R !== shard!.rank) continue;
@@ -148,6 +156,8 @@ export function evaluateModel(
       plans.forEach((p, l) => {
         vio!.add(l, p.countsE);
         spec!.add(l, b.domain, p.expertIdx);
+        lse2Sum += routerLse2(p.logitsTE);
+        lse2Count++;
         for (let i = 0; i < p.countsE.length; i++) {
           assigned += p.countsE[i]!;
           dropped += p.countsE[i]! - p.keptCountsE[i]!;
@@ -204,11 +214,16 @@ export function evaluateModel(
       )
     : [];
   let peak = Number.NaN;
+  let liftPeak = Number.NaN;
+  const mutualInformation: number[] = [];
   if (spec) {
     for (let l = 0; l < L; l++) {
       const s = spec.summary(l);
       const r = s.max / s.uniform;
       if (!(r <= peak)) peak = r;
+      const lift = domainLiftPeak(specialization[l]!);
+      if (!(lift <= liftPeak)) liftPeak = lift;
+      mutualInformation.push(domainExpertMutualInformation(specialization[l]!, s.tokensPerDomain));
     }
   }
   return {
@@ -222,6 +237,10 @@ export function evaluateModel(
     domains: set.domains,
     specialization,
     specializationPeak: peak,
+    domainExpertMI: mutualInformation,
+    liftPeak,
+    // Each rank's own batches (rank 0's under data parallelism): a diagnostic, not summed over ranks.
+    routerLse2: lse2Count > 0 ? lse2Sum / lse2Count : Number.NaN,
   };
 }
 

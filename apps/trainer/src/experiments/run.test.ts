@@ -1,20 +1,35 @@
 import { describe, expect, it } from 'vitest';
-import type { ArmResult } from './claims';
+import {
+  type ArmResult,
+  compareLoss,
+  lowerLossVerdict,
+  noWorseLossVerdict,
+  seedStat,
+  summariseSeeds,
+} from './claims';
 import { EXPERIMENTS } from './definitions';
-import { armConfig, checkClaims, topKShare } from './run';
+import { armConfig, checkClaims, experimentSeeds, noiseFloor, rerunCommand, topKShare } from './run';
 
 function arm(id: string, over: Partial<ArmResult>): ArmResult {
   return {
     id,
     label: id,
+    seed: 1234,
     steps: 10,
     finalValLoss: 5,
+    finalTrainLoss: 5,
     unigramValLoss: 6,
     maxVioGlobal: 0.3,
     maxVioBatch: 0.3,
     maxVioMicro: 0.4,
+    maxVioSeq: 1,
+    maxVioMicroFloor: 0.1,
+    maxVioSeqFloor: 0.8,
     specializationPeak: 1.5,
     topKShare: 0.3,
+    domainExpertMI: 0.01,
+    liftPeak: 1.2,
+    routerLse2: 10,
     trainDropRate: 0,
     evalDropRate: 0,
     tokensPerSec: 1000,
@@ -34,39 +49,88 @@ describe('experiment definitions', () => {
         expect(c.out).toBe(`/tmp/x/${a.id}`);
         expect(c.train.steps).toBe(7);
         expect(c.backend).toBe('wasm');
+        for (const id of def.seededArms ?? []) expect(def.arms.map((x) => x.id)).toContain(id);
       }
     }
     const bs = EXPERIMENTS['balance-scope']!;
-    const c = armConfig(bs, bs.arms[1]!, '/tmp/x');
-    expect(c.data.batching).toBe('domain');
+    const c = armConfig(bs, bs.arms.find((a) => a.id === 'global-1e-2')!, '/tmp/x');
+    expect(c.data).toMatchObject({ batching: 'domain', corpus: 'domains' });
     expect(c.train.gradAccum).toBeGreaterThanOrEqual(8);
-    expect(c.balance.method).toBe('global');
+    expect(c.balance).toMatchObject({ method: 'global', globalPool: 'step' });
+    expect(c.model.moe.experts.numExperts).toBe(16);
     const lf = EXPERIMENTS['loss-free']!;
     expect(armConfig(lf, lf.arms[0]!, '/tmp/x').model.moe.router.type).toBe('sigmoid');
   });
+
+  it('put other seeds in their own folders and count seeds up from the configured one', () => {
+    const z = EXPERIMENTS['z-loss']!;
+    expect(armConfig(z, z.arms[0]!, '/tmp/x', [], undefined, 1235).out).toBe('/tmp/x/no-z-seed1235');
+    expect(armConfig(z, z.arms[0]!, '/tmp/x', [], undefined, 1234).out).toBe('/tmp/x/no-z');
+    expect(experimentSeeds(z, undefined)).toEqual([1234, 1235]);
+    expect(experimentSeeds(z, 3, ['seed=7'])).toEqual([7, 8, 9]);
+    expect(experimentSeeds(z, [5])).toEqual([5]);
+    expect(() => experimentSeeds(z, 0)).toThrow(/--seeds: expected a positive count, got 0/);
+    expect(rerunCommand('z-loss', [1, 2], ['train.steps=5'])).toBe(
+      'switchyard-train experiment z-loss --seeds 1,2 --set train.steps=5 --jobs 2',
+    );
+  });
 });
 
-describe('checkClaims', () => {
-  it('counts an effect only beyond the margins', () => {
-    const arms = [
-      arm('micro', { finalValLoss: 5.0, maxVioMicro: 0.4, topKShare: 0.3, specializationPeak: 1.6 }),
-      arm('global', { finalValLoss: 4.95, maxVioMicro: 0.8, topKShare: 0.45, specializationPeak: 2.4 }),
-      arm('shuffled', { finalValLoss: 4.96 }),
-      arm('global-local', { finalValLoss: 4.95, maxVioMicro: 0.6 }),
-    ];
-    expect(checkClaims('balance-scope', arms).map((c) => c.holds)).toEqual([true, true, true, true]);
-    const close = arms.map((a) => (a.id === 'global' ? { ...a, finalValLoss: 4.995 } : a));
-    expect(checkClaims('balance-scope', close)[0]!.holds).toBe(false);
+describe('seed aggregation and verdicts', () => {
+  it('summarises an arm over its seeds', () => {
+    expect(seedStat([1, 3, Number.NaN])).toEqual({ mean: 2, min: 1, max: 3, n: 2 });
+    const s = summariseSeeds([
+      arm('a', { finalValLoss: 5, seed: 1 }),
+      arm('a', { finalValLoss: 5.2, seed: 2 }),
+    ]);
+    expect(s.finalValLoss).toBeCloseTo(5.1, 12);
+    expect(s.seeds).toEqual([1, 2]);
+    expect(s.stat('finalValLoss')).toMatchObject({ min: 5, max: 5.2, n: 2 });
   });
 
-  it('checks the capacity ordering of drop rates and losses', () => {
-    const arms = [
-      arm('cf-1.0', { trainDropRate: 0.1, finalValLoss: 5.2 }),
-      arm('cf-1.25', { trainDropRate: 0.05, finalValLoss: 5.1 }),
-      arm('cf-2.0', { trainDropRate: 0.01, finalValLoss: 5.05 }),
-      arm('dropless', { trainDropRate: 0, finalValLoss: 5.0 }),
+  it('counts a loss gap only beyond twice the larger seed spread', () => {
+    const two = (id: string, a: number, b: number) =>
+      summariseSeeds([arm(id, { finalValLoss: a, seed: 1 }), arm(id, { finalValLoss: b, seed: 2 })]);
+    // spread 0.01 -> threshold 0.02
+    expect(compareLoss(two('g', 4.9, 4.91), two('m', 5.0, 5.005)).direction).toBe('below');
+    expect(lowerLossVerdict(compareLoss(two('g', 4.99, 5.0), two('m', 5.0, 5.005))).verdict).toBe(
+      'not detected',
+    );
+    expect(lowerLossVerdict(compareLoss(two('g', 5.1, 5.11), two('m', 5.0, 5.005))).verdict).toBe(
+      'contradicted',
+    );
+    expect(noWorseLossVerdict(compareLoss(two('g', 5.01, 5.02), two('m', 5.0, 5.005))).verdict).toBe(
+      'reproduced',
+    );
+    const one = (id: string, v: number) => summariseSeeds([arm(id, { finalValLoss: v })]);
+    expect(lowerLossVerdict(compareLoss(one('g', 4), one('m', 5)))).toEqual({
+      verdict: 'not detected',
+      note: 'one seed, no spread',
+    });
+  });
+
+  it('checks claims on the seed means, and only once every arm has a run', () => {
+    const runs = [
+      ...[1, 2].flatMap((seed) => [
+        arm('no-z', { seed, routerLse2: 20, finalValLoss: 5.0 + seed * 0.001 }),
+        arm('z-1e-3', { seed, routerLse2: 5, finalValLoss: 4.99 + seed * 0.001 }),
+      ]),
     ];
-    expect(checkClaims('capacity', arms).map((c) => c.holds)).toEqual([true, true, null]);
+    expect(checkClaims('z-loss', runs).map((c) => c.verdict)).toEqual(['reproduced', 'reproduced']);
+    expect(checkClaims('z-loss', runs.slice(0, 1))).toEqual([]);
+    const one = runs.filter((r) => r.seed === 1);
+    expect(checkClaims('z-loss', one)[1]).toMatchObject({
+      verdict: 'not detected',
+      note: 'one seed, no spread',
+    });
+  });
+
+  it('reports the noise floor of uniform routing, 0 when every expert is selected', () => {
+    const f = noiseFloor(512, 16, 2);
+    expect(f).toBeGreaterThan(0.1);
+    expect(f).toBeLessThan(0.6);
+    expect(noiseFloor(64, 16, 2)).toBeGreaterThan(f);
+    expect(noiseFloor(64, 4, 4)).toBe(0);
   });
 
   it('averages the top-K share of each domain', () => {

@@ -5,8 +5,9 @@
  */
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { maxVioNoiseFloor } from '@switchyard/balance';
 import { SwitchyardError } from '@switchyard/tensor';
 import { cliInvocation } from '../cli-url';
 import { applySet, type ConfigObject, mergeConfig, parseConfig } from '../config/load';
@@ -19,7 +20,15 @@ import { createReporter, type Reporter } from '../reporter';
 import { listCheckpoints, RUN_FILES, timestamp } from '../run/outdir';
 import { buildModelConfig, routingShape } from '../train/setup';
 import { type InterruptedRun, RunInterrupted, train } from '../train/trainer';
-import { type ArmResult, type ClaimCheck, LOSS_MARGIN, VIO_MARGIN } from './claims';
+import {
+  type ArmResult,
+  type ArmSummary,
+  type ClaimCheck,
+  fmtStat,
+  SPREAD_FACTOR,
+  summariseSeeds,
+  VIO_MARGIN,
+} from './claims';
 import { EXPERIMENTS, type ExperimentArm, type ExperimentDefinition } from './definitions';
 
 export { EXPERIMENTS };
@@ -31,6 +40,11 @@ export interface ExperimentOptions {
   /** `key=value` overrides applied to every arm (e.g. `train.steps=20` for a smoke test). */
   readonly sets?: readonly string[];
   readonly backend?: string;
+  /**
+   * Seeds: a count (the configuration's seed, then +1, +2, ...) or a list. Default: the definition's
+   * `seeds`. Arms outside the definition's `seededArms` run on the first seed only.
+   */
+  readonly seeds?: number | readonly number[];
   /** Arm ids to run (default: every arm). The report is written once every arm in `out` has finished. */
   readonly arms?: readonly string[];
   /**
@@ -63,20 +77,25 @@ export interface ExperimentResult {
   readonly outDir: string;
   /** The comparison report; undefined while some arm (see `pending`) has not finished. */
   readonly reportPath: string | undefined;
-  /** Results of the finished arms, in the definition's order. */
+  /** Results of the finished runs (one per arm and seed), in the definition's order. */
   readonly arms: readonly ArmResult[];
   readonly checks: readonly ClaimCheck[];
   /** Ids of arms that have not finished in `outDir` (empty once the report is written). */
   readonly pending: readonly string[];
 }
 
-/** The configuration of one arm: defaults, experiment base, arm overrides, then the user's `--set`s. */
+/**
+ * The configuration of one arm: defaults, experiment base, arm overrides, then the user's `--set`s,
+ * then the run's seed when given. The first seed (the configuration's own) trains into `OUT/ARM`,
+ * another seed S into `OUT/ARM-seedS`.
+ */
 export function armConfig(
   def: ExperimentDefinition,
   arm: ExperimentArm,
   outDir: string,
   sets: readonly string[] = [],
   backend?: string,
+  seed?: number,
 ): TrainConfig {
   let merged: ConfigObject = mergeConfig(def.base, arm.overrides);
   merged = mergeConfig(merged, {
@@ -84,8 +103,62 @@ export function armConfig(
     description: `${def.title}: ${arm.label}`,
   });
   for (const s of sets) merged = applySet(merged, s);
-  merged = mergeConfig(merged, { out: join(outDir, arm.id), ...(backend !== undefined ? { backend } : {}) });
-  return parseConfig(merged, `experiment ${def.name}, arm ${arm.id}`);
+  const where = `experiment ${def.name}, arm ${arm.id}`;
+  const baseSeed = parseConfig(merged, where).seed;
+  const dir = seed === undefined || seed === baseSeed ? arm.id : `${arm.id}-seed${seed}`;
+  merged = mergeConfig(merged, {
+    out: join(outDir, dir),
+    ...(seed !== undefined ? { seed } : {}),
+    ...(backend !== undefined ? { backend } : {}),
+  });
+  return parseConfig(merged, `${where}${seed !== undefined && seed !== baseSeed ? `, seed ${seed}` : ''}`);
+}
+
+/** One training run of an experiment: an arm with a seed. */
+interface ExperimentUnit {
+  readonly arm: ExperimentArm;
+  readonly seed: number;
+  readonly config: TrainConfig;
+  /** `ARM` for the first seed, `ARM-seedS` for another (the run folder's name). */
+  readonly id: string;
+}
+
+/**
+ * The seeds of an experiment: a count counts up from the configuration's seed (after `--set`s), a
+ * list is taken as is; without either, the definition's `seeds` count (default 1).
+ */
+export function experimentSeeds(
+  def: ExperimentDefinition,
+  seeds: number | readonly number[] | undefined,
+  sets: readonly string[] = [],
+): number[] {
+  const base = armConfig(def, def.arms[0]!, 'OUT', sets).seed;
+  const s = seeds ?? def.seeds ?? 1;
+  if (typeof s === 'number') {
+    if (!Number.isInteger(s) || s < 1) {
+      throw new SwitchyardError('INVALID_ARGUMENT', `--seeds: expected a positive count, got ${s}`);
+    }
+    return Array.from({ length: s }, (_, i) => base + i);
+  }
+  if (s.length === 0) throw new SwitchyardError('INVALID_ARGUMENT', '--seeds: expected at least one seed');
+  return [...s];
+}
+
+/** Every run of an experiment: each arm on every seed, or on the first only when the definition limits it. */
+function experimentUnits(
+  def: ExperimentDefinition,
+  outDir: string,
+  seeds: readonly number[],
+  options: ExperimentOptions,
+): ExperimentUnit[] {
+  return def.arms.flatMap((arm) => {
+    const armSeeds =
+      def.seededArms === undefined || def.seededArms.includes(arm.id) ? seeds : seeds.slice(0, 1);
+    return armSeeds.map((seed) => {
+      const config = armConfig(def, arm, outDir, options.sets, options.backend, seed);
+      return { arm, seed, config, id: basename(config.out) };
+    });
+  });
 }
 
 /** `text` in lines of at most `width` characters, each after `indent` (the first after `first`). */
@@ -116,7 +189,7 @@ function wrap(text: string, width: number, indent = '', first = indent): string[
  */
 export function experimentHelp(name: string | undefined): string {
   const usage =
-    'switchyard-train experiment NAME [--out DIR] [--set key=value ...] [--arms ID,...] [--jobs N] [--no-report]';
+    'switchyard-train experiment NAME [--out DIR] [--set key=value ...] [--arms ID,...] [--seeds N|A,B,...] [--jobs N] [--no-report]';
   const def = name === undefined ? undefined : EXPERIMENTS[name];
   if (def === undefined) {
     const width = Math.max(...Object.keys(EXPERIMENTS).map((n) => n.length)) + 2;
@@ -155,6 +228,7 @@ export function experimentHelp(name: string | undefined): string {
     '  --out DIR        output folder (default runs/experiments/NAME-TIME); rerun the command to resume',
     '  --set key=value  applied to every arm, e.g. --set train.steps=50 for a quick look',
     '  --arms ID,...    train only these arms; the report is written once every arm has finished',
+    `  --seeds N|A,B    seeds per arm (default ${def.seeds ?? 1}${def.seededArms ? `; arms ${def.seededArms.join(', ')} only, the others run one` : ''}); a count counts up from the seed`,
     '  --jobs N         train N arms at once, each in its own process (one per core)',
     '  --no-report      train without writing the comparison report',
   ].join('\n');
@@ -174,27 +248,47 @@ export function topKShare(e: EvalRecord, k: number): number {
   return mean(shares);
 }
 
+/**
+ * MaxVio of uniform random routing (each token picks K distinct experts uniformly) at T tokens:
+ * the seeded Monte Carlo estimate of @switchyard/balance's maxVioNoiseFloor (512 batches, seed 0).
+ */
+export function noiseFloor(T: number, E: number, k: number): number {
+  if (k >= E) return 0;
+  return maxVioNoiseFloor({ numTokens: T, numExperts: E, k, method: 'monte-carlo', seed: 0 });
+}
+
 function summarise(
-  arm: ExperimentArm,
+  unit: Pick<ExperimentUnit, 'arm' | 'seed'>,
+  config: TrainConfig,
   steps: readonly StepRecord[],
   evals: readonly EvalRecord[],
   unigram: number,
   k: number,
   E: number,
 ): ArmResult {
+  const { arm } = unit;
   const last = evals[evals.length - 1];
   const tail = steps.slice(Math.floor(steps.length * 0.9));
+  const { microBatchSize: B, seqLen: S } = config.train;
   return {
     id: arm.id,
     label: arm.label,
+    seed: unit.seed,
     steps: steps[steps.length - 1]?.step ?? 0,
     finalValLoss: last?.valLoss ?? Number.NaN,
+    finalTrainLoss: mean(tail.map((s) => s.loss)),
     unigramValLoss: unigram,
     maxVioGlobal: last?.maxVioGlobal ?? Number.NaN,
     maxVioBatch: mean(tail.map((s) => s.maxVioBatch)),
     maxVioMicro: mean(tail.map((s) => s.maxVioMicro)),
+    maxVioSeq: mean(tail.map((s) => s.maxVioSeq ?? Number.NaN)),
+    maxVioMicroFloor: noiseFloor(B * S, E, k),
+    maxVioSeqFloor: noiseFloor(S, E, k),
     specializationPeak: last?.specializationPeak ?? Number.NaN,
     topKShare: last ? topKShare(last, k) : Number.NaN,
+    domainExpertMI: mean(last?.domainExpertMI ?? []),
+    liftPeak: last?.liftPeak ?? Number.NaN,
+    routerLse2: last?.routerLse2 ?? Number.NaN,
     trainDropRate: mean(tail.map((s) => s.dropRate)),
     evalDropRate: last?.dropRate ?? Number.NaN,
     tokensPerSec: median(steps.map((s) => s.tokensPerSec)),
@@ -211,9 +305,10 @@ function summarise(
 export function checkClaims(name: string, arms: readonly ArmResult[]): ClaimCheck[] {
   const def = EXPERIMENTS[name];
   if (!def) return [];
-  const find = (id: string): ArmResult | undefined => arms.find((a) => a.id === id);
+  const summaries = summariseArms(def, arms);
+  const find = (id: string): ArmSummary | undefined => summaries.find((a) => a.id === id);
   if (def.arms.some((a) => !find(a.id))) return [];
-  const arm = (id: string): ArmResult => {
+  const arm = (id: string): ArmSummary => {
     const r = find(id);
     if (!r) {
       throw new SwitchyardError(
@@ -224,13 +319,23 @@ export function checkClaims(name: string, arms: readonly ArmResult[]): ClaimChec
     return r;
   };
   return def.claims.map((c) => {
-    const { holds, observed } = c.check(arm);
-    return { claim: c.text, holds, observed };
+    const { verdict, note, observed } = c.check(arm);
+    return { claim: c.text, verdict, ...(note !== undefined ? { note } : {}), observed };
+  });
+}
+
+/** The runs of each arm (one per seed) summarised over their seeds, in the definition's order. */
+export function summariseArms(def: ExperimentDefinition, runs: readonly ArmResult[]): ArmSummary[] {
+  return def.arms.flatMap((a) => {
+    const mine = runs.filter((r) => r.id === a.id);
+    return mine.length > 0 ? [summariseSeeds(mine)] : [];
   });
 }
 
 interface ArmRun {
   readonly arm: ExperimentArm;
+  /** The run folder's name: the arm id, with `-seedS` for a seed other than the first. */
+  readonly unitId: string;
   readonly steps: StepRecord[];
   readonly evals: EvalRecord[];
   readonly result: ArmResult;
@@ -287,7 +392,8 @@ function clearUncheckpointedArm(
 }
 
 /** Reads a finished arm's records back from its run folder. */
-function loadArm(arm: ExperimentArm, config: TrainConfig): ArmRun {
+function loadArm(unit: ExperimentUnit): ArmRun {
+  const { arm, config } = unit;
   const armDir = resolve(config.out);
   const steps = readJsonl<StepRecord>(join(armDir, RUN_FILES.metrics));
   const evals = readJsonl<EvalRecord>(join(armDir, RUN_FILES.evals));
@@ -300,7 +406,13 @@ function loadArm(arm: ExperimentArm, config: TrainConfig): ArmRun {
       : null;
   const unigram = run.unigramValLoss ?? (m ? Number(m[1]) : Number.NaN);
   const { k, numExperts } = routingShape(buildModelConfig(config, config.tokenizer.vocabSize));
-  return { arm, steps, evals, result: summarise(arm, steps, evals, unigram, k, numExperts) };
+  return {
+    arm,
+    unitId: unit.id,
+    steps,
+    evals,
+    result: summarise(unit, config, steps, evals, unigram, k, numExperts),
+  };
 }
 
 /**
@@ -310,7 +422,7 @@ function loadArm(arm: ExperimentArm, config: TrainConfig): ArmRun {
  */
 async function trainArmsInProcesses(
   def: ExperimentDefinition,
-  arms: readonly ExperimentArm[],
+  arms: readonly ExperimentUnit[],
   outDir: string,
   options: ExperimentOptions,
   jobs: number,
@@ -320,8 +432,9 @@ async function trainArmsInProcesses(
   mkdirSync(logDir, { recursive: true });
   const queue = [...arms];
   const failures: string[] = [];
-  const runOne = (arm: ExperimentArm): Promise<void> =>
+  const runOne = (unit: ExperimentUnit): Promise<void> =>
     new Promise((done) => {
+      const arm = { id: unit.id };
       const args = [
         ...cliInvocation(),
         'experiment',
@@ -329,7 +442,9 @@ async function trainArmsInProcesses(
         '--out',
         outDir,
         '--arms',
-        arm.id,
+        unit.arm.id,
+        '--seeds',
+        `${unit.seed},`,
         '--no-report',
         ...(options.backend !== undefined ? ['--backend', options.backend] : []),
         ...(options.sets ?? []).flatMap((s) => ['--set', s]),
@@ -377,11 +492,15 @@ function smoothedSteps(
 ): SeriesPoint[] {
   return runs.flatMap((r) => {
     const sm = ema(r.steps.map(value), alpha);
-    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.arm.id }));
+    return r.steps.map((s, i) => ({ x: s.step, y: sm[i]!, series: r.unitId }));
   });
 }
 
-async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promise<string[]> {
+async function renderComparison(
+  outDir: string,
+  runs: readonly ArmRun[],
+  summaries: readonly ArmSummary[],
+): Promise<string[]> {
   const dir = join(outDir, 'plots');
   const written: string[] = [];
   const write = async (name: string, spec: Parameters<typeof renderChart>[0]): Promise<void> => {
@@ -389,7 +508,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
     written.push(name);
   };
   const valPoints: SeriesPoint[] = runs.flatMap((r) =>
-    r.evals.map((e) => ({ x: e.step, y: e.valLoss, series: r.arm.id })),
+    r.evals.map((e) => ({ x: e.step, y: e.valLoss, series: r.unitId })),
   );
   await write(
     'val-loss',
@@ -432,7 +551,7 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
     );
   }
   const globalPoints: SeriesPoint[] = runs.flatMap((r) =>
-    r.evals.map((e) => ({ x: e.step, y: e.maxVioGlobal, series: r.arm.id })),
+    r.evals.map((e) => ({ x: e.step, y: e.maxVioGlobal, series: r.unitId })),
   );
   await write(
     'maxvio-global',
@@ -447,8 +566,14 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
   await write(
     'final-val-loss',
     barChart(
-      runs.map((r) => ({ label: r.arm.id, value: r.result.finalValLoss })),
-      { title: 'Final validation loss', valueTitle: 'nats/token', zero: false },
+      summaries.map((a) => ({ label: a.id, value: a.finalValLoss })),
+      {
+        title: summaries.some((a) => a.seeds.length > 1)
+          ? 'Final validation loss (mean over seeds)'
+          : 'Final validation loss',
+        valueTitle: 'nats/token',
+        zero: false,
+      },
     ),
   );
   if (runs.some((r) => r.result.trainDropRate > 0)) {
@@ -463,9 +588,24 @@ async function renderComparison(outDir: string, runs: readonly ArmRun[]): Promis
       }),
     );
   }
+  if (runs.some((r) => r.evals.some((e) => e.domainExpertMI !== undefined))) {
+    const miPoints: SeriesPoint[] = runs.flatMap((r) =>
+      r.evals.map((e) => ({ x: e.step, y: mean(e.domainExpertMI ?? []), series: r.unitId })),
+    );
+    await write(
+      'domain-expert-mi',
+      lineChart(miPoints, {
+        title: 'Mutual information between domain and expert (mean over layers)',
+        xTitle: 'optimizer step',
+        yTitle: 'nats',
+        points: true,
+        zeroY: true,
+      }),
+    );
+  }
   for (const r of runs) {
     const last = r.evals[r.evals.length - 1];
-    if (last && last.specialization.length > 0) {
+    if (last && last.specialization.length > 0 && r.unitId === r.arm.id) {
       await write(
         `specialization-${r.arm.id}`,
         specializationHeatmap(last, r.result.k / r.result.numExperts),
@@ -488,16 +628,38 @@ function pruneEmpty(v: unknown): unknown {
   return out;
 }
 
+/** The command that reruns an experiment as this one ran (its sets and seeds). */
+export function rerunCommand(name: string, seeds: readonly number[], sets: readonly string[]): string {
+  return [
+    'switchyard-train experiment',
+    name,
+    ...(seeds.length > 1 ? ['--seeds', seeds.join(',')] : []),
+    ...sets.map((s) => `--set ${s}`),
+    '--jobs 2',
+  ].join(' ');
+}
+
 function writeComparisonReport(
   def: ExperimentDefinition,
   outDir: string,
   runs: readonly ArmRun[],
+  summaries: readonly ArmSummary[],
   checks: readonly ClaimCheck[],
   plots: readonly string[],
   config: TrainConfig,
+  rerun: string,
 ): string {
-  const a = runs.map((r) => r.result);
-  const verdict = (h: boolean | null): string => (h === null ? 'cannot tell' : h ? 'yes' : 'no');
+  const a = summaries;
+  const st = (r: ArmSummary, f: Parameters<ArmSummary['stat']>[0], digits = 4): string =>
+    fmtStat(r.stat(f), digits);
+  const data =
+    config.data.files.length > 0
+      ? config.data.files.join(', ')
+      : config.data.corpus === 'domains'
+        ? 'domain corpus (prose, code, arithmetic, cipher)'
+        : 'Brown corpus';
+  const multi = a.some((r) => r.seeds.length > 1);
+  const extraIds = [...new Set(a.flatMap((r) => Object.keys(r.extraEvals ?? {})))];
   const lines = [
     `# Experiment: ${def.title}`,
     '',
@@ -505,37 +667,50 @@ function writeComparisonReport(
     '',
     '## Setup',
     '',
-    `- data: ${config.data.files.length === 0 ? 'Brown corpus' : config.data.files.join(', ')}, ${config.data.batching === 'domain' ? 'domain-homogeneous' : 'mixed'} micro-batches`,
+    `- data: ${data}, ${config.data.batching === 'domain' ? 'domain-homogeneous' : 'mixed'} micro-batches; validation split seed ${config.data.splitSeed} (the same for every training seed)`,
     `- model: ${config.model.preset} preset with overrides ${JSON.stringify(pruneEmpty({ ...config.model, preset: undefined }))}`,
     `- batch: ${config.train.gradAccum} micro-batches x ${config.train.microBatchSize} sequences x ${config.train.seqLen} tokens per optimizer step, ${config.train.steps} steps`,
     `- optimizer: AdamW lr ${config.train.lr}, warm-up ${config.train.warmupSteps}, cosine to ${config.train.minLrRatio}x, weight decay ${config.train.weightDecay}, clip ${config.train.clipNorm}`,
-    `- evaluation: ${config.eval.tokensPerDomain} validation tokens per domain; seed ${config.seed}`,
+    `- evaluation: ${config.eval.tokensPerDomain} validation tokens per domain`,
+    `- seeds: ${[...new Set(a.flatMap((r) => r.seeds))].join(', ')}${def.seededArms ? ` (arms ${def.seededArms.join(', ')} on every seed, the others on the first)` : ''}`,
+    '',
+    'Rerun:',
+    '',
+    '```sh',
+    rerun,
+    '```',
     '',
     '## Results',
     '',
-    '| arm | final val loss | MaxVio_global | MaxVio_batch (step) | MaxVio (micro-batch) | max F/(K/E) | top-K share | drop rate (train / eval) | tokens/s | wall (s) |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    multi
+      ? "Each value is the mean over the arm's seeds, with [min-max] over the seeds where the arm has more than one."
+      : 'Each arm ran one seed: there is no seed spread, so no loss difference is decided.',
+    '',
+    `| arm | seeds | final val loss | final train loss | MaxVio_global | MaxVio_batch (step) | MaxVio (micro-batch) | MaxVio (sequence) | I(domain; expert) nats | max lift | max F/(K/E) | router LSE^2 | drop rate (train / eval) | tokens/s |${extraIds.map((id) => ` val loss, eval ${id} |`).join('')}`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|${extraIds.map(() => '---|').join('')}`,
     ...a.map(
       (r) =>
-        `| ${r.id} | ${fmt(r.finalValLoss)} | ${fmt(r.maxVioGlobal, 3)} | ${fmt(r.maxVioBatch, 3)} | ${fmt(r.maxVioMicro, 3)} | ${fmt(r.specializationPeak, 3)} | ${fmt(r.topKShare, 3)} | ${fmt(r.trainDropRate, 3)} / ${fmt(r.evalDropRate, 3)} | ${fmt(r.tokensPerSec)} | ${fmt(r.wallSec)} |`,
+        `| ${r.id} | ${r.seeds.length} | ${st(r, 'finalValLoss')} | ${st(r, 'finalTrainLoss')} | ${st(r, 'maxVioGlobal', 3)} | ${st(r, 'maxVioBatch', 3)} | ${st(r, 'maxVioMicro', 3)} | ${st(r, 'maxVioSeq', 3)} | ${st(r, 'domainExpertMI', 4)} | ${st(r, 'liftPeak', 3)} | ${st(r, 'specializationPeak', 3)} | ${st(r, 'routerLse2', 3)} | ${fmt(r.trainDropRate, 3)} / ${fmt(r.evalDropRate, 3)} | ${fmt(r.tokensPerSec)} |${extraIds.map((id) => ` ${fmtStat(r.extra(id, 'valLoss'))} |`).join('')}`,
     ),
     '',
-    `Unigram validation loss (same tokenizer and tokens): ${fmt(a[0]?.unigramValLoss)}. MaxVio_batch and the micro-batch MaxVio are means over the last 10% of steps; max F/(K/E) is the largest domain x expert selection frequency over the uniform K/E; top-K share is the mean share of a domain's selections that go to its K most used experts (uniform: K/E = ${fmt((a[0]?.k ?? 0) / (a[0]?.numExperts ?? 1), 3)}).`,
+    `Unigram validation loss (same tokenizer and tokens): ${fmt(a[0]?.unigramValLoss)}. Noise floors (MaxVio of uniform random routing at the same token count, seeded Monte Carlo over 512 batches): micro-batch ${fmt(a[0]?.maxVioMicroFloor, 3)}, sequence ${fmt(a[0]?.maxVioSeqFloor, 3)}. MaxVio_batch, the micro-batch and sequence MaxVio and the training loss are means over the last 10% of steps. I(domain; expert) is the mutual information between a token's domain and its selected experts (mean over layers; 0: no specialisation, log(domains) at most); max lift is the largest F[d][e] / mean_d F[d][e] (1 when every domain routes alike, even under collapse); max F/(K/E) mixes specialisation with imbalance.`,
     '',
     '## What the literature reports, and what this run shows',
     '',
-    '| claim | this run | appears here |',
+    '| claim | this run | verdict |',
     '|---|---|---|',
-    ...checks.map((c) => `| ${c.claim} | ${c.observed} | ${verdict(c.holds)} |`),
+    ...checks.map((c) => `| ${c.claim} | ${c.observed} | ${c.verdict}${c.note ? ` (${c.note})` : ''} |`),
     '',
-    `Each arm is one run with one seed. A loss difference counts as an effect only above ${LOSS_MARGIN} nats/token and a MaxVio difference only above ${VIO_MARGIN * 100}%; smaller differences cannot be told apart from run-to-run variation here.`,
+    `A loss effect counts only when the gap between two arms' means exceeds ${SPREAD_FACTOR} x the larger same-arm seed spread (max - min over seeds); with one seed per arm a loss claim is "not detected (one seed, no spread)". A MaxVio difference counts above ${VIO_MARGIN * 100}%.`,
     '',
     '## Plots',
     '',
     ...plots.flatMap((p) => [`### ${p}`, '', `![${p}](plots/${p}.png)`, '', `[SVG](plots/${p}.svg)`, '']),
-    '## Arms',
+    '## Runs',
     '',
-    ...runs.map((r) => `- \`${r.arm.id}\`: ${r.arm.label} ([run report](${r.arm.id}/report.md))`),
+    ...runs.map(
+      (r) => `- \`${r.unitId}\`: ${r.arm.label}, seed ${r.result.seed} ([run report](${r.unitId}/report.md))`,
+    ),
     '',
   ];
   const path = join(outDir, 'report.md');
@@ -579,59 +754,79 @@ export async function runExperiment(
   }
   const outDir = resolve(options.out ?? join('runs', 'experiments', `${name}-${timestamp()}`));
   const reporter = options.reporter ?? createReporter({ mode: 'lines' });
-  // Validate every arm's configuration before the first one starts.
-  const configs = def.arms.map((arm) => armConfig(def, arm, outDir, options.sets, options.backend));
-  if (configs.some((c) => c.data.valFraction === 0)) {
+  // Validate every run's configuration before the first one starts.
+  const seeds = experimentSeeds(def, options.seeds, options.sets);
+  const units = experimentUnits(def, outDir, seeds, options);
+  if (units.some((u) => u.config.data.valFraction === 0)) {
     throw new SwitchyardError(
       'CONFIG_INVALID',
       `data.valFraction: experiment ${name} compares validation losses; expected a value > 0, got 0`,
     );
   }
-  const configOf = (arm: ExperimentArm): TrainConfig => configs[def.arms.indexOf(arm)]!;
-  const finished = (arm: ExperimentArm): boolean => armStatus(resolve(configOf(arm).out)) === 'finished';
+  const finished = (u: ExperimentUnit): boolean => armStatus(resolve(u.config.out)) === 'finished';
   mkdirSync(outDir, { recursive: true });
-  const selected = def.arms.filter((a) => options.arms === undefined || options.arms.includes(a.id));
-  const toTrain = selected.filter((a) => !finished(a));
+  const selected = units.filter((u) => options.arms === undefined || options.arms.includes(u.arm.id));
+  const toTrain = selected.filter((u) => !finished(u));
   if (jobs > 1 && toTrain.length > 1) {
     await trainArmsInProcesses(def, toTrain, outDir, options, jobs, reporter);
   } else {
-    for (const arm of selected) {
+    for (const u of selected) {
       if (options.stop?.aborted === true) throw new ExperimentInterrupted(outDir);
       try {
-        await trainArm(def, arm, configOf(arm), reporter, options.stop);
+        await trainArm(def, u.arm, u.config, reporter, options.stop);
       } catch (e) {
-        if (e instanceof RunInterrupted) throw new ExperimentInterrupted(outDir, { id: arm.id, run: e.run });
+        if (e instanceof RunInterrupted) throw new ExperimentInterrupted(outDir, { id: u.id, run: e.run });
         throw e;
       }
     }
   }
-  const pending = def.arms.filter((a) => !finished(a)).map((a) => a.id);
+  const pending = units.filter((u) => !finished(u)).map((u) => u.id);
   if (pending.length > 0 || options.report === false) {
     if (pending.length > 0 && options.report !== false) {
       reporter.info(
-        `experiment ${name}: arms still to run: ${pending.join(', ')}; the report is written once every arm has finished`,
+        `experiment ${name}: runs still to do: ${pending.join(', ')}; the report is written once every run has finished`,
       );
     }
     return {
       name,
       outDir,
       reportPath: undefined,
-      arms: def.arms.filter((a) => !pending.includes(a.id)).map((a) => loadArm(a, configOf(a)).result),
+      arms: units.filter((u) => !pending.includes(u.id)).map((u) => loadArm(u).result),
       checks: [],
       pending,
     };
   }
-  const runs = def.arms.map((arm) => loadArm(arm, configOf(arm)));
-  const checks = checkClaims(
-    name,
-    runs.map((r) => r.result),
-  );
-  const plots = await renderComparison(outDir, runs);
+  const runs = units.map((u) => loadArm(u));
+  const results = runs.map((r) => r.result);
+  const summaries = summariseArms(def, results);
+  const checks = checkClaims(name, results);
+  const plots = await renderComparison(outDir, runs, summaries);
+  const rerun = rerunCommand(name, seeds, options.sets ?? []);
   writeFileSync(
     join(outDir, 'results.json'),
-    `${JSON.stringify({ experiment: name, arms: runs.map((r) => r.result), checks }, null, 2)}\n`,
+    `${JSON.stringify(
+      {
+        experiment: name,
+        seeds,
+        rerun,
+        runs: results,
+        arms: summaries.map(({ runs: _r, stat: _s, extra: _e, ...mean }) => mean),
+        checks,
+      },
+      null,
+      2,
+    )}\n`,
   );
-  const reportPath = writeComparisonReport(def, outDir, runs, checks, plots, configs[0]!);
+  const reportPath = writeComparisonReport(
+    def,
+    outDir,
+    runs,
+    summaries,
+    checks,
+    plots,
+    units[0]!.config,
+    rerun,
+  );
   reporter.info(`experiment ${name}: report ${reportPath}`);
-  return { name, outDir, reportPath, arms: runs.map((r) => r.result), checks, pending };
+  return { name, outDir, reportPath, arms: results, checks, pending };
 }

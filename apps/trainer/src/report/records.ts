@@ -25,6 +25,8 @@ export interface StepRecord {
   readonly maxVioBatch: number;
   /** MaxVio of each micro-batch, averaged over micro-batches and MoE layers. */
   readonly maxVioMicro: number;
+  /** MaxVio of each sequence, averaged over sequences, micro-batches and MoE layers (this rank's sequences). */
+  readonly maxVioSeq?: number;
   /** Dropped assignments / all assignments over the step, averaged over MoE layers. */
   readonly dropRate: number;
   /** Share of the step's assignments each expert received, [layer][expert]. */
@@ -100,6 +102,15 @@ export interface EvalRecord {
   readonly specialization: readonly (readonly (readonly number[])[])[];
   /** Max over layers, domains and experts of F divided by the uniform value K/E. */
   readonly specializationPeak: number;
+  /**
+   * Mutual information between a token's domain and its selected experts, per MoE layer (nats; 0: no
+   * specialisation, log G: disjoint experts per domain). Absent in records of earlier versions.
+   */
+  readonly domainExpertMI?: readonly number[];
+  /** Max over layers, domains and experts of F[d][e] / mean_d F[d][e] (1: every domain routes alike). */
+  readonly liftPeak?: number;
+  /** Mean over batches and MoE layers of the router LSE^2 (squared logsumexp of the logits). */
+  readonly routerLse2?: number;
 }
 
 /** Appends one JSON line to a file. */

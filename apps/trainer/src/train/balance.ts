@@ -25,6 +25,11 @@ export interface BalanceSettings {
   readonly localRatio: number;
   /** loss-free: bias update rate u. */
   readonly biasUpdateRate: number;
+  /**
+   * global, global+local: `cumulative` pools the counts of the micro-batches seen so far in the step;
+   * `step` expects {@link BalanceController.observeStep} with every micro-batch of the step first.
+   */
+  readonly globalPool?: 'cumulative' | 'step';
   /** Router z-loss coefficient (0: off). */
   readonly zLoss: number;
   readonly numLayers: number;
@@ -116,6 +121,24 @@ export class BalanceController {
     }
   }
 
+  /** Whether the global loss takes f from the whole step (`globalPool: 'step'`). */
+  get pooledPerStep(): boolean {
+    return this.settings.globalPool === 'step' && this.global.length > 0;
+  }
+
+  /**
+   * `globalPool: 'step'`: pools the counts of every micro-batch of the coming step (`countsMLE[m][l]`,
+   * each the expert counts of micro-batch m in MoE layer `firstLayer + l`), so that every micro-batch's
+   * global loss uses f of the whole step. Call once per step, before the first `loss`.
+   */
+  observeStep(countsMLE: readonly (readonly ArrayLike<number>[])[], firstLayer = 0): void {
+    countsMLE.forEach((countsLE, m) => {
+      countsLE.forEach((countsE, i) => {
+        this.global[firstLayer + i]?.accumulate(countsE, m);
+      });
+    });
+  }
+
   /** The selection bias of MoE layer `layer` (loss-free only). */
   selectionBias(layer: number): Float32Array | undefined {
     return this.lossFree?.bias(layer);
@@ -137,9 +160,10 @@ export class BalanceController {
    * `plans[i]` is MoE layer `firstLayer + i` (a pipeline stage passes its own layers' plans).
    */
   observe(plans: readonly RoutingPlan[], micro: number, firstLayer = 0): void {
+    const pooled = this.pooledPerStep;
     plans.forEach((p, i) => {
       const l = firstLayer + i;
-      this.global[l]?.accumulate(p.countsE, micro);
+      if (!pooled) this.global[l]?.accumulate(p.countsE, micro);
       this.shuffled[l]?.accumulate(p, micro);
       this.lossFree?.observe(l, p.countsE, micro);
     });
@@ -157,8 +181,10 @@ export class BalanceController {
       if (alpha > 0) {
         if (method === 'micro') terms.push(microBatchAuxLoss(p, { alpha }));
         else if (method === 'sequence') terms.push(sequenceAuxLoss(p, seqLen, { alpha }));
-        else if (method === 'global' || method === 'global+local') terms.push(this.global[l]!.loss(p, micro));
-        else if (method === 'shuffled') terms.push(this.shuffled[l]!.loss(p, micro));
+        else if (method === 'global' || method === 'global+local') {
+          // Full-step pool: f from every micro-batch of the step (the latest pool); else as of micro-batch m.
+          terms.push(this.global[l]!.loss(p, this.pooledPerStep ? undefined : micro));
+        } else if (method === 'shuffled') terms.push(this.shuffled[l]!.loss(p, micro));
       }
       if (zLoss > 0) terms.push(routerZLoss(p, { coef: zLoss }));
     });

@@ -87,6 +87,7 @@ export class PipelineTrainStep {
       aux: 0,
       countsMLE: new Float64Array(M * L * E),
       keptMLE: new Float64Array(M * L * E),
+      seqVio: 0,
     };
     feed.tokens = [];
     feed.noise = [];

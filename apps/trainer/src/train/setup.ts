@@ -284,6 +284,7 @@ export function balanceController(
     localRatio: config.balance.localRatio,
     biasUpdateRate: config.balance.biasUpdateRate,
     zLoss: config.balance.zLoss,
+    globalPool: config.balance.globalPool,
     numLayers: L,
     numExperts: E,
     seqLen: config.train.seqLen,

@@ -19,11 +19,11 @@
  * Shape letters: B sequences per global micro-batch, B_r this rank's share, S sequence length,
  * M micro-batches per step (`train.gradAccum`), L MoE layers, E routed experts.
  */
-import { maxVio } from '@switchyard/balance';
+import { maxVio, perSequenceMaxVio } from '@switchyard/balance';
 import type { MoETransformerLM } from '@switchyard/model';
 import { type Communicator, shardRange } from '@switchyard/parallel';
 import type { RoutingPlan } from '@switchyard/routing';
-import { isSwitchyardError, type Rng, tf } from '@switchyard/tensor';
+import { isSwitchyardError, Rng, tf } from '@switchyard/tensor';
 import type { TrainConfig } from '../config/schema';
 import type { StepPhases, StepRecord } from '../report/records';
 import { GradAccumulator } from './adamw';
@@ -52,6 +52,8 @@ export interface MicroBatchSums {
   readonly countsMLE: Float64Array;
   /** Each micro-batch's kept (not dropped) counts, [M][L][E] flattened. */
   readonly keptMLE: Float64Array;
+  /** Sum over micro-batches of the per-sequence MaxVio averaged over layers (this rank's sequences). */
+  seqVio: number;
 }
 
 /**
@@ -131,8 +133,15 @@ export class TrainStep {
       aux: 0,
       countsMLE: new Float64Array(M * this.L * this.E),
       keptMLE: new Float64Array(M * this.L * this.E),
+      seqVio: 0,
     };
-    for (let m = 0; m < M; m++) this.microBatch(step, m, sums, lastCheckpoint);
+    // Each micro-batch's data and routing noise, drawn in the same order as without a prepass.
+    const inputs = Array.from({ length: M }, () => ({
+      mb: this.setup.batcher.next(),
+      rng: this.setup.noiseRng.split(),
+    }));
+    if (this.setup.balance.pooledPerStep) this.routingPrepass(step, inputs);
+    for (let m = 0; m < M; m++) this.microBatch(step, m, inputs[m]!, sums, lastCheckpoint);
     const tComputed = performance.now();
 
     let syncMs = 0;
@@ -167,6 +176,7 @@ export class TrainStep {
       gradNorm: applied.norm,
       tokensPerSec: this.tokensPerStep / ((performance.now() - tStep) / 1000),
       ...loads,
+      ...(this.L > 0 ? { maxVioSeq: sums.seqVio / M } : {}),
       ...(ep ? { expertBalance: ep.balancedness } : {}),
       ...(ep?.rebalance ? { rebalance: ep.rebalance } : {}),
       phaseMs: {
@@ -191,14 +201,14 @@ export class TrainStep {
   private microBatch(
     step: number,
     m: number,
+    input: MicroBatchInput,
     sums: MicroBatchSums,
     lastCheckpoint: string | undefined,
   ): void {
     const { gradAccum: M } = this.config.train;
-    const mb = this.setup.batcher.next();
-    const rng = this.setup.noiseRng.split();
+    const { mb, rng } = input;
     // Filled inside the gradient tape: the LM and balance losses (kept) and each layer's counts.
-    const traced: TracedLosses = { counts: [] };
+    const traced: TracedLosses = { counts: [], seqVio: 0 };
     const xBS = this.rowsOf(mb.inputsBS);
     const yBS = this.rowsOf(mb.targetsBS);
     let computed: ReturnType<typeof tf.variableGrads>;
@@ -244,6 +254,7 @@ export class TrainStep {
     sums.loss += lmLoss;
     sums.aux += auxLoss;
     const { L, E } = this;
+    if (L > 0) sums.seqVio += traced.seqVio / L;
     traced.counts.forEach((p, l) => {
       const off = (m * L + l) * E;
       for (let e = 0; e < E; e++) {
@@ -251,6 +262,33 @@ export class TrainStep {
         sums.keptMLE[off + e] = p.keptCountsE[e]!;
       }
     });
+  }
+
+  /**
+   * `balance.globalPool: 'step'`: a forward pass without the gradient tape over every micro-batch of
+   * the step, with a copy of each one's routing noise, so the balance controller pools the counts the
+   * training passes will route; their global loss then takes f from the whole step. Costs one extra
+   * forward pass per micro-batch.
+   */
+  private routingPrepass(step: number, inputs: readonly MicroBatchInput[]): void {
+    const { steps: totalSteps } = this.config.train;
+    const countsMLE = inputs.map(({ mb, rng }) => {
+      let countsLE: Float64Array[] = [];
+      tf.tidy(() => {
+        const xBS = this.rowsOf(mb.inputsBS);
+        const yBS = this.rowsOf(mb.targetsBS);
+        const { plans } = this.model.loss(xBS, yBS, {
+          training: true,
+          rng: Rng.fromState(rng.getState()),
+          step,
+          totalSteps,
+          ...(this.selectionBias ? { selectionBias: this.selectionBias } : {}),
+        });
+        countsLE = plans.map((p) => Float64Array.from(p.countsE));
+      });
+      return countsLE;
+    });
+    this.setup.balance.observeStep(countsMLE);
   }
 
   /**
@@ -278,6 +316,9 @@ export class TrainStep {
     this.onPlans?.(plans);
     const aux = balance.loss(plans, m);
     traced.counts = plans.map((p) => ({ countsE: p.countsE, keptCountsE: p.keptCountsE }));
+    const { seqLen: S } = this.config.train;
+    traced.seqVio = 0;
+    for (const p of plans) traced.seqVio += perSequenceMaxVio(p.expertIdx, S, this.E, p.k);
     // a clone: with no balance term and one rank, `loss` itself is the objective the tape disposes
     traced.lm = tf.keep(loss.clone());
     if (aux) traced.aux = tf.keep(aux);
@@ -316,10 +357,18 @@ export class TrainStep {
   }
 }
 
+/** One micro-batch's data and routing noise. */
+interface MicroBatchInput {
+  readonly mb: ReturnType<StepParts['batcher']['next']>;
+  readonly rng: Rng;
+}
+
 /** What the gradient function hands out of the tape besides the objective. */
 interface TracedLosses {
   lm?: tf.Scalar;
   aux?: tf.Scalar;
+  /** Sum over layers of the micro-batch's per-sequence MaxVio. */
+  seqVio: number;
   counts: { countsE: Int32Array; keptCountsE: Int32Array }[];
 }
 

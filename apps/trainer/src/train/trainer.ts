@@ -386,6 +386,7 @@ function stepRecord(step: number, o: StepOutcome, tokens: number, time: number):
     tokens,
     maxVioBatch: o.maxVioBatch,
     maxVioMicro: o.maxVioMicro,
+    ...(o.maxVioSeq !== undefined ? { maxVioSeq: o.maxVioSeq } : {}),
     dropRate: o.dropRate,
     expertLoad: o.expertLoad,
     ...(o.expertBalance !== undefined ? { expertBalance: o.expertBalance } : {}),
