@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 export type { CapacityResult, DropOptions } from './capacity';
-export { computeCapacity, dropByCapacity } from './capacity';
+export { computeCapacity, dropByCapacity, positionsInExperts } from './capacity';
 export type {
   BalancedAssignment,
   BalancedRouterConfig,

@@ -19,6 +19,7 @@ import {
   tf,
   topK,
 } from '@switchyard/tensor';
+import { positionsInExperts } from '../capacity';
 import type { DropPolicy, GroupLimitedConfig } from '../config';
 import type { RoutingPlan } from '../types';
 import { countSelections, type RoutingPlanTensors } from './common';
@@ -138,7 +139,7 @@ function positions(
   if (spec.dropPolicy === 'probs') {
     // Descending gate, ties to the earlier assignment: topK's order over all N.
     const permN = topK(gateTK.reshape([N]), N).indices as tf.Tensor1D;
-    const posSortedN = orderedPositions(
+    const posSortedN = positionsInExperts(
       tf.gather(idxTK.reshape([N]), permN),
       tf.gather(activeTK.reshape([N]), permN),
       E,
@@ -148,19 +149,10 @@ function positions(
     return tf.gather(posSortedN, inverseN).reshape([T, K]);
   }
   if (spec.order === 'slot') {
-    const posKT = orderedPositions(idxTK.transpose().reshape([N]), activeTK.transpose().reshape([N]), E);
+    const posKT = positionsInExperts(idxTK.transpose().reshape([N]), activeTK.transpose().reshape([N]), E);
     return posKT.reshape([K, T]).transpose();
   }
-  return orderedPositions(idxTK.reshape([N]), activeTK.reshape([N]), E).reshape([T, K]);
-}
-
-/** Positions [N] of assignments listed in order: experts idxN (int32), used mask activeN (float32). */
-function orderedPositions(idxN: tf.Tensor1D, activeN: tf.Tensor1D, E: number): tf.Tensor1D {
-  const N = idxN.shape[0];
-  const selectedNE = tf.mul(oneHot(idxN, E), activeN.reshape([N, 1]));
-  // Cumulative sums run along the last axis: [E, N], exclusive (earlier assignments only).
-  const beforeEN = tf.cumsum(selectedNE.transpose(), 1, true);
-  return tf.sum(tf.mul(selectedNE, beforeEN.transpose()), 1);
+  return positionsInExperts(idxTK.reshape([N]), activeTK.reshape([N]), E).reshape([T, K]);
 }
 
 type HostFields = Pick<
