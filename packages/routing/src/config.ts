@@ -201,6 +201,7 @@ export const defaultRouterConfig = {
   groupK: 1,
   assignment: 'round-robin',
   expertChoiceCapacityFactor: 2,
+  decideOn: 'host',
 } as const satisfies Record<string, unknown>;
 
 /** A router config with every default filled in and every field validated. */
@@ -371,7 +372,10 @@ export function resolveRouterConfig(config: RouterConfig): ResolvedRouterConfig 
     ['round-robin', 'hash'] as const,
   );
 
-  const decideOn = checkOneOf(FN, 'decideOn', config.decideOn ?? 'host', ['host', 'device'] as const);
+  const decideOn = checkOneOf(FN, 'decideOn', config.decideOn ?? defaultRouterConfig.decideOn, [
+    'host',
+    'device',
+  ] as const);
   if (decideOn === 'device' && !(DEVICE_ROUTER_TYPES as readonly string[]).includes(type)) {
     throw invalidArgument(
       FN,
