@@ -186,7 +186,15 @@ const productKey = (
   // The weight's gradient: [D, F] or [F, D] summed over the tokens; else tokens through a weight.
   if ((m === D && n === F) || (m === F && n === D))
     return `experts dW: [${m},n] x [n,${n}] -> [${m},${n}]${tA}${tB}`;
+  // Tokens on the right: a product taken as (W^T x^T)^T.
+  if (m === D || m === F) return `experts: [${m},${k}] x [${k},n] -> [${m},n]${tA}${tB}`;
   return `experts: [n,${k}] x [${k},${n}] -> [n,${n}]${tA}${tB}`;
+};
+/** An elementwise kernel's row: rows of one expert's tokens (2-D, width D or F) written `n`. */
+const rowsKey = (name: string, s: readonly number[]): string => {
+  const perExpert =
+    s.length === 2 && (s[1] === F || s[1] === D) && ![D, F].includes(s[0]!) && !known.has(s[0]!);
+  return `${name} [${perExpert ? `n,${s[1]}` : s.join(',')}]${perExpert ? ' (one expert)' : ''}`;
 };
 const known = new Set([B * S, model.config.vocabSize]);
 let counted = 0;
@@ -205,7 +213,7 @@ kernels.forEach((k, i) => {
     flops = 2 * size(out) * kk;
     add(byShape, productKey(a, b, out, kk), msOf[i]!, k.name, flops);
   } else if (c === 'exp/softmax' || c === 'transpose') {
-    add(byShape, `${k.name} [${(k.inputShapes[0] ?? []).join(',')}]`, msOf[i]!, k.name);
+    add(byShape, rowsKey(k.name, k.inputShapes[0] ?? []), msOf[i]!, k.name);
   }
   add(byCategory, c, msOf[i]!, k.name, flops);
 });
