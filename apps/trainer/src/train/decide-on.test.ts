@@ -35,6 +35,8 @@ describe.skipIf(process.env.SWITCHYARD_BACKEND === 'cpu')("model.moe.router.deci
     const device = await losses('device');
     expect(host.some((s) => (s.dropRate ?? 0) > 0)).toBe(true);
     expect(device.map((s) => s.dropRate)).toEqual(host.map((s) => s.dropRate));
-    device.forEach((s, i) => expect(s.loss).toBeCloseTo(host[i]!.loss, 5));
+    device.forEach((s, i) => {
+      expect(s.loss).toBeCloseTo(host[i]!.loss, 5);
+    });
   }, 120_000);
 });
