@@ -11,15 +11,12 @@
 // Token ids are uniform random over the vocabulary (the step's shapes and kernels do not depend on
 // the text; only which experts are chosen does).
 import { writeFileSync } from 'node:fs';
-import { MoETransformerLM } from '@switchyard/model';
 import { createLocalCommunicator } from '@switchyard/parallel';
 import type { RouteOptions, RoutingPlan } from '@switchyard/routing';
 import { initBackend, Rng, tf } from '@switchyard/tensor';
-import { resolveConfig } from '../src/config/load';
-import { prepareData } from '../src/data/prepare';
 import { median } from '../src/report/report';
 import { OptimizerStep, resolvePlacement } from '../src/train/optimizer-step';
-import { buildModelConfig } from '../src/train/setup';
+import { defaultRunModel } from './launched';
 
 const backend = (process.env.SWITCHYARD_BACKEND as 'wasm' | 'cpu' | undefined) ?? 'wasm';
 const warmup = Number(process.env.STEP_WARMUP ?? 3);
@@ -27,14 +24,8 @@ const argJson = process.argv.indexOf('--json');
 const jsonPath = argJson >= 0 ? process.argv[argJson + 1] : process.env.STEP_PROFILE_JSON;
 const info = await initBackend({ backend });
 
-const config = resolveConfig({
-  preset: 'small',
-  sets: ['eval.every=0', 'log.plots=false', `backend=${backend}`],
-});
+const { config, model } = await defaultRunModel(backend);
 const { seqLen: S, microBatchSize: B, gradAccum: M } = config.train;
-const data = await prepareData(config);
-const modelConfig = buildModelConfig(config, data.tokenizer.vocabSize);
-const model = new MoETransformerLM(modelConfig, new Rng(1));
 const named = model.namedVariables();
 const trainable = [...named.values()];
 
