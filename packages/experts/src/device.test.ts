@@ -4,7 +4,7 @@ import { disposeRoutingPlan, type RouteOptions, type RouterConfig } from '@switc
 import { expectNoLeaks, Rng, type Tensor2D, tf } from '@switchyard/tensor';
 import { describe, expect, it, vi } from 'vitest';
 import { maxAbs, maxAbsDiff } from '../test/fakes';
-import type { MoELayerConfig } from './config';
+import type { ExpertActivation, MoELayerConfig } from './config';
 import { deviceCapacity } from './device';
 import { RoutedExperts } from './experts';
 import { MoELayer } from './layer';
@@ -13,11 +13,14 @@ const D = 8;
 const E = 6;
 const T = 40;
 
-function layerConfig(router: Partial<RouterConfig> & { type: RouterConfig['type'] }): MoELayerConfig {
+function layerConfig(
+  router: Partial<RouterConfig> & { type: RouterConfig['type'] },
+  activation: ExpertActivation = 'swiglu',
+): MoELayerConfig {
   return {
     dModel: D,
     router: { numExperts: E, dModel: D, ...router } as RouterConfig,
-    experts: { numExperts: E, dModel: D, dFF: 12, activation: 'swiglu', initStd: 0.3 },
+    experts: { numExperts: E, dModel: D, dFF: 12, activation, initStd: 0.3 },
   };
 }
 
@@ -62,7 +65,7 @@ const CASES: [string, MoELayerConfig][] = [
     'top-3, capacity 1, probs drops',
     layerConfig({ type: 'topk', k: 3, capacityFactor: 1, dropPolicy: 'probs' }),
   ],
-  ['switch, capacity 1', layerConfig({ type: 'switch', capacityFactor: 1 })],
+  ['switch, capacity 1, GELU', layerConfig({ type: 'switch', capacityFactor: 1 }, 'gelu')],
   ['gshard, capacity 1', layerConfig({ type: 'gshard', capacityFactor: 1 })],
   [
     'sigmoid, group-limited, capacity 1.25',

@@ -18,6 +18,7 @@ import { positionsInExperts, type RoutingPlan } from '@switchyard/routing';
 import {
   batchMatMul,
   gelu,
+  invalidArgument,
   relu,
   SwitchyardError,
   segmentSum,
@@ -69,6 +70,16 @@ export function deviceRoutedExperts(
     throw new SwitchyardError(
       'SHAPE_MISMATCH',
       `\`xTD\` passed to deviceRoutedExperts() must have the plan's ${T} rows, got [${xTD.shape.join(', ')}]`,
+    );
+  }
+  if ((activation === 'swiglu') !== (weights.w3EDF !== undefined)) {
+    throw invalidArgument(
+      'deviceRoutedExperts',
+      'weights.w3EDF',
+      activation === 'swiglu'
+        ? 'an [E, D, F] tensor for SwiGLU experts'
+        : `undefined for ${activation} experts`,
+      weights.w3EDF,
     );
   }
   const C = deviceCapacity(plan);
