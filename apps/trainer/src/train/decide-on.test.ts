@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../config/load';
 import { createReporter } from '../reporter';
+import { checkRanks } from './setup';
 import { train } from './trainer';
 
 const root = mkdtempSync(join(tmpdir(), 'sy-decide-'));
@@ -39,4 +40,17 @@ describe.skipIf(process.env.SWITCHYARD_BACKEND === 'cpu')("model.moe.router.deci
       expect(s.loss).toBeCloseTo(host[i]!.loss, 5);
     });
   }, 120_000);
+});
+
+describe('model.moe.router.decideOn with sharded or compressed experts', () => {
+  it('is refused before training, naming the setting that conflicts', () => {
+    const base = ['model.moe.router.decideOn=device', `out=${join(root, 'refused')}`];
+    const ep = resolveConfig({ preset: 'tiny', sets: [...base, 'parallel.expertParallel=2'] });
+    expect(() => checkRanks(ep, 2)).toThrow(
+      /model\.moe\.router\.decideOn: expected host with parallel\.expertParallel > 1 .*got device/,
+    );
+    const compressed = resolveConfig({ preset: 'tiny', sets: [...base, 'compress.rank=4'] });
+    expect(() => checkRanks(compressed, 1)).toThrow(/expected host with compress\.rank > 0/);
+    expect(() => checkRanks(resolveConfig({ preset: 'tiny', sets: base }), 1)).not.toThrow();
+  });
 });
