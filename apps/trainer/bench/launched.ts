@@ -4,11 +4,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { MoETransformerLM } from '@switchyard/model';
 import { launch } from '@switchyard/parallel';
+import { Rng } from '@switchyard/tensor';
 import { resolveConfig } from '../src/config/load';
+import { prepareData } from '../src/data/prepare';
 import { RANK_MODULE_URL, type TrainRankArgs } from '../src/rank';
 import type { StepPhases, StepRecord } from '../src/report/records';
 import { median } from '../src/report/report';
+import { buildModelConfig } from '../src/train/setup';
 import type { TrainResult } from '../src/train/trainer';
 
 /** The phases of a step the trainer times. */
@@ -78,4 +82,18 @@ export async function launchRun(options: {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The default run's configuration (without evaluation or plots) and its model, built as the trainer
+ * builds them (the tokenizer fixes the vocabulary), with weights from seed 1.
+ */
+export async function defaultRunModel(backend: string) {
+  const config = resolveConfig({
+    preset: 'small',
+    sets: ['eval.every=0', 'log.plots=false', `backend=${backend}`],
+  });
+  const data = await prepareData(config);
+  const modelConfig = buildModelConfig(config, data.tokenizer.vocabSize);
+  return { config, data, modelConfig, model: new MoETransformerLM(modelConfig, new Rng(1)) };
 }

@@ -12,7 +12,6 @@
 //   PROFILE_STEPS=12 (steps of each real run; the first PROFILE_WARMUP=4 are left out)
 // Nothing is fitted to the measured step: the profile's measurements are the prediction's only inputs.
 import { writeFileSync } from 'node:fs';
-import { MoETransformerLM } from '@switchyard/model';
 import { createLocalCommunicator, launch } from '@switchyard/parallel';
 import {
   type ElementwiseBytes,
@@ -25,14 +24,11 @@ import {
   simulateCluster,
 } from '@switchyard/plan';
 import { initBackend, Rng, tf } from '@switchyard/tensor';
-import { resolveConfig } from '../src/config/load';
-import { prepareData } from '../src/data/prepare';
 import type { StepPhases } from '../src/report/records';
 import { median } from '../src/report/report';
 import { AdamW, gradientClip } from '../src/train/adamw';
 import { OptimizerStep } from '../src/train/optimizer-step';
-import { buildModelConfig } from '../src/train/setup';
-import { launchRun } from './launched';
+import { defaultRunModel, launchRun } from './launched';
 import {
   COLD_POOL_BYTES,
   type GemmArgs,
@@ -59,15 +55,9 @@ const PROFILE_RANK_URL = new URL(
 );
 
 // The default run and its model (the tokenizer fixes the vocabulary).
-const config = resolveConfig({
-  preset: 'small',
-  sets: ['eval.every=0', 'log.plots=false', `backend=${backend}`],
-});
+const { config, modelConfig, model } = await defaultRunModel(backend);
 const { seqLen: S, microBatchSize: B, gradAccum: M } = config.train;
-const data = await prepareData(config);
-const modelConfig = buildModelConfig(config, data.tokenizer.vocabSize);
 const spec = parseModelConfig(JSON.parse(JSON.stringify(modelConfig)), 'small');
-const model = new MoETransformerLM(modelConfig, new Rng(1));
 const Br = B / RANKS;
 
 // ---------------------------------------------------------------------------------------------------

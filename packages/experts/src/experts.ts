@@ -9,7 +9,9 @@ import type { RoutingPlan } from '@switchyard/routing';
 import { invalidArgument, Rng, type Tensor2D, type Tensor3D, tf } from '@switchyard/tensor';
 import { type BankOutput, checkBankInput, StackedExpertBank } from './bank';
 import { type ComputeMode, type ExpertsConfig, resolveExpertsConfig } from './config';
+import { deviceRoutedExperts } from './device';
 import { buildDispatch, combine, type DispatchPlan, dispatch } from './dispatch';
+import { checkTokens } from './ffn';
 import { type ExpertWeights, groupedExperts, resolveComputeMode } from './grouped';
 
 /** Names of the stacked expert weights: `w1` [E, D, F], `w3` [E, D, F] (SwiGLU only), `w2` [E, F, D]. */
@@ -90,7 +92,26 @@ export class RoutedExperts extends StackedExpertBank {
    * plan's combine weights and every expert weight.
    */
   forward(xTD: Tensor2D, plan: RoutingPlan, computeMode: ComputeMode = 'auto'): Tensor2D {
+    if (plan.decidedOn === 'device') return this.forwardOnDevice(xTD, plan).yTD;
     return this.forwardWithDispatch(xTD, plan, buildDispatch(plan), computeMode).yTD;
+  }
+
+  /**
+   * The forward of a plan decided on the device (`decideOn: 'device'`): a padded [E, C, D] layout
+   * built from the plan's tensors (C: the capacity, or T when dropless), no read to the host.
+   */
+  forwardOnDevice(xTD: Tensor2D, plan: RoutingPlan): BankOutput {
+    this.assertLive('RoutedExperts', 'forward');
+    checkTokens('RoutedExperts.forwardOnDevice', xTD, this.dModel);
+    if (plan.numExperts !== this.numExperts) {
+      throw invalidArgument(
+        'RoutedExperts.forwardOnDevice',
+        'plan.numExperts',
+        `the bank's numExperts (${this.numExperts})`,
+        plan.numExperts,
+      );
+    }
+    return { yTD: deviceRoutedExperts(xTD, plan, this.weights(), this.activation), computeMode: 'padded' };
   }
 
   /** {@link RoutedExperts.forward} with a dispatch plan built by the caller; also says which compute path ran. */

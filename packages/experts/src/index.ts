@@ -29,6 +29,7 @@ export {
   EXPERT_ACTIVATIONS,
   fineGrainedExperts,
 } from './config';
+export { deviceCapacity, deviceRoutedExperts } from './device';
 export type { DispatchPlan, DispatchSource } from './dispatch';
 export { buildDispatch, combine, dispatch, dispatchedWeights } from './dispatch';
 export type { ExpertWeightName } from './experts';

@@ -196,10 +196,12 @@ export class MoELayer {
     // join every exchange, with nothing to send.
     const plan = xTD.shape[0] === 0 ? this.emptyPlan(options) : this.router.route(xTD, options);
     try {
-      const d = buildDispatch(plan);
       let computeMode: ResolvedComputeMode = 'dropless';
       const yTD = tf.tidy(() => {
-        const routed = this.bank.forwardWithDispatch(xTD, plan, d, this.computeMode);
+        const routed =
+          plan.decidedOn === 'device'
+            ? this.deviceBank().forwardOnDevice(xTD, plan)
+            : this.bank.forwardWithDispatch(xTD, plan, buildDispatch(plan), this.computeMode);
         computeMode = routed.computeMode;
         return this.shared ? (tf.add(routed.yTD, this.shared.forward(xTD)) as Tensor2D) : routed.yTD;
       });
@@ -208,6 +210,15 @@ export class MoELayer {
       disposeAll(Object.values(plan));
       throw e;
     }
+  }
+
+  /** The bank for plans decided on the device: the layer's own stacked experts. */
+  private deviceBank(): RoutedExperts {
+    if (this.bank instanceof RoutedExperts) return this.bank;
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `MoELayer.forward(): a router with decideOn 'device' needs the layer's own RoutedExperts bank, got a ${this.bank.constructor.name} installed with setExperts(); use decideOn 'host' with it`,
+    );
   }
 
   /** Total weights: router, all routed experts and shared experts. */

@@ -150,6 +150,7 @@ const routerSchema = z.strictObject({
   numGroups: int(1).optional(),
   groupK: int(1).optional(),
   assignment: z.enum(['round-robin', 'hash']).optional(),
+  decideOn: z.enum(['host', 'device']).optional(),
 });
 
 /** The zod schema of a complete {@link ModelConfig} (unknown keys are errors). */

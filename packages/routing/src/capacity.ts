@@ -4,7 +4,7 @@
  * Shape letters: T tokens, E routed experts, K slots per token. Assignment a = t * K + j is slot j
  * of token t; arrays of assignments are row-major [T * K].
  */
-import { checkInt, checkNumber, invalidArgument } from '@switchyard/tensor';
+import { checkInt, checkNumber, invalidArgument, oneHot, tf } from '@switchyard/tensor';
 import type { DropPolicy } from './config';
 
 /**
@@ -138,4 +138,27 @@ export function dropByCapacity(
   });
   for (let i = 0; i < n; i++) take(order[i]!);
   return { kept, countsE, keptCountsE, dropped };
+}
+
+/**
+ * Each assignment's position among the assignments of its expert that come before it, as tensor
+ * ops: `out[n] = #{m < n : idxN[m] == idxN[n] and maskN[m] > 0}` (an exclusive cumulative sum of
+ * one-hot selections). Assignments with mask 0 take no place.
+ *
+ * When to use: to lay out routed rows per expert on the device (a padded [E, C, D] dispatch puts
+ * assignment n at row `idxN[n] * C + out[n]`), or to apply capacity without reading to the host.
+ *
+ * @example
+ * ```ts
+ * positionsInExperts(tf.tensor1d([2, 0, 2, 2], 'int32'), tf.tensor1d([1, 1, 0, 1]), 3); // [0, 0, 1, 1]
+ * ```
+ */
+export function positionsInExperts(idxN: tf.Tensor1D, maskN: tf.Tensor1D, numExperts: number): tf.Tensor1D {
+  return tf.tidy(() => {
+    const N = idxN.shape[0];
+    const selectedNE = tf.mul(oneHot(idxN, numExperts), maskN.reshape([N, 1]));
+    // Cumulative sums run along the last axis: [E, N], exclusive (earlier assignments only).
+    const beforeEN = tf.cumsum(selectedNE.transpose(), 1, true);
+    return tf.sum(tf.mul(oneHot(idxN, numExperts), beforeEN.transpose()), 1);
+  });
 }

@@ -87,7 +87,26 @@ export interface RouterConfigBase {
   readonly routeScale?: number;
   /** Prefix of the router's variable names (variables are otherwise named automatically). */
   readonly name?: string;
+  /**
+   * Where the integer decisions (top-k, capacity, drops) are made: `host` (default; the scores are
+   * read once per call) or `device` (no read: top-k, positions and drops as tensor ops, for GPU
+   * backends; topk, switch, gshard and sigmoid routers). See {@link DecideOn}.
+   */
+  readonly decideOn?: DecideOn;
 }
+
+/**
+ * Where a router makes its integer decisions. `host`: the scores are read to the host once per call
+ * and top-k, capacity and drops run in JavaScript (cheapest on wasm and cpu, whose tensors live in
+ * host memory). `device`: they run as tensor ops (top-k, a cumulative sum of one-hot selections for
+ * each assignment's position in its expert, capacity as a comparison), so a GPU backend never waits
+ * for a read in the middle of a forward; the plan's host arrays are read on first access only.
+ * Both give the same selections, drops and combine weights (ties to the lower expert index).
+ */
+export type DecideOn = 'host' | 'device';
+
+/** The router types that can decide on the device ({@link DecideOn}). */
+export const DEVICE_ROUTER_TYPES = ['topk', 'switch', 'gshard', 'sigmoid'] as const;
 
 /** Softmax over all E, top-K, renormalised over the K chosen (Mixtral, Qwen-MoE). */
 export interface TopKRouterConfig extends RouterConfigBase {
@@ -182,6 +201,7 @@ export const defaultRouterConfig = {
   groupK: 1,
   assignment: 'round-robin',
   expertChoiceCapacityFactor: 2,
+  decideOn: 'host',
 } as const satisfies Record<string, unknown>;
 
 /** A router config with every default filled in and every field validated. */
@@ -212,6 +232,8 @@ export interface ResolvedRouterConfig {
   readonly groupK: number;
   readonly evalSecondExpertThreshold: number;
   readonly assignment: BalancedAssignment;
+  /** Where the integer decisions are made. */
+  readonly decideOn: DecideOn;
 }
 
 const FN = 'createRouter';
@@ -350,6 +372,19 @@ export function resolveRouterConfig(config: RouterConfig): ResolvedRouterConfig 
     ['round-robin', 'hash'] as const,
   );
 
+  const decideOn = checkOneOf(FN, 'decideOn', config.decideOn ?? defaultRouterConfig.decideOn, [
+    'host',
+    'device',
+  ] as const);
+  if (decideOn === 'device' && !(DEVICE_ROUTER_TYPES as readonly string[]).includes(type)) {
+    throw invalidArgument(
+      FN,
+      'decideOn',
+      `'host' for a ${type} router ('device' is supported by the ${DEVICE_ROUTER_TYPES.join(', ')} routers)`,
+      decideOn,
+    );
+  }
+
   return {
     type,
     numExperts: E,
@@ -372,5 +407,6 @@ export function resolveRouterConfig(config: RouterConfig): ResolvedRouterConfig 
     groupK,
     evalSecondExpertThreshold,
     assignment,
+    decideOn,
   };
 }

@@ -6,10 +6,11 @@
  * @packageDocumentation
  */
 export type { CapacityResult, DropOptions } from './capacity';
-export { computeCapacity, dropByCapacity } from './capacity';
+export { computeCapacity, dropByCapacity, positionsInExperts } from './capacity';
 export type {
   BalancedAssignment,
   BalancedRouterConfig,
+  DecideOn,
   DropPolicy,
   ExpertChoiceRouterConfig,
   GroupLimitedConfig,
@@ -24,7 +25,7 @@ export type {
   SwitchRouterConfig,
   TopKRouterConfig,
 } from './config';
-export { defaultRouterConfig, ROUTER_TYPES, resolveRouterConfig } from './config';
+export { DEVICE_ROUTER_TYPES, defaultRouterConfig, ROUTER_TYPES, resolveRouterConfig } from './config';
 export { createRouter, disposeRoutingPlan } from './router';
 export { expertChoiceCapacity } from './routers/expertChoice';
 export { UNEVALUATED_LOGIT } from './routers/hierarchical';

@@ -60,6 +60,17 @@ export interface RoutingPlan {
   readonly groupIdx?: Int32Array;
   /** Expert choice: tokens that no expert chose (they pass only through the residual). */
   readonly unroutedTokens?: number;
+  /**
+   * Where the decisions were made (absent: `host`). A `device` plan's host fields (`expertIdx`,
+   * `kept`, `countsE`, `keptCountsE`, `dropRate`, `skipped`) are read from its tensors on first
+   * access (one read per plan); consumers that stay on the device use the tensors.
+   */
+  readonly decidedOn?: 'host' | 'device';
+  /**
+   * GShard on the device: 1 where the router used the (token, slot) assignment before capacity, 0
+   * where random routing skipped the second expert; [T, K] float32, no gradient. Absent: all used.
+   */
+  readonly activeMaskTK?: Tensor2D;
 }
 
 /** Per-call options of {@link Router.route}. */

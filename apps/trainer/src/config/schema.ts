@@ -94,6 +94,12 @@ const routerSchema = z
     normTopK: z.boolean().optional().describe('renormalise the K selected scores to sum to 1'),
     routeScale: z.number().positive().optional().describe('factor on the combine weights (sigmoid router)'),
     init: z.enum(['normal', 'switch', 'zeros']).optional().describe('router weight initialisation'),
+    decideOn: z
+      .enum(['host', 'device'])
+      .optional()
+      .describe(
+        'where routing decides: host (one read per layer; fastest on wasm and cpu) or device (no read: for GPU backends; topk, switch, gshard, sigmoid)',
+      ),
   })
   .prefault({});
 

@@ -103,6 +103,15 @@ export function checkRanks(config: TrainConfig, ranks: number): void {
       `${rank > 0 ? 'compress.rank' : 'compress.clusterEvery'}: expected 0 with parallel.pipeline or parallel.expertParallel > 1 (compressed or clustered experts are not staged or sharded yet), got ${rank > 0 ? rank : clusterEvery}`,
     );
   }
+  if (
+    config.model.moe.router.decideOn === 'device' &&
+    (rank > 0 || clusterEvery > 0 || config.parallel.expertParallel > 1)
+  ) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `model.moe.router.decideOn: expected host with ${config.parallel.expertParallel > 1 ? 'parallel.expertParallel > 1' : rank > 0 ? 'compress.rank > 0' : 'compress.clusterEvery > 0'} (deciding on the device runs each layer's own experts, not sharded or compressed ones), got device`,
+    );
+  }
   if (ranks % P !== 0) {
     throw new SwitchyardError(
       'CONFIG_INVALID',

@@ -7,6 +7,8 @@
  *
  * Shape letters: T tokens, D model width, E experts, K slots per token, G groups.
  */
+
+import type { Rng } from '@switchyard/tensor';
 import { matMul, scoped, sigmoid, softmax, type Tensor2D } from '@switchyard/tensor';
 import { dropByCapacity } from '../capacity';
 import type { ResolvedRouterConfig } from '../config';
@@ -23,6 +25,7 @@ import {
   type RoutingPlanTensors,
   throwNonFinite,
 } from '../internal/common';
+import { decideOnDevice, makeDevicePlan } from '../internal/device';
 import { addColumnBias, gatherHost, groupLimitedMask, hostTopK, randomScores } from '../internal/select';
 import type { RouteOptions, RoutingPlan } from '../types';
 
@@ -49,6 +52,7 @@ export function routeScored(
     const x32TD = jitter(cfg, xTD, options, rng);
     const logitsTE = matMul(x32TD, weightDE) as Tensor2D;
     const probsTE = (useSigmoid ? sigmoid(logitsTE) : softmax(logitsTE, -1)) as Tensor2D;
+    if (cfg.decideOn === 'device') return routeScoredOnDevice(cfg, logitsTE, probsTE, options, rng, warm);
 
     // Read the logits (to reject non-finite input) and the scores; every integer decision below is
     // host work, off the tape.
@@ -103,4 +107,54 @@ export function routeScored(
       capacityFactor: options.training ? cfg.capacityFactor : cfg.evalCapacityFactor,
     });
   });
+}
+
+/**
+ * The same pipeline with the decisions as tensor ops (`decideOn: 'device'`): nothing is read to the
+ * host. The host inputs the decisions draw (warm-up scores, GShard's uniforms) come from the same
+ * generators in the same order as on the host path, so both paths decide alike. The router's logits
+ * are not checked for non-finite values here (that would be a read); the trainer's loss guard is.
+ */
+function routeScoredOnDevice(
+  cfg: ResolvedRouterConfig,
+  logitsTE: Tensor2D,
+  probsTE: Tensor2D,
+  options: RouteOptions,
+  rng: () => Rng,
+  warm: boolean,
+): RoutingPlan {
+  const [T, E] = probsTE.shape;
+  const K = cfg.k;
+  const capacity = capacityFor(cfg, T, K, options.training);
+  // Drawn in the host path's order: warm-up scores, then GShard's uniforms.
+  const randomSelection = warm ? randomScores(T * E, rng().fork('warmup')) : undefined;
+  let gshardUniform: Float32Array | undefined;
+  if (cfg.type === 'gshard' && options.training) {
+    const u = rng().fork('gshard-second');
+    gshardUniform = Float32Array.from({ length: T }, () => u.float());
+  }
+  const { topkIdxTK, keptMaskTK, activeMaskTK } = decideOnDevice(probsTE, {
+    numExperts: E,
+    k: K,
+    groupLimited: cfg.groupLimited,
+    ...(randomSelection !== undefined ? { randomSelection } : {}),
+    ...(!warm && options.selectionBiasE !== undefined ? { selectionBiasE: options.selectionBiasE } : {}),
+    ...(gshardUniform !== undefined ? { gshardUniform } : {}),
+    ...(cfg.type === 'gshard' && !options.training ? { gshardThreshold: cfg.evalSecondExpertThreshold } : {}),
+    capacity,
+    dropPolicy: cfg.dropPolicy,
+    order: cfg.type === 'gshard' ? 'slot' : 'token',
+  });
+  const topkWeightTK = combineWeights(probsTE, topkIdxTK, keptMaskTK, cfg.normTopK, cfg.routeScale);
+  const tensors = { logitsTE, probsTE, topkIdxTK, topkWeightTK, keptMaskTK };
+  if (cfg.type !== 'gshard') activeMaskTK.dispose(); // every assignment is used
+  return makeDevicePlan(
+    cfg.type,
+    cfg.type === 'gshard' ? { ...tensors, activeMaskTK } : tensors,
+    T,
+    E,
+    K,
+    capacity,
+    { randomRouted: warm, capacityFactor: options.training ? cfg.capacityFactor : cfg.evalCapacityFactor },
+  );
 }
