@@ -69,6 +69,8 @@ export interface RouterConfigBase {
   readonly evalCapacityFactor?: number;
   /** Which assignments survive when an expert overflows. Default `position`. */
   readonly dropPolicy?: DropPolicy;
+  /** Routing at evaluation: `batch` (as in training, the default) or `causal` (see {@link EvalRouting}). */
+  readonly evalRouting?: EvalRouting;
   /** Multiplicative input jitter U(1 - eps, 1 + eps) in training; 0 turns it off (Switch used 1e-2). Default 0. */
   readonly jitterEps?: number;
   /** Fraction of `totalSteps` routed uniformly at random in training before learned routing (GShard used ~0.1). Default 0. */
@@ -182,6 +184,7 @@ export const defaultRouterConfig = {
   groupK: 1,
   assignment: 'round-robin',
   expertChoiceCapacityFactor: 2,
+  evalRouting: 'batch',
 } as const satisfies Record<string, unknown>;
 
 /** A router config with every default filled in and every field validated. */
@@ -195,6 +198,7 @@ export interface ResolvedRouterConfig {
   /** Evaluation capacity factor, or null for dropless. */
   readonly evalCapacityFactor: number | null;
   readonly dropPolicy: DropPolicy;
+  readonly evalRouting: EvalRouting;
   readonly jitterEps: number;
   readonly randomRoutingWarmup: number;
   readonly init: RouterInit;
@@ -265,6 +269,12 @@ export function resolveRouterConfig(config: RouterConfig): ResolvedRouterConfig 
     'position',
     'probs',
   ] as const);
+  const evalRouting = checkOneOf(
+    FN,
+    'evalRouting',
+    config.evalRouting ?? defaultRouterConfig.evalRouting,
+    ['batch', 'causal'] as const,
+  );
   const jitterEps = checkNumber(FN, 'jitterEps', config.jitterEps ?? defaultRouterConfig.jitterEps, {
     min: 0,
     max: 0.999,
@@ -358,6 +368,7 @@ export function resolveRouterConfig(config: RouterConfig): ResolvedRouterConfig 
     capacityFactor,
     evalCapacityFactor,
     dropPolicy,
+    evalRouting,
     jitterEps,
     randomRoutingWarmup,
     init,

@@ -11,6 +11,7 @@ export type {
   BalancedAssignment,
   BalancedRouterConfig,
   DropPolicy,
+  EvalRouting,
   ExpertChoiceRouterConfig,
   GroupLimitedConfig,
   GShardRouterConfig,

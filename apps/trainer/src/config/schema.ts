@@ -84,6 +84,12 @@ const routerSchema = z
     capacityFactor: z.number().min(0).optional().describe('training capacity factor; 0: dropless'),
     evalCapacityFactor: z.number().min(0).optional().describe('evaluation capacity factor; 0: dropless'),
     dropPolicy: z.enum(['position', 'probs']).optional().describe('which assignments survive an overflow'),
+    evalRouting: z
+      .enum(['batch', 'causal'])
+      .optional()
+      .describe(
+        "evaluation routing: 'batch' as in training; 'causal' routes each token by itself (expert choice: its top round(c) experts)",
+      ),
     jitterEps: z
       .number()
       .min(0)
