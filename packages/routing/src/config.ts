@@ -42,6 +42,15 @@ export const ROUTER_TYPES: readonly RouterType[] = [
 export type DropPolicy = 'position' | 'probs';
 
 /**
+ * How a router routes at evaluation (training: false): `batch` decides as in training (expert choice:
+ * each expert picks its tokens among the whole batch, later positions included); `causal` routes
+ * each token from its own scores alone, so no position sees the future (expert choice: each token
+ * takes its top round(c) experts by probability, c the evaluation capacity factor; token-choice
+ * routers already route per token and are unchanged).
+ */
+export type EvalRouting = 'batch' | 'causal';
+
+/**
  * Router weight initialisation: `normal` (normal with `initStd`), `switch` (truncated normal,
  * sigma = sqrt(initScale / D), Switch Transformer's 0.1 scale) or `zeros` (uniform routing at step 0).
  */

@@ -103,6 +103,19 @@ export function checkRanks(config: TrainConfig, ranks: number): void {
       `${rank > 0 ? 'compress.rank' : 'compress.clusterEvery'}: expected 0 with parallel.pipeline or parallel.expertParallel > 1 (compressed or clustered experts are not staged or sharded yet), got ${rank > 0 ? rank : clusterEvery}`,
     );
   }
+  if (config.balance.globalPool === 'step' && P > 1) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      "balance.globalPool: expected 'cumulative' with parallel.pipeline > 1 (the routing-only prepass of 'step' is not staged yet), got 'step'",
+    );
+  }
+  const variants = Object.keys(config.eval.routingVariants);
+  if (variants.length > 0 && (config.parallel.expertParallel > 1 || rank > 0)) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `eval.routingVariants: expected none with ${rank > 0 ? 'compress.rank > 0' : 'parallel.expertParallel > 1'} (the variants are scored on a single-device copy of the model), got ${variants.join(', ')}`,
+    );
+  }
   if (ranks % P !== 0) {
     throw new SwitchyardError(
       'CONFIG_INVALID',
