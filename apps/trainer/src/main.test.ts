@@ -149,6 +149,37 @@ describe('switchyard-train', () => {
       );
     }, 60_000);
 
+    it("resumes exactly with the global loss pooled over the whole step (globalPool 'step', router jitter on)", async () => {
+      const dir = join(root, 'step-pool');
+      const sets = [
+        'train.steps=6',
+        'train.gradAccum=2',
+        'checkpoint.every=3',
+        'eval.every=0',
+        'log.plots=false',
+        'balance.method=global',
+        'balance.globalPool=step',
+        'model.moe.router.jitterEps=0.05',
+      ];
+      const full = await cli(tinyArgs(dir, ...sets));
+      expect(full.err).toBe('');
+      expect(full.code).toBe(0);
+      const copy = join(root, 'step-pool-resumed');
+      cpSync(dir, copy, { recursive: true });
+      rmSync(join(copy, 'checkpoints', 'final'), { recursive: true });
+      const r = await cli(['--resume', join(copy, 'checkpoints', 'step-000003')]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const a = jsonl(join(dir, 'metrics.jsonl'));
+      const b = jsonl(join(copy, 'metrics.jsonl'));
+      expect(b.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6]);
+      for (let i = 3; i < 6; i++) {
+        expect(b[i]!.loss as number).toBeCloseTo(a[i]!.loss as number, 5);
+        expect(b[i]!.auxLoss as number).toBeCloseTo(a[i]!.auxLoss as number, 7);
+        expect(b[i]!.expertLoad).toEqual(a[i]!.expertLoad);
+      }
+    }, 90_000);
+
     it('stops on request (Ctrl-C) with a checkpoint, run.json interrupted and the command that resumes exactly', async () => {
       const dir = join(root, 'interrupted');
       const args = tinyArgs(dir, 'train.steps=10', 'checkpoint.every=5', 'eval.every=5', 'log.every=1');
