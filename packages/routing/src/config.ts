@@ -278,12 +278,10 @@ export function resolveRouterConfig(config: RouterConfig): ResolvedRouterConfig 
     'position',
     'probs',
   ] as const);
-  const evalRouting = checkOneOf(
-    FN,
-    'evalRouting',
-    config.evalRouting ?? defaultRouterConfig.evalRouting,
-    ['batch', 'causal'] as const,
-  );
+  const evalRouting = checkOneOf(FN, 'evalRouting', config.evalRouting ?? defaultRouterConfig.evalRouting, [
+    'batch',
+    'causal',
+  ] as const);
   const jitterEps = checkNumber(FN, 'jitterEps', config.jitterEps ?? defaultRouterConfig.jitterEps, {
     min: 0,
     max: 0.999,

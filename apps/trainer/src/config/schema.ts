@@ -206,7 +206,11 @@ const evalSchema = z
       .record(
         z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a name of letters, digits, ".", "_" or "-"'),
         z.strictObject({
-          evalCapacityFactor: z.number().min(0).optional().describe('evaluation capacity factor; 0: dropless'),
+          evalCapacityFactor: z
+            .number()
+            .min(0)
+            .optional()
+            .describe('evaluation capacity factor; 0: dropless'),
           evalRouting: z.enum(['batch', 'causal']).optional().describe('evaluation routing'),
         }),
       )

@@ -6,7 +6,6 @@
 import type { ConfigObject } from '../config/load';
 import { fmt } from '../report/report';
 import {
-  type ArmLookup,
   type ArmSummary,
   byCheck,
   type Claim,
@@ -471,7 +470,7 @@ const expertChoice: ExperimentDefinition = {
     'Token choice (softmax top-2 of 8 experts, micro-batch aux loss at alpha 1e-2) against expert choice at the ' +
     'same compute (capacity factor c = 2: each expert takes the 2T/8 best tokens of the micro-batch, 2 experts per ' +
     'token on average; no balance loss, expert choice balances by construction), mixed micro-batches on the domain ' +
-    "corpus. Expert choice ranks every token of a micro-batch against the others, later positions included, so a " +
+    'corpus. Expert choice ranks every token of a micro-batch against the others, later positions included, so a ' +
     "token's routing depends on the future. Every arm's final model is evaluated twice: routed by batch as in " +
     "training (expert choice over each evaluation batch) and causally (each token by itself: expert choice's " +
     'top round(c) = 2 experts by probability, combined with the raw probabilities as in training; token choice is ' +

@@ -116,9 +116,15 @@ describe("global balance loss pooled over the whole step (globalPool 'step')", (
     const T = 6;
     const D = 3;
     const E = 4;
-    const xTD = tf.tensor2d(Array.from({ length: T * D }, (_, i) => Math.sin(i + 1)), [T, D]);
+    const xTD = tf.tensor2d(
+      Array.from({ length: T * D }, (_, i) => Math.sin(i + 1)),
+      [T, D],
+    );
     const w = tf.variable(
-      tf.tensor2d(Array.from({ length: D * E }, (_, i) => Math.cos(i * 0.7) * 0.5), [D, E]),
+      tf.tensor2d(
+        Array.from({ length: D * E }, (_, i) => Math.cos(i * 0.7) * 0.5),
+        [D, E],
+      ),
       true,
       'step-pool-router-w',
     );
