@@ -55,7 +55,12 @@ function tinyStep(globalPool: 'step' | 'cumulative') {
     (plans) =>
       seen.push({
         countsLE: plans.map((p) => p.countsE.slice()),
-        meanPLE: plans.map((p) => tf.tidy(() => Float64Array.from(tf.mean(p.probsTE, 0).dataSync()))),
+        meanPLE: plans.map((p) => {
+          const meanE = tf.mean(p.probsTE, 0);
+          const out = Float64Array.from(meanE.dataSync());
+          meanE.dispose();
+          return out;
+        }),
       }),
   );
   return { config, model, balance, trainStep, optimizer, seen, L, E, k };
