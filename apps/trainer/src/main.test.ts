@@ -407,10 +407,19 @@ describe('switchyard-train', () => {
         'tokenizer.vocabSize=300',
         'log.plots=false',
         'log.progress=quiet',
+        'data.corpus=brown',
         'data.genres=[news, humor]',
         'data.maxTextsPerDomain=3',
       ];
-      const args = ['experiment', 'capacity', '--out', dir, ...sets.flatMap((s) => ['--set', s])];
+      const args = [
+        'experiment',
+        'capacity',
+        '--out',
+        dir,
+        '--seeds',
+        '1',
+        ...sets.flatMap((s) => ['--set', s]),
+      ];
       // Two arms here, then the other two in two child processes at once.
       const part = await cli([...args, '--arms', 'cf-1.0,dropless']);
       expect(part.err).toBe('');
@@ -450,6 +459,9 @@ describe('switchyard-train', () => {
       const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
       expect(results.arms).toHaveLength(4);
       expect(results.arms[3].trainDropRate).toBe(0);
+      // Every arm is also evaluated dropless: nothing dropped there.
+      for (const a of results.arms) expect(a.extraEvals.dropless.dropRate).toBe(0);
+      expect(report).toMatch(/\| val loss, eval dropless \|/);
       // The unigram baseline comes from each arm's run.json (these arms write no report of their own).
       for (const a of results.arms) expect(Number.isFinite(a.unigramValLoss)).toBe(true);
       expect(readdirSync(join(dir, 'plots'))).toContain('val-loss.svg');
