@@ -1,35 +1,17 @@
 import { type ModelConfig, MoETransformerLM } from '@switchyard/model';
 import { expectNoLeaks, Rng } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../config/load';
-import { buildModelConfig, routingShape } from '../train/setup';
+import { tinyModel, TINY_VOCAB as V } from '../../test/tiny-model';
 import { buildEvalSet, evaluateModel } from './evaluate';
 import { evaluateRoutingVariants } from './variants';
 
-const V = 64;
 const streams = [0, 1].map((d) => ({
   domain: `d${d}`,
   tokens: Int32Array.from({ length: 300 }, (_, i) => (d * 31 + ((i * 5 + d) % 23)) % V),
 }));
 
-/** A tiny model with the given router settings, its evaluation shape, and a copy with the same weights. */
-function tiny(router: Record<string, unknown>) {
-  const config = parseConfig({
-    model: {
-      preset: 'tiny',
-      dModel: 16,
-      numLayers: 2,
-      numHeads: 2,
-      numKvHeads: 1,
-      moe: { router, experts: { numExperts: 4, dFF: 16 } },
-    },
-    train: { seqLen: 8 },
-  });
-  const modelConfig = buildModelConfig(config, V);
-  const model = new MoETransformerLM(modelConfig, new Rng(3).fork('init'));
-  const { k, numExperts } = routingShape(modelConfig);
-  return { modelConfig, model, shape: { numMoELayers: model.moeLayerIndices.length, numExperts, k } };
-}
+/** A tiny model with the given router settings and its evaluation shape. */
+const tiny = (router: Record<string, unknown>) => tinyModel(router, 3);
 
 /** `model`'s weights in a model built from `config`. */
 function copyInto(model: MoETransformerLM, config: ModelConfig): MoETransformerLM {

@@ -3,40 +3,26 @@
  * prepass routes exactly what the training passes route (router jitter on), every micro-batch's loss
  * takes f from the whole step's counts, and the gradient flows through the mean scores P only.
  */
-import { MoETransformerLM } from '@switchyard/model';
 import { createLocalCommunicator } from '@switchyard/parallel';
 import type { RoutingPlan } from '@switchyard/routing';
 import { expectNoLeaks, Rng, tf } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
-import { parseConfig } from '../config/load';
+import { tinyModel, TINY_VOCAB as V } from '../../test/tiny-model';
 import { Batcher } from '../data/batcher';
 import { BalanceController } from './balance';
-import { balanceController, buildModelConfig, optimizerStep, routingShape } from './setup';
+import { balanceController, optimizerStep } from './setup';
 import { TrainStep } from './step';
 
-const V = 64;
 const ALPHA = 0.05;
 
 /** A tiny model (one MoE layer after one dense block, 4 experts top-2, router jitter on) and its TrainStep. */
 function tinyStep(globalPool: 'step' | 'cumulative') {
-  const config = parseConfig({
-    model: {
-      preset: 'tiny',
-      dModel: 16,
-      numLayers: 2,
-      numHeads: 2,
-      numKvHeads: 1,
-      moe: { router: { type: 'topk', k: 2, jitterEps: 0.05 }, experts: { numExperts: 4, dFF: 16 } },
-    },
+  const { config, model, shape } = tinyModel({ type: 'topk', k: 2, jitterEps: 0.05 }, 5, {
     train: { seqLen: 8, microBatchSize: 2, gradAccum: 3, steps: 4, warmupSteps: 1, lr: 1e-2 },
     balance: { method: 'global', alpha: ALPHA, globalPool },
     data: { batching: 'domain' },
   });
-  const modelConfig = buildModelConfig(config, V);
-  const model = new MoETransformerLM(modelConfig, new Rng(5).fork('init'));
-  const L = model.moeLayerIndices.length;
-  const { k, numExperts: E } = routingShape(modelConfig);
-  const shape = { numMoELayers: L, numExperts: E, k };
+  const { numMoELayers: L, numExperts: E, k } = shape;
   const comm = createLocalCommunicator();
   const optimizer = optimizerStep(config, comm, model.namedVariables(), undefined);
   const balance = balanceController(config, L, E, comm);
