@@ -514,7 +514,7 @@ describe('switchyard-train', () => {
       [['experiment', 'capacity', '--jobs', '0'], /--jobs: expected a positive integer, got "0"/],
       [
         ['--preset', 'tiny', '--jobs', '2'],
-        /--arms, --jobs and --no-report apply to experiment only, not to train/,
+        /--arms, --jobs, --no-report and --seeds apply to experiment only, not to train/,
       ],
     ] as const) {
       const r = await cli([...args, '--out', exp]);
