@@ -475,7 +475,8 @@ const expertChoice: ExperimentDefinition = {
     "training (expert choice over each evaluation batch) and causally (each token by itself: expert choice's " +
     'top round(c) = 2 experts by probability, combined with the raw probabilities as in training; token choice is ' +
     'causal already and scores the same both ways). Expert choice lists every expert for every token (a kept mask ' +
-    'marks the chosen ones), so the MaxVio and specialisation columns do not describe the expert-choice arm.',
+    'marks the chosen ones), so the per-sequence MaxVio and the specialisation columns do not describe the ' +
+    'expert-choice arm (its batch-routed load is balanced by construction).',
   base: {
     ...EXPERIMENT_BASE,
     model: TOPK_MODEL,
