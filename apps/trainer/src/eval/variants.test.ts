@@ -2,6 +2,8 @@ import { type ModelConfig, MoETransformerLM } from '@switchyard/model';
 import { expectNoLeaks, Rng } from '@switchyard/tensor';
 import { describe, expect, it } from 'vitest';
 import { tinyModel, TINY_VOCAB as V } from '../../test/tiny-model';
+import { parseConfig } from '../config/load';
+import { checkRanks } from '../train/setup';
 import { buildEvalSet, evaluateModel } from './evaluate';
 import { evaluateRoutingVariants } from './variants';
 
@@ -66,5 +68,22 @@ describe('evaluateRoutingVariants', () => {
       evaluateRoutingVariants(model, modelConfig, { odd: { evalCapacityFactor: -1 } }, set, shape, 1),
     ).toThrow(/eval\.routingVariants\.odd: the router refuses these settings/);
     model.dispose();
+  });
+
+  it('is refused where the model is not a single-device copy, as the full-step pool is under a pipeline', () => {
+    const variants = { eval: { routingVariants: { dropless: { evalCapacityFactor: 0 } } } };
+    expect(() => checkRanks(parseConfig({ ...variants, parallel: { expertParallel: 2 } }), 2)).toThrow(
+      /eval\.routingVariants: expected none with parallel\.expertParallel > 1 .*got dropless/,
+    );
+    expect(() => checkRanks(parseConfig({ ...variants, compress: { rank: 4 } }), 1)).toThrow(
+      /eval\.routingVariants: expected none with compress\.rank > 0/,
+    );
+    expect(() =>
+      checkRanks(
+        parseConfig({ balance: { method: 'global', globalPool: 'step' }, parallel: { pipeline: 2 } }),
+        2,
+      ),
+    ).toThrow(/balance\.globalPool: expected 'cumulative' with parallel\.pipeline > 1/);
+    expect(() => checkRanks(parseConfig(variants), 1)).not.toThrow();
   });
 });
