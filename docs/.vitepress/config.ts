@@ -67,7 +67,14 @@ const GUIDE_SECTIONS: { text: string; pages: string[] }[] = [
 const FIRST: Record<string, string[]> = {
   'guide/routing': ['index.md', 'topk.md', 'switch.md', 'gshard.md', 'sigmoid.md', 'group-limited.md'],
   concepts: ['index.md', 'backends.md', 'errors.md', 'checkpoint-format.md', 'balance-normalisation.md'],
-  experiments: ['index.md', 'balance-scope.md', 'loss-free.md', 'capacity.md'],
+  experiments: [
+    'index.md',
+    'balance-scope.md',
+    'loss-free.md',
+    'capacity.md',
+    'z-loss.md',
+    'expert-choice.md',
+  ],
 };
 
 function ordered(dir: string): string[] {

@@ -149,6 +149,37 @@ describe('switchyard-train', () => {
       );
     }, 60_000);
 
+    it("resumes exactly with the global loss pooled over the whole step (globalPool 'step', router jitter on)", async () => {
+      const dir = join(root, 'step-pool');
+      const sets = [
+        'train.steps=6',
+        'train.gradAccum=2',
+        'checkpoint.every=3',
+        'eval.every=0',
+        'log.plots=false',
+        'balance.method=global',
+        'balance.globalPool=step',
+        'model.moe.router.jitterEps=0.05',
+      ];
+      const full = await cli(tinyArgs(dir, ...sets));
+      expect(full.err).toBe('');
+      expect(full.code).toBe(0);
+      const copy = join(root, 'step-pool-resumed');
+      cpSync(dir, copy, { recursive: true });
+      rmSync(join(copy, 'checkpoints', 'final'), { recursive: true });
+      const r = await cli(['--resume', join(copy, 'checkpoints', 'step-000003')]);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      const a = jsonl(join(dir, 'metrics.jsonl'));
+      const b = jsonl(join(copy, 'metrics.jsonl'));
+      expect(b.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6]);
+      for (let i = 3; i < 6; i++) {
+        expect(b[i]!.loss as number).toBeCloseTo(a[i]!.loss as number, 5);
+        expect(b[i]!.auxLoss as number).toBeCloseTo(a[i]!.auxLoss as number, 7);
+        expect(b[i]!.expertLoad).toEqual(a[i]!.expertLoad);
+      }
+    }, 90_000);
+
     it('stops on request (Ctrl-C) with a checkpoint, run.json interrupted and the command that resumes exactly', async () => {
       const dir = join(root, 'interrupted');
       const args = tinyArgs(dir, 'train.steps=10', 'checkpoint.every=5', 'eval.every=5', 'log.every=1');
@@ -376,10 +407,19 @@ describe('switchyard-train', () => {
         'tokenizer.vocabSize=300',
         'log.plots=false',
         'log.progress=quiet',
+        'data.corpus=brown',
         'data.genres=[news, humor]',
         'data.maxTextsPerDomain=3',
       ];
-      const args = ['experiment', 'capacity', '--out', dir, ...sets.flatMap((s) => ['--set', s])];
+      const args = [
+        'experiment',
+        'capacity',
+        '--out',
+        dir,
+        '--seeds',
+        '1',
+        ...sets.flatMap((s) => ['--set', s]),
+      ];
       // Two arms here, then the other two in two child processes at once.
       const part = await cli([...args, '--arms', 'cf-1.0,dropless']);
       expect(part.err).toBe('');
@@ -419,6 +459,9 @@ describe('switchyard-train', () => {
       const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
       expect(results.arms).toHaveLength(4);
       expect(results.arms[3].trainDropRate).toBe(0);
+      // Every arm is also evaluated dropless: nothing dropped there.
+      for (const a of results.arms) expect(a.extraEvals.dropless.dropRate).toBe(0);
+      expect(report).toMatch(/\| val loss, eval dropless \|/);
       // The unigram baseline comes from each arm's run.json (these arms write no report of their own).
       for (const a of results.arms) expect(Number.isFinite(a.unigramValLoss)).toBe(true);
       expect(readdirSync(join(dir, 'plots'))).toContain('val-loss.svg');
@@ -471,7 +514,7 @@ describe('switchyard-train', () => {
       [['experiment', 'capacity', '--jobs', '0'], /--jobs: expected a positive integer, got "0"/],
       [
         ['--preset', 'tiny', '--jobs', '2'],
-        /--arms, --jobs and --no-report apply to experiment only, not to train/,
+        /--arms, --jobs, --no-report and --seeds apply to experiment only, not to train/,
       ],
     ] as const) {
       const r = await cli([...args, '--out', exp]);

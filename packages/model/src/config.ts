@@ -136,6 +136,7 @@ const routerSchema = z.strictObject({
   capacityFactor: z.number().min(0).optional(),
   evalCapacityFactor: z.number().min(0).optional(),
   dropPolicy: z.enum(['position', 'probs']).optional(),
+  evalRouting: z.enum(['batch', 'causal']).optional(),
   jitterEps: z.number().min(0).max(0.999).optional(),
   randomRoutingWarmup: z.number().min(0).max(1).optional(),
   init: z.enum(['normal', 'switch', 'zeros']).optional(),

@@ -42,6 +42,15 @@ export const ROUTER_TYPES: readonly RouterType[] = [
 export type DropPolicy = 'position' | 'probs';
 
 /**
+ * How a router routes at evaluation (training: false): `batch` decides as in training (expert choice:
+ * each expert picks its tokens among the whole batch, later positions included); `causal` routes
+ * each token from its own scores alone, so no position sees the future (expert choice: each token
+ * takes its top round(c) experts by probability, c the evaluation capacity factor; token-choice
+ * routers already route per token and are unchanged).
+ */
+export type EvalRouting = 'batch' | 'causal';
+
+/**
  * Router weight initialisation: `normal` (normal with `initStd`), `switch` (truncated normal,
  * sigma = sqrt(initScale / D), Switch Transformer's 0.1 scale) or `zeros` (uniform routing at step 0).
  */
@@ -69,6 +78,8 @@ export interface RouterConfigBase {
   readonly evalCapacityFactor?: number;
   /** Which assignments survive when an expert overflows. Default `position`. */
   readonly dropPolicy?: DropPolicy;
+  /** Routing at evaluation: `batch` (as in training, the default) or `causal` (see {@link EvalRouting}). */
+  readonly evalRouting?: EvalRouting;
   /** Multiplicative input jitter U(1 - eps, 1 + eps) in training; 0 turns it off (Switch used 1e-2). Default 0. */
   readonly jitterEps?: number;
   /** Fraction of `totalSteps` routed uniformly at random in training before learned routing (GShard used ~0.1). Default 0. */
@@ -202,6 +213,7 @@ export const defaultRouterConfig = {
   assignment: 'round-robin',
   expertChoiceCapacityFactor: 2,
   decideOn: 'host',
+  evalRouting: 'batch',
 } as const satisfies Record<string, unknown>;
 
 /** A router config with every default filled in and every field validated. */
@@ -215,6 +227,7 @@ export interface ResolvedRouterConfig {
   /** Evaluation capacity factor, or null for dropless. */
   readonly evalCapacityFactor: number | null;
   readonly dropPolicy: DropPolicy;
+  readonly evalRouting: EvalRouting;
   readonly jitterEps: number;
   readonly randomRoutingWarmup: number;
   readonly init: RouterInit;
@@ -286,6 +299,10 @@ export function resolveRouterConfig(config: RouterConfig): ResolvedRouterConfig 
   const dropPolicy = checkOneOf(FN, 'dropPolicy', config.dropPolicy ?? defaultRouterConfig.dropPolicy, [
     'position',
     'probs',
+  ] as const);
+  const evalRouting = checkOneOf(FN, 'evalRouting', config.evalRouting ?? defaultRouterConfig.evalRouting, [
+    'batch',
+    'causal',
   ] as const);
   const jitterEps = checkNumber(FN, 'jitterEps', config.jitterEps ?? defaultRouterConfig.jitterEps, {
     min: 0,
@@ -393,6 +410,7 @@ export function resolveRouterConfig(config: RouterConfig): ResolvedRouterConfig 
     capacityFactor,
     evalCapacityFactor,
     dropPolicy,
+    evalRouting,
     jitterEps,
     randomRoutingWarmup,
     init,

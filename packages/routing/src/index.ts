@@ -12,6 +12,7 @@ export type {
   BalancedRouterConfig,
   DecideOn,
   DropPolicy,
+  EvalRouting,
   ExpertChoiceRouterConfig,
   GroupLimitedConfig,
   GShardRouterConfig,

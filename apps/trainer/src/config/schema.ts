@@ -84,6 +84,12 @@ const routerSchema = z
     capacityFactor: z.number().min(0).optional().describe('training capacity factor; 0: dropless'),
     evalCapacityFactor: z.number().min(0).optional().describe('evaluation capacity factor; 0: dropless'),
     dropPolicy: z.enum(['position', 'probs']).optional().describe('which assignments survive an overflow'),
+    evalRouting: z
+      .enum(['batch', 'causal'])
+      .optional()
+      .describe(
+        "evaluation routing: 'batch' as in training; 'causal' routes each token by itself (expert choice: its top round(c) experts)",
+      ),
     jitterEps: z
       .number()
       .min(0)
@@ -202,6 +208,22 @@ const evalSchema = z
       .default(2048)
       .describe('validation tokens scored per domain at each evaluation'),
     batchSize: posInt().default(16).describe('sequences per evaluation batch'),
+    routingVariants: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'a name of letters, digits, ".", "_" or "-"'),
+        z.strictObject({
+          evalCapacityFactor: z
+            .number()
+            .min(0)
+            .optional()
+            .describe('evaluation capacity factor; 0: dropless'),
+          evalRouting: z.enum(['batch', 'causal']).optional().describe('evaluation routing'),
+        }),
+      )
+      .default({})
+      .describe(
+        'the final model is also scored under each of these router settings, by name (e.g. {dropless: {evalCapacityFactor: 0}}); eval.jsonl records them with the final evaluation',
+      ),
   })
   .prefault({});
 

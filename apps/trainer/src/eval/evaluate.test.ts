@@ -36,6 +36,7 @@ describe('evaluateModel', () => {
           loss: tf.scalar(first >= 200 ? 2 : 1),
           plans: [
             {
+              logitsTE: tf.zeros([T, 2]),
               countsE: Int32Array.from([T, 0]),
               keptCountsE: Int32Array.from([T, 0]),
               expertIdx: new Int32Array(T),
@@ -56,6 +57,7 @@ describe('evaluateModel', () => {
         [0, 0],
       ]);
       expect(rec.specializationPeak).toBeCloseTo(2, 10); // F = 1 over uniform K/E = 1/2
+      expect(rec.routerLse2).toBeCloseTo(Math.log(2) ** 2, 5); // logits 0: LSE = log E
     });
   });
 
@@ -76,6 +78,7 @@ describe('evaluateModel', () => {
           loss: tf.scalar(1 + first / 100),
           plans: [
             {
+              logitsTE: tf.zeros([T, 3]),
               countsE: Int32Array.from(counts),
               keptCountsE: Int32Array.from(kept),
               expertIdx: new Int32Array(T).fill(e),

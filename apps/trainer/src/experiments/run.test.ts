@@ -1,4 +1,8 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createReporter } from '../reporter';
 import {
   type ArmResult,
   compareLoss,
@@ -8,7 +12,17 @@ import {
   summariseSeeds,
 } from './claims';
 import { EXPERIMENTS } from './definitions';
-import { armConfig, checkClaims, experimentSeeds, noiseFloor, rerunCommand, topKShare } from './run';
+import {
+  armConfig,
+  checkClaims,
+  experimentSeeds,
+  noiseFloor,
+  rerunCommand,
+  runExperiment,
+  topKShare,
+} from './run';
+
+const onCpu = process.env.SWITCHYARD_BACKEND === 'cpu';
 
 function arm(id: string, over: Partial<ArmResult>): ArmResult {
   return {
@@ -144,4 +158,63 @@ describe('seed aggregation and verdicts', () => {
     } as never;
     expect(topKShare(e, 1)).toBeCloseTo((0.5 + 0.5) / 2, 10);
   });
+});
+
+describe.skipIf(onCpu)('an experiment end to end (wasm)', () => {
+  it('expert-choice with 2 seeds: spread columns, the causal evaluation column and a verdict per claim', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sy-exp-'));
+    try {
+      const r = await runExperiment('expert-choice', {
+        out: dir,
+        seeds: 2,
+        backend: 'wasm',
+        reporter: createReporter({ mode: 'quiet' }),
+        sets: [
+          'data.corpus=brown',
+          'data.genres=[news, humor]',
+          'data.maxTextsPerDomain=3',
+          'tokenizer.vocabSize=300',
+          'model.dModel=16',
+          'model.numLayers=1',
+          'model.numHeads=2',
+          'model.numKvHeads=1',
+          'model.moe.experts.dFF=16',
+          'train.steps=2',
+          'train.microBatchSize=2',
+          'train.seqLen=16',
+          'train.warmupSteps=1',
+          'eval.every=0',
+          'eval.tokensPerDomain=64',
+          'checkpoint.every=0',
+          'log.plots=false',
+          'log.progress=quiet',
+        ],
+      });
+      expect(r.pending).toEqual([]);
+      expect(r.arms.map((a) => `${a.id}:${a.seed}`)).toEqual([
+        'top-2:1234',
+        'top-2:1235',
+        'expert-choice:1234',
+        'expert-choice:1235',
+      ]);
+      // Token choice is causal already: both evaluations score the same.
+      for (const a of r.arms.filter((x) => x.id === 'top-2')) {
+        expect(a.extraEvals?.causal?.valLoss).toBeCloseTo(a.finalValLoss, 5);
+      }
+      const report = readFileSync(r.reportPath!, 'utf8');
+      expect(report).toMatch(/\| tokens\/s \| val loss, eval causal \|/);
+      // Two seeds per arm: mean [min-max] in the loss columns.
+      expect(report).toMatch(/^\| expert-choice \| 2 \| \d+\.\d{4} \[\d+\.\d{4}-\d+\.\d{4}\] \|/m);
+      expect(report).toMatch(/^\| top-2 \| 2 \| \d+\.\d{4} \[/m);
+      expect(r.checks).toHaveLength(3);
+      for (const c of r.checks) {
+        expect(report).toContain(`| ${c.claim} | ${c.observed} | ${c.verdict}`);
+        expect(['reproduced', 'not detected', 'contradicted']).toContain(c.verdict);
+      }
+      expect(report).toContain('threshold 2 x spread');
+      expect(report).toContain('switchyard-train experiment expert-choice --seeds 1234,1235');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

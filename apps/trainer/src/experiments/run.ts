@@ -295,6 +295,16 @@ function summarise(
     wallSec: steps[steps.length - 1]?.time ?? Number.NaN,
     k,
     numExperts: E,
+    ...(last?.routingVariants
+      ? {
+          extraEvals: Object.fromEntries(
+            Object.entries(last.routingVariants).map(([id, v]) => [
+              id,
+              { valLoss: v.valLoss, dropRate: v.dropRate },
+            ]),
+          ),
+        }
+      : {}),
   };
 }
 

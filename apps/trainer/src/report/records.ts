@@ -111,6 +111,20 @@ export interface EvalRecord {
   readonly liftPeak?: number;
   /** Mean over batches and MoE layers of the router LSE^2 (squared logsumexp of the logits). */
   readonly routerLse2?: number;
+  /**
+   * The final evaluation only: the same model and tokens scored under each of `eval.routingVariants`'
+   * router settings, by name.
+   */
+  readonly routingVariants?: Readonly<Record<string, RoutingVariantEval>>;
+}
+
+/** One evaluation of the final model under other router settings (`eval.routingVariants`). */
+export interface RoutingVariantEval {
+  readonly valLoss: number;
+  readonly perDomainLoss: Readonly<Record<string, number>>;
+  /** Dropped / all assignments under the variant's settings. */
+  readonly dropRate: number;
+  readonly maxVioGlobal: number;
 }
 
 /** Appends one JSON line to a file. */

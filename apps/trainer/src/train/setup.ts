@@ -112,6 +112,19 @@ export function checkRanks(config: TrainConfig, ranks: number): void {
       `model.moe.router.decideOn: expected host with ${config.parallel.expertParallel > 1 ? 'parallel.expertParallel > 1' : rank > 0 ? 'compress.rank > 0' : 'compress.clusterEvery > 0'} (deciding on the device runs each layer's own experts, not sharded or compressed ones), got device`,
     );
   }
+  if (config.balance.globalPool === 'step' && P > 1) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      "balance.globalPool: expected 'cumulative' with parallel.pipeline > 1 (the routing-only prepass of 'step' is not staged yet), got 'step'",
+    );
+  }
+  const variants = Object.keys(config.eval.routingVariants);
+  if (variants.length > 0 && (config.parallel.expertParallel > 1 || rank > 0)) {
+    throw new SwitchyardError(
+      'CONFIG_INVALID',
+      `eval.routingVariants: expected none with ${rank > 0 ? 'compress.rank > 0' : 'parallel.expertParallel > 1'} (the variants are scored on a single-device copy of the model), got ${variants.join(', ')}`,
+    );
+  }
   if (ranks % P !== 0) {
     throw new SwitchyardError(
       'CONFIG_INVALID',

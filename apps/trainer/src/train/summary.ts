@@ -98,6 +98,11 @@ export function evalLine(rec: EvalRecord): string {
     parts.push(`specialisation peak ${rec.specializationPeak.toFixed(2)}x uniform`);
   }
   if (rec.dropRate > 0) parts.push(`drop rate ${rec.dropRate.toFixed(3)}`);
+  for (const [id, v] of Object.entries(rec.routingVariants ?? {})) {
+    parts.push(
+      `${id} routing: val_loss ${v.valLoss.toFixed(4)}${v.dropRate > 0 ? `, drop rate ${v.dropRate.toFixed(3)}` : ''}`,
+    );
+  }
   return parts.join(' | ');
 }
 

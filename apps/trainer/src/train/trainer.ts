@@ -14,6 +14,7 @@ import type { TrainConfig } from '../config/schema';
 import { prepareData } from '../data/prepare';
 import { type EvalShard, evaluateModel } from '../eval/evaluate';
 import { DEFAULT_SAMPLE_OPTIONS, generateCommand, sampleText } from '../eval/generate';
+import { evaluateRoutingVariants } from '../eval/variants';
 import type { EvalRecord, StepRecord } from '../report/records';
 import { median, writeRunReport } from '../report/report';
 import { createReporter, type Reporter } from '../reporter';
@@ -276,7 +277,7 @@ class TrainingRun {
     const { config, outDir, comm, backend, setup } = this.facts;
     const totalSteps = config.train.steps;
     this.reporter.close();
-    const finalEval = this.evaluate(totalSteps);
+    const finalEval = this.evaluate(totalSteps, true);
     const elapsed = this.elapsedSec();
     this.syncModel();
     const finalDir = await this.checkpoints.saveFinal({
@@ -320,14 +321,27 @@ class TrainingRun {
 
   /**
    * Scores the validation set after `step` steps (with the loss-free biases in place) and records
-   * it; nothing without a validation set.
+   * it, the final evaluation with every `eval.routingVariants` entry; nothing without a validation set.
    */
-  private evaluate(step: number): EvalRecord | undefined {
-    const { model, balance, evalSet, shape } = this.facts.setup;
+  private evaluate(step: number, final = false): EvalRecord | undefined {
+    const { model, modelConfig, balance, evalSet, shape } = this.facts.setup;
+    const { routingVariants } = this.facts.config.eval;
     if (evalSet.tokens === 0) return undefined;
     this.syncModel();
     balance.copyBiasesTo(model);
-    const rec = evaluateModel(model, evalSet, shape, step, this.evalShard);
+    let rec = evaluateModel(model, evalSet, shape, step, this.evalShard);
+    if (final && Object.keys(routingVariants).length > 0) {
+      const variants = evaluateRoutingVariants(
+        model,
+        modelConfig,
+        routingVariants,
+        evalSet,
+        shape,
+        step,
+        this.evalShard,
+      );
+      rec = { ...rec, routingVariants: variants };
+    }
     this.outputs.appendEval(rec);
     this.reporter.info(evalLine(rec));
     return rec;

@@ -105,6 +105,41 @@ describe('expert choice', () => {
     tc.dispose();
   });
 
+  it("evalRouting 'causal': each token takes its own top round(c) experts, whatever the later tokens", () => {
+    const cfg = { type: 'expert-choice', numExperts: 3, dModel: 3, capacityFactor: 0.5 } as const;
+    const causal = identityRouter({ ...cfg, evalCapacityFactor: 1.6, evalRouting: 'causal' });
+    const rows = [
+      [0.7, 0.2, 0.1],
+      [0.1, 0.3, 0.6],
+      [0.2, 0.5, 0.3],
+    ];
+    const a = logRows(rows);
+    const b = logRows([...rows.slice(0, 2), [0.9, 0.05, 0.05]]);
+    const p1 = causal.route(a, { training: false });
+    const p2 = causal.route(b, { training: false });
+    // c = 1.6 at evaluation: round(c) = 2 experts per token, weights the raw probabilities.
+    expect(round(readPlan(p1).w)).toEqual([
+      [0.7, 0.2, 0],
+      [0, 0.3, 0.6],
+      [0, 0.5, 0.3],
+    ]);
+    expect(Array.from(p1.countsE)).toEqual([1, 3, 2]);
+    expect(p1.capacity).toBeNull();
+    expect(p1.unroutedTokens).toBe(0);
+    // The first two tokens route the same when the third changes.
+    expect(readPlan(p2).w.slice(0, 2)).toEqual(readPlan(p1).w.slice(0, 2));
+    // Training still routes by expert: c = 0.5, T = 3: each expert takes ceil(0.5) = 1 token.
+    const t = causal.route(a, { training: true });
+    expect(Array.from(t.countsE)).toEqual([1, 1, 1]);
+    expect(t.capacity).toBe(1);
+    for (const p of [p1, p2, t]) disposeRoutingPlan(p);
+    tf.dispose([a, b]);
+    causal.dispose();
+    expect(() => createRouter({ ...cfg, evalRouting: 'future' as never })).toThrow(
+      /`evalRouting` passed to createRouter\(\) must be one of/,
+    );
+  });
+
   it('rejects the options it cannot honour', () => {
     expect(() =>
       createRouter({

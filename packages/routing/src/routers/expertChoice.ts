@@ -5,8 +5,12 @@
  *
  * Causality: expert e's choice of token t depends on the scores of every token in the batch,
  * later ones included. In a causal language model this leaks the future into the training loss;
- * use it only where all T tokens are visible to each other (encoders, non-causal scoring), or
- * route each position only against earlier ones.
+ * use it only where all T tokens are visible to each other (encoders, non-causal scoring). With
+ * `evalRouting: 'causal'` evaluation routes each token by itself instead: its top round(c) experts by
+ * softmax probability (c experts per token is what expert choice gives on average), combined with
+ * the raw probabilities as in training (no renormalisation). Zhou et al. (2022) leave autoregressive
+ * decoding open; a per-token top-k at the same compute is the usual causal stand-in (Raposo et al.
+ * 2024, Mixture-of-Depths, discuss the same train/inference mismatch).
  *
  * Plan layout: K = E. Row t of `topkIdxTK` lists experts 0..E-1; `keptMaskTK[t, e]` is 1 where
  * expert e chose token t; weights are probsTE * mask (times routeScale).
@@ -54,6 +58,7 @@ export function routeExpertChoice(
   const T = xTD.shape[0];
   const E = cfg.numExperts;
   const c = (options.training ? cfg.capacityFactor : cfg.evalCapacityFactor) ?? 2;
+  const causal = !options.training && cfg.evalRouting === 'causal';
   const kE = expertChoiceCapacity(T, E, c);
   const rng = callRng(options, 'jitter');
 
@@ -63,29 +68,24 @@ export function routeExpertChoice(
     const probsTE = softmax(logitsTE, -1) as Tensor2D;
     throwNonFinite(logitsTE.dataSync(), xTD, 'logits');
     const scoresTE = probsTE.dataSync();
-
-    // Per expert, the top kE tokens: top-k over the rows of scores transposed to [E, T].
-    const scoresET = new Float64Array(E * T);
-    for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) scoresET[e * T + t] = scoresTE[t * E + e]!;
-    const chosenEK = hostTopK(scoresET, E, T, kE);
+    const kept = causal ? chooseCausal(scoresTE, T, E, c) : chooseByExpert(scoresTE, T, E, kE);
 
     const expertIdx = new Int32Array(T * E);
     for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) expertIdx[t * E + e] = e;
-    const kept = new Uint8Array(T * E);
-    for (let e = 0; e < E; e++) for (let j = 0; j < kE; j++) kept[chosenEK[e * kE + j]! * E + e] = 1;
     let unroutedTokens = 0;
     for (let t = 0; t < T; t++) {
       let any = 0;
       for (let e = 0; e < E; e++) any |= kept[t * E + e]!;
       if (!any) unroutedTokens++;
     }
-    const perExpert = new Int32Array(E).fill(kE);
+    const countsE = new Int32Array(E);
+    for (let i = 0; i < T * E; i++) countsE[i % E]! += kept[i]!;
     const decision = {
       expertIdx,
       kept,
-      countsE: perExpert,
-      keptCountsE: perExpert.slice(),
-      capacity: kE,
+      countsE,
+      keptCountsE: countsE.slice(),
+      capacity: causal ? null : kE,
       dropped: 0,
     };
     const { topkIdxTK, keptMaskTK } = decisionTensors(decision, T, E);
@@ -94,4 +94,26 @@ export function routeExpertChoice(
     const tensors: RoutingPlanTensors = { logitsTE, probsTE, topkIdxTK, topkWeightTK, keptMaskTK };
     return makePlan(cfg.type, tensors, decision, T, E, E, { unroutedTokens, capacityFactor: c });
   });
+}
+
+/** Batch routing: every expert takes its top kE tokens (scores transposed to [E, T]); kept [T * E]. */
+function chooseByExpert(scoresTE: ArrayLike<number>, T: number, E: number, kE: number): Uint8Array {
+  const scoresET = new Float64Array(E * T);
+  for (let t = 0; t < T; t++) for (let e = 0; e < E; e++) scoresET[e * T + t] = scoresTE[t * E + e]!;
+  const chosenEK = hostTopK(scoresET, E, T, kE);
+  const kept = new Uint8Array(T * E);
+  for (let e = 0; e < E; e++) for (let j = 0; j < kE; j++) kept[chosenEK[e * kE + j]! * E + e] = 1;
+  return kept;
+}
+
+/**
+ * Causal routing: every token takes its own top round(c) experts (at least 1, at most E), c experts
+ * per token being expert choice's average; kept [T * E].
+ */
+function chooseCausal(scoresTE: ArrayLike<number>, T: number, E: number, c: number): Uint8Array {
+  const k = Math.max(1, Math.min(E, Math.round(c)));
+  const chosenTK = hostTopK(scoresTE, T, E, k);
+  const kept = new Uint8Array(T * E);
+  for (let t = 0; t < T; t++) for (let j = 0; j < k; j++) kept[t * E + chosenTK[t * k + j]!] = 1;
+  return kept;
 }
