@@ -17,6 +17,21 @@ export interface WasmKernelExports {
   transpose(x: number, out: number, batch: number, rows: number, cols: number, inner: number): void;
 }
 
+/** The parts of the WebAssembly JS API used here (the package compiles without the DOM library). */
+declare namespace WebAssembly {
+  class Module {
+    constructor(bytes: Uint8Array);
+  }
+  class Instance {
+    constructor(module: Module, imports: Record<string, Record<string, unknown>>);
+    readonly exports: Record<string, unknown>;
+  }
+  class Memory {
+    readonly buffer: ArrayBuffer;
+  }
+  function compile(bytes: Uint8Array): Promise<Module>;
+}
+
 let compiled: WebAssembly.Module | null | undefined;
 let instance: { memory: WebAssembly.Memory; exports: WasmKernelExports } | null = null;
 
@@ -32,7 +47,7 @@ function bytes(): Uint8Array {
 export async function prepareWasmKernels(): Promise<void> {
   if (compiled !== undefined) return;
   try {
-    compiled = await WebAssembly.compile(bytes() as BufferSource);
+    compiled = await WebAssembly.compile(bytes());
   } catch {
     compiled = null;
   }
@@ -56,7 +71,7 @@ export function installWasmKernels(): boolean {
   if (instance?.memory === memory) return true;
   if (compiled === undefined) {
     try {
-      compiled = new WebAssembly.Module(bytes() as BufferSource);
+      compiled = new WebAssembly.Module(bytes());
     } catch {
       compiled = null;
     }
