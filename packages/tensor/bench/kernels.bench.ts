@@ -129,7 +129,10 @@ function timeKernel(kernel: KernelConfig, c: Case): number {
     const out = kernel.kernelFunc({ inputs: c.inputs, backend, attrs: c.attrs as never }) as TensorInfo;
     backend.disposeData(out.dataId);
   };
-  call();
+  // Warm-up long enough for V8 to move the kernel from its baseline compiler to its optimizing one
+  // (compiled in the background: on a busy machine that can take a while).
+  const warm = performance.now();
+  while (performance.now() - warm < 150) call();
   let reps = 1;
   for (;;) {
     const t0 = performance.now();
