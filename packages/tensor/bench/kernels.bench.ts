@@ -94,6 +94,21 @@ const cases: Case[] = [
     elements: 8 * 4 * 128 * 128,
   },
   {
+    // Causal attention scores: the masked half at -1e9.
+    kernel: 'Exp',
+    label: 'causal scores [8,4,128,128]',
+    inputs: {
+      x: tf.tidy(() =>
+        tf.add(
+          f32([8, 4, 128, 128], 20),
+          tf.mul(-1e9, tf.sub(1, tf.linalg.bandPart(tf.ones([128, 128]), -1, 0))),
+        ),
+      ),
+    },
+    attrs: {},
+    elements: 8 * 4 * 128 * 128,
+  },
+  {
     kernel: 'Exp',
     label: 'logits [1024,2048]',
     inputs: { x: f32([1024, 2048], 16) },
