@@ -49,20 +49,23 @@ function expLanes(x: v128): v128 {
 /** out[i] = exp(x[i]) for n f32 values (out may be x). */
 export function expF32(x: usize, out: usize, n: i32): void {
   const bytes = (<usize>n) << 2;
+  // One call site, so that expLanes is inlined; the tail goes through one vector in registers, and
+  // lanes past the end are neither read nor written.
   for (let i: usize = 0; i < bytes; i += 16) {
-    if (i + 16 <= bytes) {
-      v128.store(out + i, expLanes(v128.load(x + i)));
-      continue;
+    const rest = bytes - i;
+    let v: v128;
+    if (rest >= 16) v = v128.load(x + i);
+    else {
+      v = f32x4.splat(load<f32>(x + i));
+      if (rest > 4) v = f32x4.replace_lane(v, 1, load<f32>(x + i + 4));
+      if (rest > 8) v = f32x4.replace_lane(v, 2, load<f32>(x + i + 8));
     }
-    // The tail through one vector in registers: lanes past the end are neither read nor written.
-    const rest = <i32>((bytes - i) >> 2);
-    let v = f32x4.splat(0);
-    v = f32x4.replace_lane(v, 0, load<f32>(x + i));
-    if (rest > 1) v = f32x4.replace_lane(v, 1, load<f32>(x + i + 4));
-    if (rest > 2) v = f32x4.replace_lane(v, 2, load<f32>(x + i + 8));
     const e = expLanes(v);
-    store<f32>(out + i, f32x4.extract_lane(e, 0));
-    if (rest > 1) store<f32>(out + i + 4, f32x4.extract_lane(e, 1));
-    if (rest > 2) store<f32>(out + i + 8, f32x4.extract_lane(e, 2));
+    if (rest >= 16) v128.store(out + i, e);
+    else {
+      store<f32>(out + i, f32x4.extract_lane(e, 0));
+      if (rest > 4) store<f32>(out + i + 4, f32x4.extract_lane(e, 1));
+      if (rest > 8) store<f32>(out + i + 8, f32x4.extract_lane(e, 2));
+    }
   }
 }

@@ -1,7 +1,7 @@
 // Gathers and scatters of rows: GatherV2 along one axis and UnsortedSegmentSum over the leading axes.
 // Element size is 4 bytes (f32 and i32 alike); indices are i32.
 
-import { copyRun } from './copy';
+import { addRow, copyRun } from './copy';
 
 /** Position of the first index outside [0, dim), or -1 when all are in range. */
 export function firstIndexOutOfRange(indices: usize, n: i32, dim: i32): i32 {
@@ -44,33 +44,21 @@ export function gather(x: usize, indices: usize, out: usize, outer: i32, dim: i3
  * ids outside [0, segments) are dropped. `out` holds `segments` rows and is overwritten.
  */
 export function segmentSumF32(x: usize, ids: usize, out: usize, n: i32, inner: i32, segments: i32): void {
-  const row = (<usize>inner) << 2;
-  memory.fill(out, 0, <usize>segments * row);
-  const row4 = row & ~15;
-  for (let i = 0; i < n; i++) {
-    const s = load<i32>(ids + ((<usize>i) << 2));
-    if (<u32>s >= <u32>segments) continue;
-    const src = x + <usize>i * row;
-    const dst = out + <usize>s * row;
-    let j: usize = 0;
-    for (; j < row4; j += 16) v128.store(dst + j, f32x4.add(v128.load(dst + j), v128.load(src + j)));
-    for (; j < row; j += 4) store<f32>(dst + j, load<f32>(dst + j) + load<f32>(src + j));
-  }
+  segmentSum<f32>(x, ids, out, n, inner, segments);
 }
 
 /** {@link segmentSumF32} for i32 (wrapping sums). */
 export function segmentSumI32(x: usize, ids: usize, out: usize, n: i32, inner: i32, segments: i32): void {
+  segmentSum<i32>(x, ids, out, n, inner, segments);
+}
+
+function segmentSum<T>(x: usize, ids: usize, out: usize, n: i32, inner: i32, segments: i32): void {
   const row = (<usize>inner) << 2;
   memory.fill(out, 0, <usize>segments * row);
-  const row4 = row & ~15;
   for (let i = 0; i < n; i++) {
     const s = load<i32>(ids + ((<usize>i) << 2));
     if (<u32>s >= <u32>segments) continue;
-    const src = x + <usize>i * row;
-    const dst = out + <usize>s * row;
-    let j: usize = 0;
-    for (; j < row4; j += 16) v128.store(dst + j, i32x4.add(v128.load(dst + j), v128.load(src + j)));
-    for (; j < row; j += 4) store<i32>(dst + j, load<i32>(dst + j) + load<i32>(src + j));
+    addRow<T>(out + <usize>s * row, x + <usize>i * row, row);
   }
 }
 

@@ -132,7 +132,7 @@ describe('UnsortedSegmentSum', () => {
         const xs = values(sizeOf(shape));
         await expectNoLeaks(() =>
           tf.tidy(() => {
-            const segmentIds = tf.tensor(ids, idShape, 'int32');
+            const segmentIds = tf.tensor(ids, idShape as number[], 'int32') as unknown as tf.Tensor1D;
             for (const [x, float] of [
               [tf.tensor(xs, shape), true],
               [tf.tensor(ints(xs.length), shape, 'int32'), false],
