@@ -29,7 +29,14 @@ import type {
 } from '@tensorflow/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { heapOffset, installWasmKernels, wasmKernels } from './wasm-kernels';
+import { installMemoryKernels, jsUnsortedSegmentSum } from './memory-kernels';
+import {
+  heapOffset,
+  installWasmKernels,
+  replaceWasmKernel,
+  unreplacedWasmKernel,
+  wasmKernels,
+} from './wasm-kernels';
 
 const installed = new Set<string>();
 
@@ -39,11 +46,14 @@ export function installKernelFixes(backendName: string): void {
   if (installed.has(backendName)) return;
   installed.add(backendName);
   if (backendName === 'wasm') {
-    if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) tf.registerKernel(wasmUnsortedSegmentSum);
+    if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) tf.registerKernel(jsUnsortedSegmentSum);
     wrapTransposedMatMul('BatchMatMul');
     wrapTransposedMatMul('_FusedMatMul');
     shareIdentity();
-    if (installWasmKernels()) fastTranspose();
+    if (installWasmKernels()) {
+      fastTranspose();
+      installMemoryKernels();
+    }
   }
 }
 
@@ -117,51 +127,6 @@ function shareIdentity(): void {
     return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
   });
 }
-
-/** The registered wasm kernel `name`, unless it is missing or already Switchyard's replacement. */
-function unreplacedWasmKernel(name: string): KernelConfig | undefined {
-  const kernel = tf.getKernel(name, 'wasm') as (KernelConfig & { __switchyard?: boolean }) | undefined;
-  return kernel && !kernel.__switchyard ? kernel : undefined;
-}
-
-/** Registers `kernelFunc` in place of `original`, marked so that it is replaced only once. */
-function replaceWasmKernel(original: KernelConfig, kernelFunc: KernelFunc): void {
-  tf.unregisterKernel(original.kernelName, 'wasm');
-  tf.registerKernel({ ...original, kernelFunc, __switchyard: true } as KernelConfig);
-}
-
-// ---------------------------------------------------------------------------------------------
-// UnsortedSegmentSum for wasm
-
-const wasmUnsortedSegmentSum: KernelConfig = {
-  kernelName: 'UnsortedSegmentSum',
-  backendName: 'wasm',
-  kernelFunc: ({ inputs, backend, attrs }) => {
-    const x = inputs.x as TensorInfo;
-    const ids = inputs.segmentIds as TensorInfo;
-    const numSegments = (attrs as { numSegments: number }).numSegments;
-    const wasm = backend as BackendWasm;
-    const nIds = ids.shape.reduce((a, b) => a * b, 1);
-    const inner =
-      nIds === 0 ? x.shape.slice(ids.shape.length).reduce((a, b) => a * b, 1) : sizeOf(x.shape) / nIds;
-    const outShape = [numSegments, ...x.shape.slice(ids.shape.length)];
-    const out = wasm.makeOutput(outShape, x.dtype);
-    // Views are taken after makeOutput: allocating may grow the heap and detach earlier views.
-    const outVals = wasm.typedArrayFromHeap(out) as Float32Array | Int32Array;
-    outVals.fill(0);
-    if (nIds === 0) return out;
-    const xVals = wasm.typedArrayFromHeap(x) as Float32Array | Int32Array;
-    const idVals = wasm.typedArrayFromHeap(ids) as Int32Array;
-    for (let i = 0; i < nIds; i++) {
-      const seg = idVals[i]!;
-      if (seg < 0 || seg >= numSegments) continue;
-      const src = i * inner;
-      const dst = seg * inner;
-      for (let j = 0; j < inner; j++) outVals[dst + j]! += xVals[src + j]!;
-    }
-    return out;
-  },
-};
 
 function sizeOf(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);

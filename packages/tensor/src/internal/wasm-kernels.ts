@@ -7,7 +7,7 @@
  * Loaded once per process by `initBackend` on wasm ({@link prepareWasmKernels}); until then, or on
  * another backend, {@link wasmKernels} is null and callers keep tfjs's kernels.
  */
-import type { TensorInfo } from '@tensorflow/tfjs';
+import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs';
 import * as tf from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { WASM_KERNELS_BASE64 } from './wasm-kernels.generated';
@@ -15,6 +15,14 @@ import { WASM_KERNELS_BASE64 } from './wasm-kernels.generated';
 /** The module's exports; every pointer is a byte offset into the tfjs heap. */
 export interface WasmKernelExports {
   transpose(x: number, out: number, batch: number, rows: number, cols: number, inner: number): void;
+  expF32(x: number, out: number, n: number): void;
+  firstIndexOutOfRange(indices: number, n: number, dim: number): number;
+  gather(x: number, indices: number, out: number, outer: number, dim: number, n: number, slice: number): void;
+  segmentSumF32(x: number, ids: number, out: number, n: number, inner: number, segments: number): void;
+  segmentSumI32(x: number, ids: number, out: number, n: number, inner: number, segments: number): void;
+  copyBlocks(x: number, out: number, d0: number, d1: number, d2: number, s0: number, s1: number): void;
+  sumColumnsF32(x: number, out: number, outer: number, rows: number, inner: number): void;
+  sumColumnsI32(x: number, out: number, outer: number, rows: number, inner: number): void;
 }
 
 /** The parts of the WebAssembly JS API used here (the package compiles without the DOM library). */
@@ -93,4 +101,24 @@ export function heapOffset(backend: BackendWasm, t: TensorInfo): number {
   return (backend as unknown as { dataIdMap: { get(id: object): { memoryOffset: number } } }).dataIdMap.get(
     t.dataId,
   ).memoryOffset;
+}
+
+const originals = new Map<string, KernelConfig>();
+
+/** The registered wasm kernel `name`, unless it is missing or already Switchyard's replacement. */
+export function unreplacedWasmKernel(name: string): KernelConfig | undefined {
+  const kernel = tf.getKernel(name, 'wasm') as (KernelConfig & { __switchyard?: boolean }) | undefined;
+  return kernel && !kernel.__switchyard ? kernel : undefined;
+}
+
+/** Registers `kernelFunc` in place of `original`, marked so that it is replaced only once. */
+export function replaceWasmKernel(original: KernelConfig, kernelFunc: KernelFunc): void {
+  originals.set(original.kernelName, original);
+  tf.unregisterKernel(original.kernelName, 'wasm');
+  tf.registerKernel({ ...original, kernelFunc, __switchyard: true } as KernelConfig);
+}
+
+/** The kernel that Switchyard's wasm replacement of `name` took the place of (for benchmarks). */
+export function originalWasmKernel(name: string): KernelConfig | undefined {
+  return originals.get(name);
 }
