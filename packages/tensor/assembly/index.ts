@@ -6,3 +6,4 @@
 // outputs it is given.
 
 export { transpose } from './transpose';
+export { gemm, gemmScratchFloats, groupedGemm, groupedGemmTN } from './gemm';

@@ -15,6 +15,49 @@ import { WASM_KERNELS_BASE64 } from './wasm-kernels.generated';
 /** The module's exports; every pointer is a byte offset into the tfjs heap. */
 export interface WasmKernelExports {
   transpose(x: number, out: number, batch: number, rows: number, cols: number, inner: number): void;
+  /** Floats of scratch the products below need (one packed block of B). */
+  gemmScratchFloats(): number;
+  /** C (+)= A B with A(m, k) at a + m aRow + k aCol and B(k, n) at b + k bRow + n bCol (bytes); C row-major, ldc floats per row. */
+  gemm(
+    a: number,
+    aRow: number,
+    aCol: number,
+    b: number,
+    bRow: number,
+    bCol: number,
+    c: number,
+    ldc: number,
+    M: number,
+    N: number,
+    K: number,
+    accumulate: boolean,
+    scratch: number,
+  ): void;
+  /** Per expert e (counts[e] contiguous rows): C_e (+)= A_e B[e], B [E, K, N] or [E, N, K] when transposeB. */
+  groupedGemm(
+    a: number,
+    b: number,
+    c: number,
+    counts: number,
+    E: number,
+    K: number,
+    N: number,
+    transposeB: boolean,
+    accumulate: boolean,
+    scratch: number,
+  ): void;
+  /** Per expert e: C[e] (+)= A_e^T G_e with A [S, M], G [S, N], C [E, M, N]; experts without rows get zeros. */
+  groupedGemmTN(
+    a: number,
+    g: number,
+    c: number,
+    counts: number,
+    E: number,
+    M: number,
+    N: number,
+    accumulate: boolean,
+    scratch: number,
+  ): void;
 }
 
 let compiled: WebAssembly.Module | null | undefined;
