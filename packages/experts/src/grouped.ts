@@ -20,6 +20,9 @@ import {
   customGrad,
   type GradSave,
   gelu,
+  groupedMatMul,
+  groupedMatMulIsFused,
+  groupedMatMulTransposeA,
   invalidArgument,
   relu,
   silu,
@@ -132,8 +135,9 @@ export function groupedExperts(
   checkWeights(weights, activation, d, D);
   const resolved = resolveComputeMode(mode, d.capacity);
   if (d.numRows === 0) return tf.zeros([0, D]) as Tensor2D;
-  return resolved === 'padded'
-    ? paddedExperts(xSD, d, weights, activation)
+  if (resolved === 'padded') return paddedExperts(xSD, d, weights, activation);
+  return groupedMatMulIsFused()
+    ? fusedDroplessExperts(xSD, d, weights, activation)
     : droplessExperts(xSD, d, weights, activation);
 }
 
@@ -183,6 +187,24 @@ function productWithTransposedWeight(g: tf.Tensor[], w: tf.Tensor[], cheaperOnTo
 
 const INV_SQRT_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/** SwiGLU a = silu(h1) h3 (s = sigmoid(h1), g = silu(h1)): the gradients of h1 and h3 from that of a. */
+function swigluGrads(da: tf.Tensor, h1: tf.Tensor, h3: tf.Tensor, s: tf.Tensor, g: tf.Tensor): [tf.Tensor, tf.Tensor] {
+  const dh3 = tf.mul(da, g);
+  // d silu(h)/dh = s (1 + h (1 - s))
+  const dh1 = tf.mul(tf.mul(da, h3), tf.mul(s, tf.add(1, tf.mul(h1, tf.sub(1, s)))));
+  return [dh1, dh3];
+}
+
+/** a = act(h1) for GELU (exact) or ReLU: the gradient of h1 from that of a. */
+function activationGrad(activation: ExpertActivation, da: tf.Tensor, h1: tf.Tensor): tf.Tensor {
+  if (activation === 'gelu') {
+    const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(h1, INV_SQRT_2))));
+    const pdf = tf.mul(INV_SQRT_2PI, tf.exp(tf.mul(-0.5, tf.square(h1))));
+    return tf.mul(da, tf.add(cdf, tf.mul(h1, pdf)));
+  }
+  return tf.mul(da, tf.step(h1));
+}
 
 /** Tensors one expert's backward needs, saved by the forward: x, w1, w2, h1, a (+ w3, h3, sigmoid(h1), silu(h1)). */
 const SAVED_PER_EXPERT: Record<ExpertActivation, number> = { swiglu: 9, gelu: 5, relu: 5 };
@@ -264,21 +286,12 @@ function droplessExperts(
           tf.Tensor,
           tf.Tensor,
         ];
-        const dh3 = tf.mul(da, g);
-        // d silu(h)/dh = s (1 + h (1 - s))
-        const dh1 = tf.mul(tf.mul(da, h3), tf.mul(s, tf.add(1, tf.mul(h1, tf.sub(1, s)))));
+        const [dh1, dh3] = swigluGrads(da, h1, h3, s, g);
         dW1.set(e, tf.matMul(xT, dh1));
         dW3.set(e, tf.matMul(xT, dh3));
         dxs.push(productWithTransposedWeight([dh1, dh3], [w1e, w3e], c * (2 * F + D) < 2 * D * F));
       } else {
-        let dh1: tf.Tensor;
-        if (activation === 'gelu') {
-          const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(h1, INV_SQRT_2))));
-          const pdf = tf.mul(INV_SQRT_2PI, tf.exp(tf.mul(-0.5, tf.square(h1))));
-          dh1 = tf.mul(da, tf.add(cdf, tf.mul(h1, pdf)));
-        } else {
-          dh1 = tf.mul(da, tf.step(h1));
-        }
+        const dh1 = activationGrad(activation, da, h1);
         dW1.set(e, tf.matMul(xT, dh1));
         dxs.push(productWithTransposedWeight([dh1], [w1e], c * (F + D) < D * F));
       }
@@ -288,6 +301,63 @@ function droplessExperts(
     if (swiglu) grads.push(stackExperts(dW3, E, [D, F]));
     grads.push(stackExperts(dW2, E, [F, D]));
     return grads;
+  };
+
+  const f = customGrad(forward);
+  const inputs = swiglu ? [xSD, w.w1EDF, w.w3EDF!, w.w2EFD] : [xSD, w.w1EDF, w.w2EFD];
+  return f(...inputs) as Tensor2D;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropless, fused: grouped products over all rows at once (one kernel call per weight on wasm),
+// elementwise activations on the whole [S, F], one custom gradient.
+
+function fusedDroplessExperts(
+  xSD: Tensor2D,
+  d: DispatchPlan,
+  w: ExpertWeights,
+  activation: ExpertActivation,
+): Tensor2D {
+  const counts = d.countsE;
+  const swiglu = activation === 'swiglu';
+
+  const forward = (...args: [...inputs: tf.Tensor[], save: GradSave]) => {
+    const save = args[args.length - 1] as GradSave;
+    const x = args[0] as tf.Tensor2D;
+    const w1 = args[1] as tf.Tensor3D;
+    const w3 = swiglu ? (args[2] as tf.Tensor3D) : undefined;
+    const w2 = args[swiglu ? 3 : 2] as tf.Tensor3D;
+    const h1SF = groupedMatMul(x, counts, w1);
+    let aSF: tf.Tensor2D;
+    if (w3) {
+      const h3SF = groupedMatMul(x, counts, w3);
+      const sSF = tf.sigmoid(h1SF);
+      const gSF = tf.mul(h1SF, sSF); // silu(h1)
+      aSF = tf.mul(gSF, h3SF);
+      save([x, w1, w2, h1SF, aSF, w3, h3SF, sSF, gSF]);
+    } else {
+      aSF = (activation === 'gelu' ? gelu(h1SF) : tf.relu(h1SF)) as tf.Tensor2D;
+      save([x, w1, w2, h1SF, aSF]);
+    }
+    return {
+      value: groupedMatMul(aSF, counts, w2),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => backward(dy as tf.Tensor2D, saved),
+    };
+  };
+
+  const backward = (dySD: tf.Tensor2D, saved: tf.Tensor[]): tf.Tensor[] => {
+    const [x, w1, w2, h1, a] = saved as [tf.Tensor2D, tf.Tensor3D, tf.Tensor3D, tf.Tensor2D, tf.Tensor2D];
+    const dW2 = groupedMatMulTransposeA(a, counts, dySD); // [E, F, D]
+    const daSF = groupedMatMul(dySD, counts, w2, { transposeB: true }); // dy W2^T: [S, F]
+    if (swiglu) {
+      const [w3, h3, s, g] = saved.slice(5) as [tf.Tensor3D, tf.Tensor, tf.Tensor, tf.Tensor];
+      const [dh1, dh3] = swigluGrads(daSF, h1, h3, s, g) as [tf.Tensor2D, tf.Tensor2D];
+      const dx = groupedMatMul([dh1, dh3], counts, [w1, w3], { transposeB: true }); // dh1 W1^T + dh3 W3^T
+      return [dx, groupedMatMulTransposeA(x, counts, dh1), groupedMatMulTransposeA(x, counts, dh3), dW2];
+    }
+    const dh1 = activationGrad(activation, daSF, h1) as tf.Tensor2D;
+    const dx = groupedMatMul(dh1, counts, w1, { transposeB: true });
+    return [dx, groupedMatMulTransposeA(x, counts, dh1), dW2];
   };
 
   const f = customGrad(forward);

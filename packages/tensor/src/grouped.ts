@@ -12,12 +12,30 @@ import * as tf from '@tensorflow/tfjs';
 import { invalidArgument, SwitchyardError } from './errors';
 import { customGrad, type GradSave } from './grad';
 import { wasmGroupedMatMul, wasmGroupedMatMulTransposeA } from './internal/grouped-wasm';
+import { wasmKernels } from './internal/wasm-kernels';
 import { checkDtype } from './validate';
 
 /** Options of {@link groupedMatMul}. */
 export interface GroupedMatMulOptions {
   /** Read each stacked matrix transposed: `b` is `[E, N, K]` and segment e uses `b[e]^T`. Default false. */
   readonly transposeB?: boolean;
+}
+
+/**
+ * Whether {@link groupedMatMul} and {@link groupedMatMulTransposeA} run as one fused kernel call on
+ * the current backend (wasm, after {@link initBackend}); otherwise they loop over segments.
+ *
+ * When to use: choosing between whole-tensor grouped compute and a per-segment formulation that is
+ * faster with tfjs's own kernels.
+ *
+ * @example
+ * ```ts
+ * await initBackend({ backend: 'wasm' });
+ * groupedMatMulIsFused(); // true
+ * ```
+ */
+export function groupedMatMulIsFused(): boolean {
+  return wasmKernels() !== null;
 }
 
 /** Segment sizes as int32, checked against the row count and the stack size. */
@@ -94,12 +112,10 @@ function groupedProduct(
     const perTerm = aSK.map((a) => segments(a, countsE));
     countsE.forEach((c, e) => {
       if (c === 0) return;
-      let sum: tf.Tensor2D | undefined;
-      perTerm.forEach((segs, i) => {
-        const term = tf.matMul(segs[e]!, matrixOf(bEKN[i]!, e), false, transposeB);
-        sum = sum === undefined ? term : tf.add(sum, term);
-      });
-      parts.push(sum!);
+      const terms = perTerm.map(
+        (segs, i) => tf.matMul(segs[e]!, matrixOf(bEKN[i]!, e), false, transposeB) as tf.Tensor2D,
+      );
+      parts.push(terms.length === 1 ? terms[0]! : (tf.addN(terms) as tf.Tensor2D));
     });
     return parts.length === 1 ? parts[0]! : tf.concat(parts, 0);
   });

@@ -27,7 +27,7 @@ export { customGrad } from './grad';
 export type { GradCheckEntry, GradCheckOptions, GradCheckResult } from './gradcheck';
 export { checkGradients } from './gradcheck';
 export type { GroupedMatMulOptions } from './grouped';
-export { groupedMatMul, groupedMatMulTransposeA } from './grouped';
+export { groupedMatMul, groupedMatMulIsFused, groupedMatMulTransposeA } from './grouped';
 export { concatFloat32, concatInt32, copyRows, readInto } from './host';
 export type { TensorContainer } from './memory';
 export { disposeAll, expectNoLeaks, liveTensors, scoped } from './memory';
