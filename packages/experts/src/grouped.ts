@@ -189,7 +189,13 @@ const INV_SQRT_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 /** SwiGLU a = silu(h1) h3 (s = sigmoid(h1), g = silu(h1)): the gradients of h1 and h3 from that of a. */
-function swigluGrads(da: tf.Tensor, h1: tf.Tensor, h3: tf.Tensor, s: tf.Tensor, g: tf.Tensor): [tf.Tensor, tf.Tensor] {
+function swigluGrads(
+  da: tf.Tensor,
+  h1: tf.Tensor,
+  h3: tf.Tensor,
+  s: tf.Tensor,
+  g: tf.Tensor,
+): [tf.Tensor, tf.Tensor] {
   const dh3 = tf.mul(da, g);
   // d silu(h)/dh = s (1 + h (1 - s))
   const dh1 = tf.mul(tf.mul(da, h3), tf.mul(s, tf.add(1, tf.mul(h1, tf.sub(1, s)))));

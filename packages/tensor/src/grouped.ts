@@ -67,7 +67,8 @@ function checkCounts(fn: string, countsE: ArrayLike<number>, rows: number, E: nu
 }
 
 function check2d(fn: string, arg: string, t: unknown, what: string): tf.Tensor2D {
-  if (!(t instanceof tf.Tensor) || t.rank !== 2) throw invalidArgument(fn, arg, `a 2-D float32 tensor ${what}`, t);
+  if (!(t instanceof tf.Tensor) || t.rank !== 2)
+    throw invalidArgument(fn, arg, `a 2-D float32 tensor ${what}`, t);
   checkDtype(fn, arg, t, ['float32']);
   return t as tf.Tensor2D;
 }
@@ -174,17 +175,21 @@ export function groupedMatMul(
   const bEKN = bs.map((t, i) => {
     const arg = bs.length > 1 ? `b[${i}]` : 'b';
     const what = transposeB ? '[E, N, K]' : '[E, K, N]';
-    if (!(t instanceof tf.Tensor) || t.rank !== 3) throw invalidArgument(FN, arg, `a 3-D float32 tensor ${what}`, t);
+    if (!(t instanceof tf.Tensor) || t.rank !== 3)
+      throw invalidArgument(FN, arg, `a 3-D float32 tensor ${what}`, t);
     checkDtype(FN, arg, t, ['float32']);
     const [E, r, c] = t.shape as [number, number, number];
     const [K, n] = transposeB ? [c, r] : [r, c];
     const ai = aSK[i]!;
     if (ai.shape[0] !== S) throw shapeError(FN, `a[${i}]`, `[${S}, K] like a[0]`, ai.shape);
     if (K !== ai.shape[1] || (N >= 0 && n !== N)) {
-      const expected = transposeB ? `[E, ${N >= 0 ? N : 'N'}, ${ai.shape[1]}]` : `[E, ${ai.shape[1]}, ${N >= 0 ? N : 'N'}]`;
+      const expected = transposeB
+        ? `[E, ${N >= 0 ? N : 'N'}, ${ai.shape[1]}]`
+        : `[E, ${ai.shape[1]}, ${N >= 0 ? N : 'N'}]`;
       throw shapeError(FN, arg, expected, t.shape);
     }
-    if (i > 0 && E !== (bs[0] as tf.Tensor).shape[0]) throw shapeError(FN, arg, `[${(bs[0] as tf.Tensor).shape[0]}, ...] like b[0]`, t.shape);
+    if (i > 0 && E !== (bs[0] as tf.Tensor).shape[0])
+      throw shapeError(FN, arg, `[${(bs[0] as tf.Tensor).shape[0]}, ...] like b[0]`, t.shape);
     N = n;
     return t as tf.Tensor3D;
   });
@@ -237,9 +242,11 @@ export function groupedMatMulTransposeA(
   const FN = 'groupedMatMulTransposeA';
   const aSM = check2d(FN, 'a', a, '[S, M]');
   const gSN = check2d(FN, 'g', g, '[S, N]');
-  if (gSN.shape[0] !== aSM.shape[0]) throw shapeError(FN, 'g', `[${aSM.shape[0]}, N] (one row per row of a)`, gSN.shape);
+  if (gSN.shape[0] !== aSM.shape[0])
+    throw shapeError(FN, 'g', `[${aSM.shape[0]}, N] (one row per row of a)`, gSN.shape);
   const E = countsE?.length;
-  if (typeof E !== 'number' || E < 1) throw invalidArgument(FN, 'countsE', 'a non-empty array of segment sizes', countsE);
+  if (typeof E !== 'number' || E < 1)
+    throw invalidArgument(FN, 'countsE', 'a non-empty array of segment sizes', countsE);
   const counts = checkCounts(FN, countsE, aSM.shape[0], E);
   const op = customGrad((x: tf.Tensor, y: tf.Tensor, save: GradSave) => {
     save([x, y]);
