@@ -7,3 +7,4 @@
 
 export { transpose } from './transpose';
 export { gemm, gemmScratchFloats, groupedGemm, groupedGemmTN } from './gemm';
+export { swigluBackward, swigluForward } from './swiglu';

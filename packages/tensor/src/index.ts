@@ -46,6 +46,8 @@ export {
   sigmoid,
   silu,
   softmax,
+  swiglu,
+  swigluGrad,
   takeAlongLastAxis,
   topK,
 } from './ops';

@@ -44,7 +44,7 @@ describe('kernel fixes', () => {
     for (const [M, K, N] of [
       [5, 3, 7],
       [37, 300, 270],
-    ]) {
+    ] as const) {
       for (const [tA, tB] of [
         [true, false],
         [false, true],

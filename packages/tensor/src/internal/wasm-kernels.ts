@@ -58,6 +58,18 @@ export interface WasmKernelExports {
     accumulate: boolean,
     scratch: number,
   ): void;
+  /** out = gate s up over n floats (s = sigmoid(gate)). */
+  swigluForward(gate: number, s: number, up: number, out: number, n: number): void;
+  /** dUp = dOut gate s, dGate = dOut up s (1 + gate (1 - s)) over n floats. */
+  swigluBackward(
+    dOut: number,
+    gate: number,
+    s: number,
+    up: number,
+    dGate: number,
+    dUp: number,
+    n: number,
+  ): void;
 }
 
 let compiled: WebAssembly.Module | null | undefined;
