@@ -6,7 +6,8 @@
 // A and B are read through byte strides, so a transposed operand costs nothing extra: A(m, k) is at
 // a + m * aRow + k * aCol and B(k, n) at b + k * bRow + n * bCol. C is row-major with `ldc` floats
 // per row. B is packed, block by block (KC x NC), into caller-provided scratch as panels of NR
-// columns (zero-padded), each panel KC rows of NR contiguous floats. A register-blocked MR x NR
+// columns (zero-padded), each panel KC rows of NR contiguous floats; A is read in place when its rows
+// are contiguous, else MR rows at a time are copied to MR floats per k. A register-blocked MR x NR
 // microkernel then multiplies MR rows of A against one panel: per k, one splat-load of A per row
 // against the panel's two f32x4 halves, into MR x 2 f32x4 accumulators (the "loadsplat" scheme of
 // XNNPACK's wasmsimd kernels).
@@ -16,9 +17,9 @@ const NR: i32 = 8;
 const KC: i32 = 256;
 const NC: i32 = 256; // multiple of NR
 
-/** Floats of scratch every product below needs (one packed KC x NC block of B). */
+/** Floats of scratch every product below needs (one packed KC x NC block of B, one KC x MR strip of A). */
 export function gemmScratchFloats(): i32 {
-  return KC * NC;
+  return KC * NC + KC * MR;
 }
 
 /**
@@ -52,16 +53,29 @@ export function gemm(
       packB(b + <usize>k0 * bRow + <usize>n0 * bCol, bRow, bCol, kc, nc, scratch);
       const acc = accumulate || k0 > 0;
       const aBlock = a + <usize>k0 * aCol;
+      const stripA = scratch + <usize>(KC * NC) * 4;
       for (let m0 = 0; m0 < M; m0 += MR) {
         const mr = min(MR, M - m0);
-        const a0 = aBlock + <usize>m0 * aRow;
-        const a1 = mr > 1 ? a0 + aRow : a0;
-        const a2 = mr > 2 ? a0 + 2 * aRow : a0;
-        const a3 = mr > 3 ? a0 + 3 * aRow : a0;
+        let a0 = aBlock + <usize>m0 * aRow;
+        let a1 = mr > 1 ? a0 + aRow : a0;
+        let a2 = mr > 2 ? a0 + 2 * aRow : a0;
+        let a3 = mr > 3 ? a0 + 3 * aRow : a0;
+        let aStep = aCol;
+        if (aCol !== 4) {
+          // A read down its columns (given transposed): successive k are aCol bytes apart, which
+          // in a power-of-two layout all land in a few cache sets. Copy the strip to MR contiguous
+          // floats per k first, reused for every panel.
+          packStripA(a0, aRow, aCol, mr, kc, stripA);
+          a0 = stripA;
+          a1 = stripA + 4;
+          a2 = stripA + 8;
+          a3 = stripA + 12;
+          aStep = MR * 4;
+        }
         const cRow = c + (<usize>m0 * <usize>ldc + <usize>n0) * 4;
         for (let j = 0; j < nc; j += NR) {
           const panel = scratch + <usize>j * <usize>kc * 4;
-          micro(a0, a1, a2, a3, aCol, panel, kc, cRow + <usize>j * 4, <usize>ldc * 4, mr, min(NR, nc - j), acc);
+          micro(a0, a1, a2, a3, aStep, panel, kc, cRow + <usize>j * 4, <usize>ldc * 4, mr, min(NR, nc - j), acc);
         }
       }
     }
@@ -154,6 +168,19 @@ export function groupedGemmTN(
 
 function zeroRows(c: usize, ldc: i32, M: i32, N: i32): void {
   for (let m = 0; m < M; m++) memory.fill(c + <usize>m * <usize>ldc * 4, 0, <usize>N * 4);
+}
+
+/** Copies rows m0..m0+mr of A over kc steps of k to MR floats per k (zeros past mr). */
+function packStripA(a: usize, aRow: usize, aCol: usize, mr: i32, kc: i32, out: usize): void {
+  if (mr === MR && aRow === 4) {
+    for (let k = 0; k < kc; k++) v128.store(out + <usize>k * MR * 4, v128.load(a + <usize>k * aCol));
+    return;
+  }
+  for (let k = 0; k < kc; k++) {
+    for (let i = 0; i < MR; i++) {
+      store<f32>(out + (<usize>k * MR + <usize>i) * 4, i < mr ? load<f32>(a + <usize>i * aRow + <usize>k * aCol) : 0);
+    }
+  }
 }
 
 /** Packs B's kc x nc block into panels of NR columns, KC-major within a panel, zero-padding the last. */
