@@ -75,7 +75,20 @@ export function gemm(
         const cRow = c + (<usize>m0 * <usize>ldc + <usize>n0) * 4;
         for (let j = 0; j < nc; j += NR) {
           const panel = scratch + <usize>j * <usize>kc * 4;
-          micro(a0, a1, a2, a3, aStep, panel, kc, cRow + <usize>j * 4, <usize>ldc * 4, mr, min(NR, nc - j), acc);
+          micro(
+            a0,
+            a1,
+            a2,
+            a3,
+            aStep,
+            panel,
+            kc,
+            cRow + <usize>j * 4,
+            <usize>ldc * 4,
+            mr,
+            min(NR, nc - j),
+            acc,
+          );
         }
       }
     }
@@ -178,7 +191,10 @@ function packStripA(a: usize, aRow: usize, aCol: usize, mr: i32, kc: i32, out: u
   }
   for (let k = 0; k < kc; k++) {
     for (let i = 0; i < MR; i++) {
-      store<f32>(out + (<usize>k * MR + <usize>i) * 4, i < mr ? load<f32>(a + <usize>i * aRow + <usize>k * aCol) : 0);
+      store<f32>(
+        out + (<usize>k * MR + <usize>i) * 4,
+        i < mr ? load<f32>(a + <usize>i * aRow + <usize>k * aCol) : 0,
+      );
     }
   }
 }
@@ -223,7 +239,10 @@ function packB(b: usize, bRow: usize, bCol: usize, kc: i32, nc: i32, out: usize)
         }
         for (let k = kc4; k < kc; k++) {
           for (let i = 0; i < 4; i++) {
-            store<f32>(dst + (<usize>k * NR + <usize>(h + i)) * 4, load<f32>(col + <usize>i * bCol + <usize>k * 4));
+            store<f32>(
+              dst + (<usize>k * NR + <usize>(h + i)) * 4,
+              load<f32>(col + <usize>i * bCol + <usize>k * 4),
+            );
           }
         }
       }
@@ -233,7 +252,10 @@ function packB(b: usize, bRow: usize, bCol: usize, kc: i32, nc: i32, out: usize)
       const dst = out + <usize>j * <usize>kc * 4;
       for (let k = 0; k < kc; k++) {
         for (let i = 0; i < NR; i++) {
-          store<f32>(dst + (<usize>k * NR + <usize>i) * 4, load<f32>(b + <usize>k * bRow + <usize>(j + i) * bCol));
+          store<f32>(
+            dst + (<usize>k * NR + <usize>i) * 4,
+            load<f32>(b + <usize>k * bRow + <usize>(j + i) * bCol),
+          );
         }
       }
     }
@@ -254,8 +276,6 @@ function packB(b: usize, bRow: usize, bCol: usize, kc: i32, nc: i32, out: usize)
  * One MR x NR tile of C from MR rows of A (row pointers a0..a3, `aStep` bytes per k; rows past `mr`
  * repeat row 0 and are not stored) and one packed panel. Stores `mr` rows and `nr` columns.
  */
-// @ts-ignore: decorator
-@inline
 function micro(
   a0: usize,
   a1: usize,
@@ -304,8 +324,6 @@ function micro(
   if (mr > 3) storeRow(c + 3 * ldcBytes, c30, c31, nr, accumulate);
 }
 
-// @ts-ignore: decorator
-@inline
 function storeRow(c: usize, lo: v128, hi: v128, nr: i32, accumulate: bool): void {
   if (nr === NR) {
     if (accumulate) {
@@ -330,8 +348,6 @@ function storePartial(c: usize, lo: v128, hi: v128, nr: i32, accumulate: bool): 
   if (nr > 6) storeLane(c + 24, f32x4.extract_lane(hi, 2), accumulate);
 }
 
-// @ts-ignore: decorator
-@inline
 function storeLane(c: usize, v: f32, accumulate: bool): void {
   store<f32>(c, accumulate ? load<f32>(c) + v : v);
 }

@@ -5,6 +5,6 @@
 // segments, no heap and no start function (the build checks), so it never writes anything but the
 // outputs it is given.
 
-export { transpose } from './transpose';
 export { gemm, gemmScratchFloats, groupedGemm, groupedGemmTN } from './gemm';
 export { swigluBackward, swigluForward } from './swiglu';
+export { transpose } from './transpose';
