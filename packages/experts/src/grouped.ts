@@ -190,6 +190,32 @@ function productWithTransposedWeight(g: tf.Tensor[], w: tf.Tensor[], cheaperOnTo
 const INV_SQRT_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
+/** The forward of a grouped-experts custom gradient, given its inputs unpacked (w3 only for SwiGLU). */
+type ExpertsForward = (
+  x: tf.Tensor2D,
+  w1: tf.Tensor3D,
+  w3: tf.Tensor3D | undefined,
+  w2: tf.Tensor3D,
+  save: GradSave,
+) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[] };
+
+/** One custom gradient over (x, w1, [w3,] w2), so the tape sees the whole group as one op. */
+function expertsOp(xSD: Tensor2D, w: ExpertWeights, gated: boolean, forward: ExpertsForward): Tensor2D {
+  const f = customGrad((...args: [...inputs: tf.Tensor[], save: GradSave]) => {
+    const save = args[args.length - 1] as GradSave;
+    const w3 = gated ? (args[2] as tf.Tensor3D) : undefined;
+    return forward(
+      args[0] as tf.Tensor2D,
+      args[1] as tf.Tensor3D,
+      w3,
+      args[gated ? 3 : 2] as tf.Tensor3D,
+      save,
+    );
+  });
+  const inputs = gated ? [xSD, w.w1EDF, w.w3EDF!, w.w2EFD] : [xSD, w.w1EDF, w.w2EFD];
+  return f(...inputs) as Tensor2D;
+}
+
 /** a = act(h1) for GELU (exact) or ReLU: the gradient of h1 from that of a. */
 function activationGrad(activation: ExpertActivation, da: tf.Tensor, h1: tf.Tensor): tf.Tensor {
   if (activation === 'gelu') {
@@ -216,12 +242,7 @@ function droplessExperts(
   const [D, F] = [w.w1EDF.shape[1], w.w1EDF.shape[2]];
   const per = SAVED_PER_EXPERT[activation];
 
-  const forward = (...args: [...inputs: tf.Tensor[], save: GradSave]) => {
-    const save = args[args.length - 1] as GradSave;
-    const x = args[0] as tf.Tensor2D;
-    const w1 = args[1] as tf.Tensor3D;
-    const w3 = gated ? (args[2] as tf.Tensor3D) : undefined;
-    const w2 = args[gated ? 3 : 2] as tf.Tensor3D;
+  const forward: ExpertsForward = (x, w1, w3, w2, save) => {
     const xs = splitRowsRaw(x, counts);
     const w1s = unstackExpertsRaw(w1, active);
     const w3s = w3 ? unstackExpertsRaw(w3, active) : [];
@@ -290,9 +311,7 @@ function droplessExperts(
     return grads;
   };
 
-  const f = customGrad(forward);
-  const inputs = gated ? [xSD, w.w1EDF, w.w3EDF!, w.w2EFD] : [xSD, w.w1EDF, w.w2EFD];
-  return f(...inputs) as Tensor2D;
+  return expertsOp(xSD, w, gated, forward);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,12 +327,7 @@ function fusedDroplessExperts(
   const counts = d.countsE;
   const gated = activation === 'swiglu';
 
-  const forward = (...args: [...inputs: tf.Tensor[], save: GradSave]) => {
-    const save = args[args.length - 1] as GradSave;
-    const x = args[0] as tf.Tensor2D;
-    const w1 = args[1] as tf.Tensor3D;
-    const w3 = gated ? (args[2] as tf.Tensor3D) : undefined;
-    const w2 = args[gated ? 3 : 2] as tf.Tensor3D;
+  const forward: ExpertsForward = (x, w1, w3, w2, save) => {
     const h1SF = groupedMatMul(x, counts, w1);
     let aSF: tf.Tensor2D;
     if (w3) {
@@ -345,7 +359,5 @@ function fusedDroplessExperts(
     return [dx, groupedMatMulTransposeA(x, counts, dh1), dW2];
   };
 
-  const f = customGrad(forward);
-  const inputs = gated ? [xSD, w.w1EDF, w.w3EDF!, w.w2EFD] : [xSD, w.w1EDF, w.w2EFD];
-  return f(...inputs) as Tensor2D;
+  return expertsOp(xSD, w, gated, forward);
 }
