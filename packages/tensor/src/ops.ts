@@ -329,7 +329,7 @@ export function swiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
  * @example
  * ```ts
  * const [dGate, dUp] = swigluGrad(tf.ones([2]), tf.tensor1d([0, 1]), tf.tensor1d([3, 2]));
- * // dGate = [1.5, 1.8615], dUp = [0, 0.7311]
+ * // dGate = [1.5, 1.8554], dUp = [0, 0.7311]
  * ```
  */
 export function swigluGrad(dOut: tf.Tensor, gate: tf.Tensor, up: tf.Tensor): [tf.Tensor, tf.Tensor] {
