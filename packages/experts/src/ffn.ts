@@ -14,7 +14,7 @@ import {
   relu,
   SwitchyardError,
   sigmoid,
-  silu,
+  swiglu,
   type Tensor2D,
   tf,
 } from '@switchyard/tensor';
@@ -45,7 +45,7 @@ export function ffnForward(
   return tf.tidy(() => {
     const h1 = matMul(xTD, w1DF);
     let a: tf.Tensor;
-    if (activation === 'swiglu') a = tf.mul(silu(h1), matMul(xTD, w3DF!));
+    if (activation === 'swiglu') a = swiglu(h1, matMul(xTD, w3DF!));
     else if (activation === 'gelu') a = gelu(h1);
     else a = relu(h1);
     return matMul(a, w2FD) as Tensor2D;

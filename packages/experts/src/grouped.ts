@@ -20,9 +20,14 @@ import {
   customGrad,
   type GradSave,
   gelu,
+  groupedMatMul,
+  groupedMatMulIsFused,
+  groupedMatMulTransposeA,
   invalidArgument,
   relu,
   silu,
+  swiglu,
+  swigluGrad,
   type Tensor2D,
   type Tensor3D,
   tf,
@@ -132,8 +137,9 @@ export function groupedExperts(
   checkWeights(weights, activation, d, D);
   const resolved = resolveComputeMode(mode, d.capacity);
   if (d.numRows === 0) return tf.zeros([0, D]) as Tensor2D;
-  return resolved === 'padded'
-    ? paddedExperts(xSD, d, weights, activation)
+  if (resolved === 'padded') return paddedExperts(xSD, d, weights, activation);
+  return groupedMatMulIsFused()
+    ? fusedDroplessExperts(xSD, d, weights, activation)
     : droplessExperts(xSD, d, weights, activation);
 }
 
@@ -184,8 +190,44 @@ function productWithTransposedWeight(g: tf.Tensor[], w: tf.Tensor[], cheaperOnTo
 const INV_SQRT_2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
-/** Tensors one expert's backward needs, saved by the forward: x, w1, w2, h1, a (+ w3, h3, sigmoid(h1), silu(h1)). */
-const SAVED_PER_EXPERT: Record<ExpertActivation, number> = { swiglu: 9, gelu: 5, relu: 5 };
+/** The forward of a grouped-experts custom gradient, given its inputs unpacked (w3 only for SwiGLU). */
+type ExpertsForward = (
+  x: tf.Tensor2D,
+  w1: tf.Tensor3D,
+  w3: tf.Tensor3D | undefined,
+  w2: tf.Tensor3D,
+  save: GradSave,
+) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[] };
+
+/** One custom gradient over (x, w1, [w3,] w2), so the tape sees the whole group as one op. */
+function expertsOp(xSD: Tensor2D, w: ExpertWeights, gated: boolean, forward: ExpertsForward): Tensor2D {
+  const f = customGrad((...args: [...inputs: tf.Tensor[], save: GradSave]) => {
+    const save = args[args.length - 1] as GradSave;
+    const w3 = gated ? (args[2] as tf.Tensor3D) : undefined;
+    return forward(
+      args[0] as tf.Tensor2D,
+      args[1] as tf.Tensor3D,
+      w3,
+      args[gated ? 3 : 2] as tf.Tensor3D,
+      save,
+    );
+  });
+  const inputs = gated ? [xSD, w.w1EDF, w.w3EDF!, w.w2EFD] : [xSD, w.w1EDF, w.w2EFD];
+  return f(...inputs) as Tensor2D;
+}
+
+/** a = act(h1) for GELU (exact) or ReLU: the gradient of h1 from that of a. */
+function activationGrad(activation: ExpertActivation, da: tf.Tensor, h1: tf.Tensor): tf.Tensor {
+  if (activation === 'gelu') {
+    const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(h1, INV_SQRT_2))));
+    const pdf = tf.mul(INV_SQRT_2PI, tf.exp(tf.mul(-0.5, tf.square(h1))));
+    return tf.mul(da, tf.add(cdf, tf.mul(h1, pdf)));
+  }
+  return tf.mul(da, tf.step(h1));
+}
+
+/** Tensors one expert's backward needs, saved by the forward: x, w1, w2, h1, a (+ w3, h3). */
+const SAVED_PER_EXPERT: Record<ExpertActivation, number> = { swiglu: 7, gelu: 5, relu: 5 };
 
 function droplessExperts(
   xSD: Tensor2D,
@@ -196,16 +238,11 @@ function droplessExperts(
   const E = d.numExperts;
   const counts = Array.from(d.countsE);
   const active = counts.flatMap((c, e) => (c > 0 ? [e] : []));
-  const swiglu = activation === 'swiglu';
+  const gated = activation === 'swiglu';
   const [D, F] = [w.w1EDF.shape[1], w.w1EDF.shape[2]];
   const per = SAVED_PER_EXPERT[activation];
 
-  const forward = (...args: [...inputs: tf.Tensor[], save: GradSave]) => {
-    const save = args[args.length - 1] as GradSave;
-    const x = args[0] as tf.Tensor2D;
-    const w1 = args[1] as tf.Tensor3D;
-    const w3 = swiglu ? (args[2] as tf.Tensor3D) : undefined;
-    const w2 = args[swiglu ? 3 : 2] as tf.Tensor3D;
+  const forward: ExpertsForward = (x, w1, w3, w2, save) => {
     const xs = splitRowsRaw(x, counts);
     const w1s = unstackExpertsRaw(w1, active);
     const w3s = w3 ? unstackExpertsRaw(w3, active) : [];
@@ -216,14 +253,12 @@ function droplessExperts(
       const xe = xs[i]!;
       const [w1e, w2e] = [w1s[i]!, w2s[i]!];
       const h1 = tf.matMul(xe, w1e); // [c, F]
-      if (swiglu) {
+      if (gated) {
         const w3e = w3s[i]!;
         const h3 = tf.matMul(xe, w3e);
-        const s = tf.sigmoid(h1);
-        const g = tf.mul(h1, s); // silu(h1)
-        const a = tf.mul(g, h3);
+        const a = swiglu(h1, h3); // silu(h1) h3
         ys.push(tf.matMul(a, w2e));
-        keep.push(xe, w1e, w2e, h1, a, w3e, h3, s, g);
+        keep.push(xe, w1e, w2e, h1, a, w3e, h3);
       } else {
         const a = activation === 'gelu' ? gelu(h1) : tf.relu(h1);
         ys.push(tf.matMul(a, w2e));
@@ -257,40 +292,72 @@ function droplessExperts(
       dW2.set(e, tf.matMul(tf.transpose(a), dy)); // [F, D]
       const c = xe.shape[0]!;
       const da = productWithTransposedWeight([dy], [w2e], c * (D + F) < D * F); // dy W2^T: [c, F]
-      if (swiglu) {
-        const [w3e, h3, s, g] = saved.slice(i * per + 5, i * per + 9) as [
-          tf.Tensor,
-          tf.Tensor,
-          tf.Tensor,
-          tf.Tensor,
-        ];
-        const dh3 = tf.mul(da, g);
-        // d silu(h)/dh = s (1 + h (1 - s))
-        const dh1 = tf.mul(tf.mul(da, h3), tf.mul(s, tf.add(1, tf.mul(h1, tf.sub(1, s)))));
+      if (gated) {
+        const [w3e, h3] = saved.slice(i * per + 5, i * per + 7) as [tf.Tensor, tf.Tensor];
+        const [dh1, dh3] = swigluGrad(da, h1, h3);
         dW1.set(e, tf.matMul(xT, dh1));
         dW3.set(e, tf.matMul(xT, dh3));
         dxs.push(productWithTransposedWeight([dh1, dh3], [w1e, w3e], c * (2 * F + D) < 2 * D * F));
       } else {
-        let dh1: tf.Tensor;
-        if (activation === 'gelu') {
-          const cdf = tf.mul(0.5, tf.add(1, tf.erf(tf.mul(h1, INV_SQRT_2))));
-          const pdf = tf.mul(INV_SQRT_2PI, tf.exp(tf.mul(-0.5, tf.square(h1))));
-          dh1 = tf.mul(da, tf.add(cdf, tf.mul(h1, pdf)));
-        } else {
-          dh1 = tf.mul(da, tf.step(h1));
-        }
+        const dh1 = activationGrad(activation, da, h1);
         dW1.set(e, tf.matMul(xT, dh1));
         dxs.push(productWithTransposedWeight([dh1], [w1e], c * (F + D) < D * F));
       }
     });
     const dx = dxs.length === 1 ? dxs[0]! : tf.concat(dxs, 0);
     const grads = [dx, stackExperts(dW1, E, [D, F])];
-    if (swiglu) grads.push(stackExperts(dW3, E, [D, F]));
+    if (gated) grads.push(stackExperts(dW3, E, [D, F]));
     grads.push(stackExperts(dW2, E, [F, D]));
     return grads;
   };
 
-  const f = customGrad(forward);
-  const inputs = swiglu ? [xSD, w.w1EDF, w.w3EDF!, w.w2EFD] : [xSD, w.w1EDF, w.w2EFD];
-  return f(...inputs) as Tensor2D;
+  return expertsOp(xSD, w, gated, forward);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropless, fused: grouped products over all rows at once (one kernel call per weight on wasm),
+// elementwise activations on the whole [S, F], one custom gradient.
+
+function fusedDroplessExperts(
+  xSD: Tensor2D,
+  d: DispatchPlan,
+  w: ExpertWeights,
+  activation: ExpertActivation,
+): Tensor2D {
+  const counts = d.countsE;
+  const gated = activation === 'swiglu';
+
+  const forward: ExpertsForward = (x, w1, w3, w2, save) => {
+    const h1SF = groupedMatMul(x, counts, w1);
+    let aSF: tf.Tensor2D;
+    if (w3) {
+      const h3SF = groupedMatMul(x, counts, w3);
+      aSF = swiglu(h1SF, h3SF) as tf.Tensor2D; // silu(h1) h3
+      save([x, w1, w2, h1SF, aSF, w3, h3SF]);
+    } else {
+      aSF = (activation === 'gelu' ? gelu(h1SF) : tf.relu(h1SF)) as tf.Tensor2D;
+      save([x, w1, w2, h1SF, aSF]);
+    }
+    return {
+      value: groupedMatMul(aSF, counts, w2),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => backward(dy as tf.Tensor2D, saved),
+    };
+  };
+
+  const backward = (dySD: tf.Tensor2D, saved: tf.Tensor[]): tf.Tensor[] => {
+    const [x, w1, w2, h1, a] = saved as [tf.Tensor2D, tf.Tensor3D, tf.Tensor3D, tf.Tensor2D, tf.Tensor2D];
+    const dW2 = groupedMatMulTransposeA(a, counts, dySD); // [E, F, D]
+    const daSF = groupedMatMul(dySD, counts, w2, { transposeB: true }); // dy W2^T: [S, F]
+    if (gated) {
+      const [w3, h3] = saved.slice(5) as [tf.Tensor3D, tf.Tensor2D];
+      const [dh1, dh3] = swigluGrad(daSF, h1, h3) as [tf.Tensor2D, tf.Tensor2D];
+      const dx = groupedMatMul([dh1, dh3], counts, [w1, w3], { transposeB: true }); // dh1 W1^T + dh3 W3^T
+      return [dx, groupedMatMulTransposeA(x, counts, dh1), groupedMatMulTransposeA(x, counts, dh3), dW2];
+    }
+    const dh1 = activationGrad(activation, daSF, h1) as tf.Tensor2D;
+    const dx = groupedMatMul(dh1, counts, w1, { transposeB: true });
+    return [dx, groupedMatMulTransposeA(x, counts, dh1), dW2];
+  };
+
+  return expertsOp(xSD, w, gated, forward);
 }

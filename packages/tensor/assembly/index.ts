@@ -7,5 +7,7 @@
 
 export { expF32 } from './elementwise';
 export { copyBlocks, firstIndexOutOfRange, gather, segmentSumF32, segmentSumI32 } from './gather';
+export { gemm, gemmScratchFloats, groupedGemm, groupedGemmTN } from './gemm';
 export { sumColumnsF32, sumColumnsI32 } from './reduce';
+export { swigluBackward, swigluForward } from './swiglu';
 export { transpose } from './transpose';

@@ -26,6 +26,8 @@ export type { CustomGradResult, GradSave, InputGrads } from './grad';
 export { customGrad } from './grad';
 export type { GradCheckEntry, GradCheckOptions, GradCheckResult } from './gradcheck';
 export { checkGradients } from './gradcheck';
+export type { GroupedMatMulOptions } from './grouped';
+export { groupedMatMul, groupedMatMulIsFused, groupedMatMulTransposeA } from './grouped';
 export { concatFloat32, concatInt32, copyRows, readInto } from './host';
 export type { TensorContainer } from './memory';
 export { disposeAll, expectNoLeaks, liveTensors, scoped } from './memory';
@@ -44,6 +46,8 @@ export {
   sigmoid,
   silu,
   softmax,
+  swiglu,
+  swigluGrad,
   takeAlongLastAxis,
   topK,
 } from './ops';

@@ -39,6 +39,59 @@ describe('kernel fixes', () => {
     expect(tf.max(tf.abs(tf.sub(fast, ref))).dataSync()[0]).toBeLessThan(1e-4);
   });
 
+  it('single products with transposed operands match explicit transposes, values and gradients', async () => {
+    // Off the GEMM's 4 x 8 tiles and past its 256-deep / 256-wide blocks; 2-D and batch-1 3-D.
+    for (const [M, K, N] of [
+      [5, 3, 7],
+      [37, 300, 270],
+    ] as const) {
+      for (const [tA, tB] of [
+        [true, false],
+        [false, true],
+        [true, true],
+      ] as const) {
+        for (const lead of [[], [1]]) {
+          await expectNoLeaks(() =>
+            tf.tidy(() => {
+              const a = tf.randomNormal([...lead, ...(tA ? [K, M] : [M, K])], 0, 1, 'float32', 3);
+              const b = tf.randomNormal([...lead, ...(tB ? [N, K] : [K, N])], 0, 1, 'float32', 4);
+              const perm = lead.length === 0 ? [1, 0] : [0, 2, 1];
+              const ref = tf.matMul(tA ? tf.transpose(a, perm) : a, tB ? tf.transpose(b, perm) : b);
+              const out = tf.matMul(a, b, tA, tB);
+              expect(out.shape).toEqual([...lead, M, N]);
+              expect(tf.max(tf.abs(tf.sub(out, ref))).dataSync()[0]).toBeLessThan(1e-3);
+            }),
+          );
+        }
+      }
+    }
+    await expectNoLeaks(() =>
+      tf.tidy(() => {
+        const a = tf.randomNormal([9, 6], 0, 1, 'float32', 5);
+        const b = tf.randomNormal([5, 6], 0, 1, 'float32', 6);
+        const dy = tf.randomNormal([9, 5], 0, 1, 'float32', 7); // op(x) [9, 6] times op(y) [6, 5]
+        for (const [tA, tB] of [
+          [false, false],
+          [true, true],
+        ] as const) {
+          const x = tA ? tf.transpose(a) : a;
+          const y = tB ? b : tf.transpose(b);
+          const got = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(tf.matMul(p, q, tA, tB), dy)))([
+            x,
+            y,
+          ]);
+          const want = tf.grads((p: tf.Tensor, q: tf.Tensor) =>
+            tf.sum(tf.mul(tf.matMul(tA ? tf.transpose(p) : p, tB ? tf.transpose(q) : q), dy)),
+          )([x, y]);
+          got.forEach((g, i) => {
+            expect(g.shape).toEqual(want[i]!.shape);
+            expect(tf.max(tf.abs(tf.sub(g, want[i]!))).dataSync()[0]).toBeLessThan(1e-4);
+          });
+        }
+      }),
+    );
+  });
+
   it('the transposed-product path frees its temporaries', async () => {
     const a = tf.ones([4, 3]);
     await expectNoLeaks(() => tf.matMul(a, a, true, false));

@@ -16,6 +16,8 @@ import {
   sigmoid,
   silu,
   softmax,
+  swiglu,
+  swigluGrad,
   takeAlongLastAxis,
   topK,
 } from './ops';
@@ -310,5 +312,48 @@ describe('activations', () => {
       await expectNoLeaks(() => tf.grad((t: tf.Tensor) => fn(t).sum())(x));
     }
     x.dispose();
+  });
+});
+
+describe('swiglu', () => {
+  // 4 x 7 = 28 elements: the wasm kernel's 4-wide loop and its scalar tail.
+  const gate = () => rng.normalTensor([4, 7], 0, 2);
+  const up = () => rng.normalTensor([4, 7]);
+  it('is silu(gate) * up, with the documented values', () => {
+    tf.tidy(() => {
+      const [g, u] = [gate(), up()];
+      close(swiglu(g, u), tf.mul(silu(g), u));
+      close(swiglu(tf.tensor1d([0, 1]), tf.tensor1d([3, 2])), [0, 2 / (1 + Math.exp(-1))]);
+      const [dGate, dUp] = swigluGrad(tf.ones([2]), tf.tensor1d([0, 1]), tf.tensor1d([3, 2]));
+      const s1 = 1 / (1 + Math.exp(-1));
+      close(dGate, [1.5, 2 * s1 * (1 + (1 - s1))]);
+      close(dUp, [0, s1]);
+    });
+  });
+  it('has the gradients of silu(gate) * up, by finite differences and by the tape', () => {
+    const [g, u] = [gate(), up()];
+    checkGradients((a, b) => swiglu(a, b), [g, u]);
+    tf.tidy(() => {
+      const dy = rand([4, 7]);
+      const got = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(swiglu(a, b), dy)))([g, u]);
+      const [dGate, dUp] = swigluGrad(dy, g, u);
+      const want = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.mul(silu(a), b), dy)))([g, u]);
+      close(got[0]!, want[0]!);
+      close(got[1]!, want[1]!);
+      close(dGate, want[0]!);
+      close(dUp, want[1]!);
+    });
+    tf.dispose([g, u]);
+  });
+  it('rejects mismatched shapes and leaks nothing', async () => {
+    const [g, u] = [gate(), up()];
+    expect(() => swiglu(g, tf.ones([7, 4]))).toThrow(
+      /`up` passed to swiglu\(\) must have the shape of gate \[4, 7\]/,
+    );
+    expect(() => swigluGrad(tf.ones([3]), g, u)).toThrow(/`dOut` passed to swigluGrad\(\)/);
+    await expectNoLeaks(() => swiglu(g, u));
+    await expectNoLeaks(() => tf.grads((a: tf.Tensor, b: tf.Tensor) => swiglu(a, b).sum())([g, u]));
+    await expectNoLeaks(() => swigluGrad(g, g, u));
+    tf.dispose([g, u]);
   });
 });

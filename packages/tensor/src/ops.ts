@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { invalidArgument, SwitchyardError } from './errors';
 import { customGrad, type GradSave } from './grad';
+import { wasmSwigluBackward, wasmSwigluForward } from './internal/swiglu-wasm';
 import { checkDtype, checkInt } from './validate';
 
 /** Integer indices: a 1-D int32 tensor or a plain array. */
@@ -278,6 +279,82 @@ export function logSumExp(x: tf.Tensor, axis = -1, keepDims = false): tf.Tensor 
 /** Logistic sigmoid in float32: `1 / (1 + exp(-x))`. */
 export function sigmoid(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => tf.sigmoid(x.toFloat()));
+}
+
+function checkSwigluPair(fn: string, gate: tf.Tensor, up: tf.Tensor): void {
+  if (!(gate instanceof tf.Tensor)) throw invalidArgument(fn, 'gate', 'a float32 tensor', gate);
+  if (!(up instanceof tf.Tensor)) throw invalidArgument(fn, 'up', 'a float32 tensor', up);
+  checkDtype(fn, 'gate', gate, ['float32']);
+  checkDtype(fn, 'up', up, ['float32']);
+  if (gate.shape.join(',') !== up.shape.join(',')) {
+    throw new SwitchyardError(
+      'SHAPE_MISMATCH',
+      `\`up\` passed to ${fn}() must have the shape of gate [${gate.shape.join(', ')}], got [${up.shape.join(', ')}]`,
+    );
+  }
+}
+
+/**
+ * SwiGLU's gating, `silu(gate) * up` elementwise (Shazeer 2020; the FFN of LLaMA, Mixtral,
+ * DeepSeek), differentiable in both inputs. On wasm the product and its backward each run as one
+ * pass over memory (Switchyard's kernel) instead of a chain of elementwise ops.
+ *
+ * When to use: between the gate/up projections and the down projection of a SwiGLU FFN; inside a
+ * hand-written backward, pair it with {@link swigluGrad}.
+ *
+ * @example
+ * ```ts
+ * swiglu(tf.tensor1d([0, 1]), tf.tensor1d([3, 2])); // [0, 2 * sigmoid(1)] = [0, 1.4621]
+ * ```
+ */
+export function swiglu(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
+  checkSwigluPair('swiglu', gate, up);
+  const f = customGrad((g: tf.Tensor, u: tf.Tensor, save: GradSave) => {
+    save([g, u]);
+    const s = tf.sigmoid(g);
+    const value = wasmSwigluForward(g, s, u) ?? tf.mul(tf.mul(g, s), u);
+    s.dispose();
+    return { value, gradFunc: (dy, [sg, su]) => swigluGrad(dy, sg!, su!) };
+  });
+  return f(gate, up);
+}
+
+/**
+ * The gradients `[dGate, dUp]` of {@link swiglu} at `(gate, up)` for an output gradient `dOut`:
+ * `dUp = dOut silu(gate)`, `dGate = dOut up s (1 + gate (1 - s))` with s = sigmoid(gate).
+ *
+ * When to use: hand-written backward passes (a custom gradient over a whole FFN) that keep the
+ * gate and up activations and need their gradients without recording ops on the tape.
+ *
+ * @example
+ * ```ts
+ * const [dGate, dUp] = swigluGrad(tf.ones([2]), tf.tensor1d([0, 1]), tf.tensor1d([3, 2]));
+ * // dGate = [1.5, 1.8554], dUp = [0, 0.7311]
+ * ```
+ */
+export function swigluGrad(dOut: tf.Tensor, gate: tf.Tensor, up: tf.Tensor): [tf.Tensor, tf.Tensor] {
+  checkSwigluPair('swigluGrad', gate, up);
+  if (!(dOut instanceof tf.Tensor) || dOut.shape.join(',') !== gate.shape.join(',')) {
+    throw invalidArgument(
+      'swigluGrad',
+      'dOut',
+      `a float32 tensor [${gate.shape.join(', ')}] like gate`,
+      dOut,
+    );
+  }
+  const s = tf.sigmoid(gate);
+  const fused = wasmSwigluBackward(dOut, gate, s, up);
+  if (fused !== null) {
+    s.dispose();
+    return fused;
+  }
+  return tf.tidy(() => {
+    const dUp = tf.mul(dOut, tf.mul(gate, s));
+    // d silu(h)/dh = s (1 + h (1 - s))
+    const dGate = tf.mul(tf.mul(dOut, up), tf.mul(s, tf.add(1, tf.mul(gate, tf.sub(1, s)))));
+    s.dispose();
+    return [dGate, dUp] as [tf.Tensor, tf.Tensor];
+  });
 }
 
 /** SiLU (swish): `x * sigmoid(x)`, with a fused exact gradient. */

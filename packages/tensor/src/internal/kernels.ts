@@ -5,8 +5,9 @@
  * - wasm has no `UnsortedSegmentSum` kernel, so `tf.gather`'s gradient (and `tf.unsortedSegmentSum`)
  *   fail there: a JS kernel on the wasm heap provides it (negative or out-of-range ids are dropped,
  *   as in TensorFlow).
- * - wasm's BatchMatMul with a transposed operand runs 10-40x slower than without: the kernel is wrapped
- *   to materialise the transpose first (a memory-bound copy) and then run the fast NN product. With
+ * - wasm's BatchMatMul with a transposed operand runs 10-40x slower than without: a single product
+ *   runs Switchyard's own GEMM (assembly/gemm.ts), which reads the operand transposed in place, and
+ *   a batched one materialises the transpose first (a memory-bound copy) and runs the fast NN product. With
  *   an empty inner dimension (a product over zero rows, e.g. a weight gradient of an empty batch) it
  *   returns uninitialised memory: the wrapper returns zeros, the empty sum.
  * - tfjs's BatchMatMul gradient uses transposed products and returns the wrong shape for a broadcast
@@ -185,6 +186,16 @@ function wrapTransposedMatMul(kernelName: string): void {
       temps.push(t);
       return t;
     };
+    if (attrs.transposeA || attrs.transposeB) {
+      const own = transposedProduct(
+        backend,
+        args.inputs.a as TensorInfo,
+        args.inputs.b as TensorInfo,
+        attrs.transposeA,
+        attrs.transposeB,
+      );
+      if (own !== null) return own;
+    }
     const a = plain(args.inputs.a as TensorInfo, attrs.transposeA);
     const b = plain(args.inputs.b as TensorInfo, attrs.transposeB);
     if (a.shape[a.shape.length - 1] === 0) {
@@ -199,6 +210,55 @@ function wrapTransposedMatMul(kernelName: string): void {
     return out;
   };
   replaceWasmKernel(original, kernelName === 'BatchMatMul' ? batchedKernelFunc : kernelFunc);
+}
+
+/**
+ * One product (every batch dimension 1) with a transposed operand, run by Switchyard's GEMM, which
+ * reads the operand through strides instead of transposing it first; null when the kernels are not
+ * installed or the product is batched or not float32.
+ */
+function transposedProduct(
+  backend: BackendWasm,
+  a: TensorInfo,
+  b: TensorInfo,
+  transposeA: boolean,
+  transposeB: boolean,
+): TensorInfo | null {
+  const kernels = wasmKernels();
+  if (kernels === null || a.dtype !== 'float32' || b.dtype !== 'float32') return null;
+  if (a.shape.length < 2 || b.shape.length < 2) return null;
+  const outerA = a.shape.slice(0, -2);
+  const outerB = b.shape.slice(0, -2);
+  if (sizeOf(outerA) !== 1 || sizeOf(outerB) !== 1) return null;
+  const [ra, rb] = [a.shape[a.shape.length - 2]!, a.shape[a.shape.length - 1]!];
+  const [rb0, rb1] = [b.shape[b.shape.length - 2]!, b.shape[b.shape.length - 1]!];
+  const [M, K] = transposeA ? [rb, ra] : [ra, rb];
+  const [K2, N] = transposeB ? [rb1, rb0] : [rb0, rb1];
+  if (K !== K2) return null; // the original kernel reports the shape error
+  const outer = outerA.length >= outerB.length ? outerA : outerB;
+  const out = backend.makeOutput([...outer, M, N], 'float32');
+  if (M * N === 0) return out;
+  const scratch = backend.makeOutput([kernels.gemmScratchFloats()], 'float32');
+  // Element (m, k) of op(a) and (k, n) of op(b), as byte strides.
+  const [aRow, aCol] = transposeA ? [4, M * 4] : [K * 4, 4];
+  const [bRow, bCol] = transposeB ? [4, K * 4] : [N * 4, 4];
+  kernels.gemm(
+    heapOffset(backend, a),
+    aRow,
+    aCol,
+    heapOffset(backend, b),
+    bRow,
+    bCol,
+    heapOffset(backend, out),
+    N,
+    M,
+    N,
+    K,
+    false,
+    heapOffset(backend, scratch),
+  );
+  backend.disposeData(scratch.dataId);
+  return out;
 }
 
 /** The product of [..., M, 0] and [..., 0, N]: zeros [...broadcast batch, M, N], a sum over nothing. */
@@ -342,6 +402,13 @@ const batchMatMulGrad: GradConfig = {
     const [a, b] = saved as [tf.Tensor, tf.Tensor];
     const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
     const g = dy as tf.Tensor;
+    if (wasmKernels() !== null && a.rank === 2 && b.rank === 2) {
+      // Switchyard's GEMM reads transposed operands in place: pass the transposes as flags.
+      return {
+        a: () => (transposeA ? tf.matMul(b, g, transposeB, true) : tf.matMul(g, b, false, !transposeB)),
+        b: () => (transposeB ? tf.matMul(g, a, true, transposeA) : tf.matMul(a, g, !transposeA, false)),
+      };
+    }
     // C = opA(a) opB(b).  d opA(a) = dC opB(b)^T,  d opB(b) = opA(a)^T dC. No transposed products.
     return {
       a: () => {

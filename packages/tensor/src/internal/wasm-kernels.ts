@@ -23,6 +23,61 @@ export interface WasmKernelExports {
   copyBlocks(x: number, out: number, d0: number, d1: number, d2: number, s0: number, s1: number): void;
   sumColumnsF32(x: number, out: number, outer: number, rows: number, inner: number): void;
   sumColumnsI32(x: number, out: number, outer: number, rows: number, inner: number): void;
+  /** Floats of scratch the products below need (one packed block of B). */
+  gemmScratchFloats(): number;
+  /** C (+)= A B with A(m, k) at a + m aRow + k aCol and B(k, n) at b + k bRow + n bCol (bytes); C row-major, ldc floats per row. */
+  gemm(
+    a: number,
+    aRow: number,
+    aCol: number,
+    b: number,
+    bRow: number,
+    bCol: number,
+    c: number,
+    ldc: number,
+    M: number,
+    N: number,
+    K: number,
+    accumulate: boolean,
+    scratch: number,
+  ): void;
+  /** Per expert e (counts[e] contiguous rows): C_e (+)= A_e B[e], B [E, K, N] or [E, N, K] when transposeB. */
+  groupedGemm(
+    a: number,
+    b: number,
+    c: number,
+    counts: number,
+    E: number,
+    K: number,
+    N: number,
+    transposeB: boolean,
+    accumulate: boolean,
+    scratch: number,
+  ): void;
+  /** Per expert e: C[e] (+)= A_e^T G_e with A [S, M], G [S, N], C [E, M, N]; experts without rows get zeros. */
+  groupedGemmTN(
+    a: number,
+    g: number,
+    c: number,
+    counts: number,
+    E: number,
+    M: number,
+    N: number,
+    accumulate: boolean,
+    scratch: number,
+  ): void;
+  /** out = gate s up over n floats (s = sigmoid(gate)). */
+  swigluForward(gate: number, s: number, up: number, out: number, n: number): void;
+  /** dUp = dOut gate s, dGate = dOut up s (1 + gate (1 - s)) over n floats. */
+  swigluBackward(
+    dOut: number,
+    gate: number,
+    s: number,
+    up: number,
+    dGate: number,
+    dUp: number,
+    n: number,
+  ): void;
 }
 
 /** The parts of the WebAssembly JS API used here (the package compiles without the DOM library). */
