@@ -178,4 +178,39 @@ describe('kernel fixes', () => {
     );
     tf.dispose([a, b, fast, ref, ones]);
   });
+
+  it('batched products (equal batches, a shared left or right operand, every transpose) match a float64 reference', async () => {
+    /** op(x)[i] as nested arrays: batch i of x (or its only batch), transposed when asked. */
+    const matrices = (x: tf.Tensor, transposed: boolean): number[][][] =>
+      (x.arraySync() as number[][][]).map((m) =>
+        transposed ? m[0]!.map((_, c) => m.map((row) => row[c]!)) : m,
+      );
+    const cases: [number[], number[], boolean, boolean][] = [
+      [[3, 9, 5], [3, 5, 11], false, false],
+      [[1, 9, 5], [3, 5, 11], false, false],
+      [[3, 9, 5], [1, 5, 11], false, false],
+      [[3, 5, 9], [3, 11, 5], true, true],
+      [[1, 5, 9], [3, 5, 11], true, false],
+      [[3, 9, 5], [1, 11, 5], false, true],
+      [[2, 33, 17], [2, 17, 70], false, false],
+    ];
+    for (const [sa, sb, ta, tb] of cases) {
+      const a = tf.randomNormal(sa, 0, 1, 'float32', 11);
+      const b = tf.randomNormal(sb, 0, 1, 'float32', 12);
+      const [A, B] = [matrices(a, ta), matrices(b, tb)];
+      const batch = Math.max(A.length, B.length);
+      const expected = Array.from({ length: batch }, (_, i) => {
+        const [Ai, Bi] = [A[A.length === 1 ? 0 : i]!, B[B.length === 1 ? 0 : i]!];
+        return Ai.map((row) => Bi[0]!.map((_, n) => row.reduce((acc, v, k) => acc + v * Bi[k]![n]!, 0)));
+      });
+      const got = tf.matMul(a, b, ta, tb);
+      expect(got.shape).toEqual([batch, expected[0]!.length, expected[0]![0]!.length]);
+      const flat = got.dataSync();
+      const want = expected.flat(2);
+      const worst = Math.max(...want.map((v, i) => Math.abs(flat[i]! - v) / (1 + Math.abs(v))));
+      expect(worst).toBeLessThan(1e-4);
+      await expectNoLeaks(() => tf.matMul(a, b, ta, tb));
+      tf.dispose([a, b, got]);
+    }
+  });
 });

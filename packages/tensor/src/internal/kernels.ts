@@ -5,9 +5,10 @@
  * - wasm has no `UnsortedSegmentSum` kernel, so `tf.gather`'s gradient (and `tf.unsortedSegmentSum`)
  *   fail there: a JS kernel on the wasm heap provides it (negative or out-of-range ids are dropped,
  *   as in TensorFlow).
- * - wasm's BatchMatMul with a transposed operand runs 10-40x slower than without: a single product
- *   runs Switchyard's own GEMM (assembly/gemm.ts), which reads the operand transposed in place, and
- *   a batched one materialises the transpose first (a memory-bound copy) and runs the fast NN product. With
+ * - wasm's BatchMatMul with a transposed operand runs 10-40x slower than without, and batched
+ *   products 2-4x slower per FLOP than single ones: every float32 product runs Switchyard's own GEMM
+ *   (assembly/gemm.ts) instead, which reads either operand transposed in place and runs a batch as a
+ *   loop over offsets; other dtypes keep tfjs's kernel (a transposed operand materialised first). With
  *   an empty inner dimension (a product over zero rows, e.g. a weight gradient of an empty batch) it
  *   returns uninitialised memory: the wrapper returns zeros, the empty sum.
  * - tfjs's BatchMatMul gradient uses transposed products and returns the wrong shape for a broadcast
@@ -186,16 +187,14 @@ function wrapTransposedMatMul(kernelName: string): void {
       temps.push(t);
       return t;
     };
-    if (attrs.transposeA || attrs.transposeB) {
-      const own = transposedProduct(
-        backend,
-        args.inputs.a as TensorInfo,
-        args.inputs.b as TensorInfo,
-        attrs.transposeA,
-        attrs.transposeB,
-      );
-      if (own !== null) return own;
-    }
+    const own = ownProduct(
+      backend,
+      args.inputs.a as TensorInfo,
+      args.inputs.b as TensorInfo,
+      attrs.transposeA,
+      attrs.transposeB,
+    );
+    if (own !== null) return own;
     const a = plain(args.inputs.a as TensorInfo, attrs.transposeA);
     const b = plain(args.inputs.b as TensorInfo, attrs.transposeB);
     if (a.shape[a.shape.length - 1] === 0) {
@@ -213,11 +212,13 @@ function wrapTransposedMatMul(kernelName: string): void {
 }
 
 /**
- * One product (every batch dimension 1) with a transposed operand, run by Switchyard's GEMM, which
- * reads the operand through strides instead of transposing it first; null when the kernels are not
- * installed or the product is batched or not float32.
+ * A product run by Switchyard's GEMM (assembly/gemm.ts), which reads either operand transposed in
+ * place through strides, and runs the batch as a loop over offsets (no copies per batch): a batch
+ * of products against one shared operand, or equal batches. Null when the kernels are not installed,
+ * an operand is not float32, or the batch shapes are ones it leaves to the original kernel (which
+ * then reports any shape error).
  */
-function transposedProduct(
+function ownProduct(
   backend: BackendWasm,
   a: TensorInfo,
   b: TensorInfo,
@@ -229,34 +230,50 @@ function transposedProduct(
   if (a.shape.length < 2 || b.shape.length < 2) return null;
   const outerA = a.shape.slice(0, -2);
   const outerB = b.shape.slice(0, -2);
-  if (sizeOf(outerA) !== 1 || sizeOf(outerB) !== 1) return null;
+  const [batchA, batchB] = [sizeOf(outerA), sizeOf(outerB)];
+  let outer: number[];
+  try {
+    outer = tf.broadcast_util.assertAndGetBroadcastShape(outerA, outerB);
+  } catch {
+    return null;
+  }
+  const batch = sizeOf(outer);
+  if (batchA !== batch && batchA !== 1) return null;
+  if (batchB !== batch && batchB !== 1) return null;
   const [ra, rb] = [a.shape[a.shape.length - 2]!, a.shape[a.shape.length - 1]!];
   const [rb0, rb1] = [b.shape[b.shape.length - 2]!, b.shape[b.shape.length - 1]!];
   const [M, K] = transposeA ? [rb, ra] : [ra, rb];
   const [K2, N] = transposeB ? [rb1, rb0] : [rb0, rb1];
-  if (K !== K2) return null; // the original kernel reports the shape error
-  const outer = outerA.length >= outerB.length ? outerA : outerB;
+  if (K !== K2) return null;
   const out = backend.makeOutput([...outer, M, N], 'float32');
-  if (M * N === 0) return out;
+  if (M * N * batch === 0) return out;
   const scratch = backend.makeOutput([kernels.gemmScratchFloats()], 'float32');
   // Element (m, k) of op(a) and (k, n) of op(b), as byte strides.
   const [aRow, aCol] = transposeA ? [4, M * 4] : [K * 4, 4];
   const [bRow, bCol] = transposeB ? [4, K * 4] : [N * 4, 4];
-  kernels.gemm(
-    heapOffset(backend, a),
-    aRow,
-    aCol,
-    heapOffset(backend, b),
-    bRow,
-    bCol,
-    heapOffset(backend, out),
-    N,
-    M,
-    N,
-    K,
-    false,
-    heapOffset(backend, scratch),
-  );
+  const [pa, pb, pc, ps] = [a, b, out, scratch].map((t) => heapOffset(backend, t)) as [
+    number,
+    number,
+    number,
+    number,
+  ];
+  for (let i = 0; i < batch; i++) {
+    kernels.gemm(
+      pa + (batchA === 1 ? 0 : i * M * K * 4),
+      aRow,
+      aCol,
+      pb + (batchB === 1 ? 0 : i * K * N * 4),
+      bRow,
+      bCol,
+      pc + i * M * N * 4,
+      N,
+      M,
+      N,
+      K,
+      false,
+      ps,
+    );
+  }
   backend.disposeData(scratch.dataId);
   return out;
 }
