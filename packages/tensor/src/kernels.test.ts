@@ -162,6 +162,20 @@ describe('kernel fixes', () => {
     tf.dispose([y, g]);
   });
 
+  it('a cast to the dtype a tensor has shares its memory; a real cast converts', async () => {
+    const x = tf.tensor1d([1.5, -2.25, 3]);
+    const buffers = tf.memory().numDataBuffers;
+    const same = tf.cast(x, 'float32');
+    expect(tf.memory().numDataBuffers).toBe(buffers);
+    x.dispose();
+    expect(Array.from(same.dataSync())).toEqual([1.5, -2.25, 3]);
+    const ints = tf.cast(same, 'int32');
+    expect(ints.dtype).toBe('int32');
+    expect(Array.from(ints.dataSync())).toEqual([1, -2, 3]);
+    await expectNoLeaks(() => tf.cast(ints, 'int32'));
+    tf.dispose([same, ints]);
+  });
+
   it('batched products with transposes match and free their temporaries', async () => {
     const a = tf.randomNormal([4, 6, 5], 0, 1, 'float32', 5);
     const b = tf.randomNormal([4, 7, 6], 0, 1, 'float32', 6);

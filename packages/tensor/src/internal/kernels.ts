@@ -19,6 +19,7 @@
  *   operands, each custom gradient's saved activations), so training copied its activations once
  *   more per step. Identity shares the input's memory instead (reference-counted, as on the cpu
  *   backend): no kernel writes into its inputs, so a shared buffer is never changed under a clone.
+ *   A Cast to the dtype the tensor already has shares it the same way.
  */
 
 import type {
@@ -125,6 +126,16 @@ function shareIdentity(): void {
     const x = args.inputs.x as TensorInfo;
     // Strings live outside the heap: the original kernel copies them.
     if (x.dtype === 'string') return original.kernelFunc(args);
+    (args.backend as BackendWasm).incRef(x.dataId);
+    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+  });
+  // A cast to the dtype a tensor already has (every `toFloat()` of float32 data) is an identity too.
+  const cast = unreplacedWasmKernel('Cast');
+  if (!cast) return;
+  replaceWasmKernel(cast, (args) => {
+    const x = args.inputs.x as TensorInfo;
+    const { dtype } = args.attrs as unknown as { dtype: string };
+    if (x.dtype !== dtype || x.dtype === 'string') return cast.kernelFunc(args);
     (args.backend as BackendWasm).incRef(x.dataId);
     return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
   });
