@@ -5,6 +5,7 @@
 // segments, no heap and no start function (the build checks), so it never writes anything but the
 // outputs it is given.
 
+export { adamw } from './adamw';
 export { expF32 } from './elementwise';
 export { copyBlocks, firstIndexOutOfRange, gather, segmentSumF32, segmentSumI32 } from './gather';
 export { gemm, gemmScratchFloats, groupedGemm, groupedGemmTN } from './gemm';

@@ -33,6 +33,8 @@ export type { TensorContainer } from './memory';
 export { disposeAll, expectNoLeaks, liveTensors, scoped } from './memory';
 export type { GeluApproximation, IndexLike, TopKResult } from './ops';
 export {
+  type AdamWCoefficients,
+  adamWUpdate,
   batchMatMul,
   gatherRows,
   gelu,

@@ -3,6 +3,7 @@ import { checkGradients } from './gradcheck';
 import { tf } from './index';
 import { expectNoLeaks } from './memory';
 import {
+  adamWUpdate,
   batchMatMul,
   gatherRows,
   gelu,
@@ -355,5 +356,50 @@ describe('swiglu', () => {
     await expectNoLeaks(() => tf.grads((a: tf.Tensor, b: tf.Tensor) => swiglu(a, b).sum())([g, u]));
     await expectNoLeaks(() => swigluGrad(g, g, u));
     tf.dispose([g, u]);
+  });
+});
+
+describe('adamWUpdate', () => {
+  const c = {
+    beta1: 0.9,
+    beta2: 0.95,
+    mScale: 0.07,
+    vScale: 0.031,
+    step: 3e-3,
+    vNorm: 1.7,
+    eps: 1e-8,
+    keep: 0.9997,
+  };
+  /** The update as a chain of tfjs ops, the order adamWUpdate documents. */
+  const chain = (w: tf.Tensor, m: tf.Tensor, v: tf.Tensor, g: tf.Tensor, decay: boolean) =>
+    tf.tidy(() => {
+      const m1 = m.mul(c.beta1).add(g.mul(c.mScale));
+      const v1 = v.mul(c.beta2).add(g.square().mul(c.vScale));
+      const update = m1.mul(c.step).div(v1.sqrt().mul(c.vNorm).add(c.eps));
+      return [(decay ? w.mul(c.keep) : w).sub(update), m1, v1];
+    });
+
+  for (const n of [1, 3, 4, 37, 1000]) {
+    for (const decay of [false, true]) {
+      it(`gives the same bits as the op chain (n = ${n}, decay ${decay})`, async () => {
+        const [w, g] = [tf.randomNormal([n], 0, 1, 'float32', 1), tf.randomNormal([n], 0, 1, 'float32', 2)];
+        const m = tf.randomNormal([n], 0, 0.1, 'float32', 3);
+        const v = tf.randomUniform([n], 0, 0.01, 'float32', 4);
+        const got = adamWUpdate(w, m, v, g, c, decay);
+        const want = chain(w, m, v, g, decay);
+        for (const [i, t] of got.entries())
+          expect(Array.from(t.dataSync())).toEqual(Array.from(want[i]!.dataSync()));
+        await expectNoLeaks(() => tf.dispose(adamWUpdate(w, m, v, g, c, decay)));
+        tf.dispose([w, g, m, v, ...got, ...want]);
+      });
+    }
+  }
+
+  it('names a mismatched argument', () => {
+    const w = tf.zeros([2]);
+    expect(() => adamWUpdate(w, tf.zeros([3]), w, w, c, false)).toThrow(
+      /`m` passed to adamWUpdate\(\) must be a float32 tensor \[2\] like w/,
+    );
+    w.dispose();
   });
 });

@@ -7,7 +7,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { invalidArgument, SwitchyardError } from './errors';
 import { customGrad, type GradSave } from './grad';
+import { type AdamWCoefficients, wasmAdamW } from './internal/adamw-wasm';
 import { wasmSwigluBackward, wasmSwigluForward } from './internal/swiglu-wasm';
+
+export type { AdamWCoefficients };
+
 import { checkDtype, checkInt } from './validate';
 
 /** Integer indices: a 1-D int32 tensor or a plain array. */
@@ -355,6 +359,52 @@ export function swigluGrad(dOut: tf.Tensor, gate: tf.Tensor, up: tf.Tensor): [tf
     s.dispose();
     return [dGate, dUp] as [tf.Tensor, tf.Tensor];
   });
+}
+
+/**
+ * One AdamW update of one float32 tensor, returning the new `[w, m, v]`:
+ * `m1 = beta1 m + mScale g`, `v1 = beta2 v + vScale g^2`,
+ * `w1 = keep w - step m1 / (sqrt(v1) vNorm + eps)` (`keep w` only when `decay`). The scalars fold
+ * the bias corrections, the clipping factor and decoupled weight decay in (the caller computes them
+ * once per step). On wasm it is one pass over memory (Switchyard's kernel), elsewhere the same
+ * float32 operations in the same order as tfjs ops, so both give the same bits.
+ *
+ * When to use: inside an optimizer's step, once per variable (then `assign` the results).
+ *
+ * @example
+ * ```ts
+ * const c = { beta1: 0.9, beta2: 0.95, mScale: 0.1, vScale: 0.05, step: 1e-3, vNorm: 1, eps: 1e-8, keep: 1 };
+ * const [w1, m1, v1] = adamWUpdate(tf.ones([2]), tf.zeros([2]), tf.zeros([2]), tf.ones([2]), c, false);
+ * ```
+ */
+export function adamWUpdate(
+  w: tf.Tensor,
+  m: tf.Tensor,
+  v: tf.Tensor,
+  g: tf.Tensor,
+  c: AdamWCoefficients,
+  decay: boolean,
+): [tf.Tensor, tf.Tensor, tf.Tensor] {
+  for (const [name, t] of [
+    ['m', m],
+    ['v', v],
+    ['g', g],
+  ] as const) {
+    if (!(t instanceof tf.Tensor) || t.dtype !== 'float32' || t.shape.join(',') !== w.shape.join(',')) {
+      throw invalidArgument('adamWUpdate', name, `a float32 tensor [${w.shape.join(', ')}] like w`, t);
+    }
+  }
+  if (w.dtype !== 'float32') throw invalidArgument('adamWUpdate', 'w', 'a float32 tensor', w);
+  return (
+    wasmAdamW(w, m, v, g, c, decay && c.keep !== 1) ??
+    tf.tidy(() => {
+      const m1 = m.mul(c.beta1).add(g.mul(c.mScale));
+      const v1 = v.mul(c.beta2).add(g.square().mul(c.vScale));
+      const update = m1.mul(c.step).div(v1.sqrt().mul(c.vNorm).add(c.eps));
+      const kept = decay && c.keep !== 1 ? w.mul(c.keep) : w;
+      return [kept.sub(update), m1, v1] as [tf.Tensor, tf.Tensor, tf.Tensor];
+    })
+  );
 }
 
 /** SiLU (swish): `x * sigmoid(x)`, with a fused exact gradient. */

@@ -4,7 +4,7 @@
  * global norm.
  */
 import type { FlatLayout, FlatRange } from '@switchyard/parallel';
-import { SwitchyardError, tf } from '@switchyard/tensor';
+import { adamWUpdate, SwitchyardError, tf } from '@switchyard/tensor';
 
 /** Hyper-parameters of {@link AdamW}. */
 export interface AdamWConfig {
@@ -60,20 +60,18 @@ export class AdamW {
       lr,
       gradScale,
     );
-    // 14 elementwise ops per variable (see adamCoefficients)
+    // One fused update per variable (one pass over memory on wasm; see adamCoefficients).
+    const c = { beta1, beta2, mScale, vScale, step, vNorm, eps, keep };
     tf.tidy(() => {
       for (const [name, w] of this.vars) {
         const g = grads.get(name);
         if (!g) continue;
         const m = this.m.get(name)!;
         const v = this.v.get(name)!;
-        const m1 = m.mul(beta1).add(g.mul(mScale));
-        const v1 = v.mul(beta2).add(g.square().mul(vScale));
+        const [w1, m1, v1] = adamWUpdate(w, m, v, g, c, this.decayed.has(name));
         m.assign(m1);
         v.assign(v1);
-        const update = m1.mul(step).div(v1.sqrt().mul(vNorm).add(eps));
-        const kept = keep !== 1 && this.decayed.has(name) ? w.mul(keep) : w;
-        w.assign(kept.sub(update));
+        w.assign(w1);
       }
     });
   }

@@ -14,6 +14,26 @@ import { WASM_KERNELS_BASE64 } from './wasm-kernels.generated';
 
 /** The module's exports; every pointer is a byte offset into the tfjs heap. */
 export interface WasmKernelExports {
+  /** One AdamW update of n floats into fresh outputs w1, m1, v1 (assembly/adamw.ts). */
+  adamw(
+    w: number,
+    m: number,
+    v: number,
+    g: number,
+    w1: number,
+    m1: number,
+    v1: number,
+    n: number,
+    beta1: number,
+    beta2: number,
+    mScale: number,
+    vScale: number,
+    step: number,
+    vNorm: number,
+    eps: number,
+    keep: number,
+    decay: boolean,
+  ): void;
   transpose(x: number, out: number, batch: number, rows: number, cols: number, inner: number): void;
   expF32(x: number, out: number, n: number): void;
   firstIndexOutOfRange(indices: number, n: number, dim: number): number;
