@@ -13,7 +13,7 @@
 import { writeFileSync } from 'node:fs';
 import { createLocalCommunicator } from '@switchyard/parallel';
 import type { RouteOptions, RoutingPlan } from '@switchyard/routing';
-import { initBackend, Rng, tf } from '@switchyard/tensor';
+import { initBackend, Rng, tf, timeOwnKernels } from '@switchyard/tensor';
 import { median } from '../src/report/report';
 import { OptimizerStep, resolvePlacement } from '../src/train/optimizer-step';
 import { defaultRunModel } from './launched';
@@ -87,12 +87,14 @@ const unprofiledRouteMs = routeCalls.reduce((a, c) => a + c.ms, 0) / 3;
 routeCalls.length = 0;
 
 let wallMs = 0;
+let ownMs = new Map<string, number>();
 const profile = await tf.profile(() => {
   const t = performance.now();
-  const { value, grads } = microBatch();
-  value.dataSync();
+  const { result, ms } = timeOwnKernels(microBatch);
+  result.value.dataSync();
   wallMs = performance.now() - t;
-  tf.dispose([value, ...Object.values(grads)]);
+  ownMs = ms;
+  tf.dispose([result.value, ...Object.values(result.grads)]);
 });
 const kernels = profile.kernels as unknown as KernelRecord[];
 const msOf = await Promise.all(
@@ -101,8 +103,14 @@ const msOf = await Promise.all(
     return typeof v === 'number' ? v : 0;
   }),
 );
-// A custom-gradient op is recorded as a scope around its own kernels, which are recorded too.
-const isScope = (name: string) => name === 'unnamed scope';
+// A custom-gradient op is recorded as a scope around its own kernels, which are recorded too (its
+// forward as 'unnamed scope', its gradient as 'backward'). Switchyard's own wasm kernels (grouped
+// expert products, SwiGLU) are called inside such ops, not through tfjs: they are timed apart.
+const isScope = (name: string) => name === 'unnamed scope' || name === 'backward';
+// (The others run inside replaced tfjs kernels, whose times already hold them.)
+const FUSED_OPS = new Set(['groupedGemm', 'groupedGemmTN', 'swigluForward', 'swigluBackward']);
+const fusedMs = new Map([...ownMs].filter(([name]) => FUSED_OPS.has(name)));
+const ownKernelMs = [...fusedMs.values()].reduce((a, b) => a + b, 0);
 const kernelSum = (from: number, to: number) => {
   let s = 0;
   for (let i = from; i < to; i++) if (!isScope(kernels[i]!.name)) s += msOf[i]!;
@@ -209,7 +217,7 @@ kernels.forEach((k, i) => {
   add(byCategory, c, msOf[i]!, k.name, flops);
 });
 const kernelMs = kernelSum(0, kernels.length);
-const dispatchMs = Math.max(0, wallMs - kernelMs - hostRoutingMs);
+const dispatchMs = Math.max(0, wallMs - kernelMs - ownKernelMs - hostRoutingMs);
 
 // ---------------------------------------------------------------------------------------------------
 // The optimizer update, as the trainer runs it (its placement, clip and AdamW), on real gradients.
@@ -263,8 +271,16 @@ const push = (what: string, perMb: number, kernelCount?: number, perStep = M * p
   });
 for (const [c, r] of [...byCategory].sort((a, b) => b[1].ms - a[1].ms))
   push(`kernels: ${c}`, r.ms, r.kernels);
+if (ownKernelMs > 0) {
+  const names = [...fusedMs].sort((a, b) => b[1] - a[1]).map(([n, ms]) => `${n} ${ms.toFixed(1)}`);
+  push(`Switchyard's wasm kernels called by fused ops (${names.join(', ')})`, ownKernelMs, undefined);
+}
 push('host routing (route() wall less its kernels)', hostRoutingMs, undefined);
-push(`per-kernel dispatch (wall - kernels - host routing; ${counted} kernels)`, dispatchMs, counted);
+push(
+  `per-kernel dispatch (wall - kernels - own kernels - host routing; ${counted} kernels)`,
+  dispatchMs,
+  counted,
+);
 push(`optimizer update (${placement}: clip + AdamW)`, optimizerMs / M, undefined, optimizerMs);
 const shapes = [...byShape]
   .sort((a, b) => b[1].ms - a[1].ms)

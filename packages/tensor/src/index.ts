@@ -29,6 +29,7 @@ export { checkGradients } from './gradcheck';
 export type { GroupedMatMulOptions } from './grouped';
 export { groupedMatMul, groupedMatMulIsFused, groupedMatMulTransposeA } from './grouped';
 export { concatFloat32, concatInt32, copyRows, readInto } from './host';
+export { timeOwnKernels } from './internal/wasm-kernels';
 export type { TensorContainer } from './memory';
 export { disposeAll, expectNoLeaks, liveTensors, scoped } from './memory';
 export type { GeluApproximation, IndexLike, TopKResult } from './ops';

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { tf } from './index';
 import { swapOfGroups } from './internal/kernels';
-import { wasmKernels } from './internal/wasm-kernels';
+import { timeOwnKernels, wasmKernels } from './internal/wasm-kernels';
 import { expectNoLeaks } from './memory';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -105,4 +105,19 @@ describe('Transpose', () => {
       );
     });
   }
+});
+
+describe('timeOwnKernels', () => {
+  it("times Switchyard's kernels on wasm and nothing elsewhere", () => {
+    const x = tf.randomNormal([64, 48]);
+    const { result, ms } = timeOwnKernels(() => tf.transpose(x));
+    expect(result.shape).toEqual([48, 64]);
+    if (onWasm) expect(ms.get('transpose')).toBeGreaterThanOrEqual(0);
+    else expect(ms.size).toBe(0);
+    // Outside the call the kernels run unwrapped: nothing more is added.
+    const before = ms.get('transpose');
+    tf.transpose(x).dispose();
+    expect(ms.get('transpose')).toBe(before);
+    tf.dispose([x, result]);
+  });
 });

@@ -168,7 +168,47 @@ export function installWasmKernels(): boolean {
 /** The kernels when the wasm backend is active and they are installed, else null. */
 export function wasmKernels(): WasmKernelExports | null {
   if (instance === null || tf.getBackend() !== 'wasm') return null;
-  return instance.exports;
+  return timed ?? instance.exports;
+}
+
+/** While {@link timeOwnKernels} runs: the exports wrapped to time each call. */
+let timed: WasmKernelExports | null = null;
+
+/**
+ * Runs `fn` with every call into Switchyard's own wasm kernels timed, and returns the milliseconds
+ * spent in each kernel (by export name) beside `fn`'s result. The kernels are called directly, not
+ * through tfjs's kernel registry, so `tf.profile` sees them only inside the op that calls them.
+ * Empty when the kernels are not installed (another backend).
+ *
+ * When to use: profiling a step on wasm, to split a fused op's time from tfjs's kernels.
+ *
+ * @example
+ * ```ts
+ * const { result, ms } = timeOwnKernels(() => model.loss(x, y, opts).loss);
+ * ms.get('groupedGemm'); // milliseconds in the grouped expert products
+ * ```
+ */
+export function timeOwnKernels<T>(fn: () => T): { result: T; ms: Map<string, number> } {
+  const ms = new Map<string, number>();
+  if (instance === null || timed !== null) return { result: fn(), ms };
+  const raw = instance.exports as unknown as Record<string, unknown>;
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    if (typeof value !== 'function') continue;
+    const f = value as (...args: unknown[]) => unknown;
+    wrapped[name] = (...args: unknown[]) => {
+      const t0 = performance.now();
+      const out = f(...args);
+      ms.set(name, (ms.get(name) ?? 0) + performance.now() - t0);
+      return out;
+    };
+  }
+  timed = wrapped as unknown as WasmKernelExports;
+  try {
+    return { result: fn(), ms };
+  } finally {
+    timed = null;
+  }
 }
 
 /** Byte offset of a tensor's data in the wasm heap. */
