@@ -12,6 +12,8 @@
 // against the panel's two f32x4 halves, into MR x 2 f32x4 accumulators (the "loadsplat" scheme of
 // XNNPACK's wasmsimd kernels).
 
+import { transpose4x4 } from './simd';
+
 const MR: i32 = 4;
 const NR: i32 = 8;
 const KC: i32 = 256;
@@ -222,20 +224,7 @@ function packB(b: usize, bRow: usize, bCol: usize, kc: i32, nc: i32, out: usize)
       for (let h = 0; h < NR; h += 4) {
         const col = b + <usize>(j + h) * bCol;
         for (let k = 0; k < kc4; k += 4) {
-          const p = col + <usize>k * 4;
-          const c0 = v128.load(p);
-          const c1 = v128.load(p + bCol);
-          const c2 = v128.load(p + 2 * bCol);
-          const c3 = v128.load(p + 3 * bCol);
-          const t0 = v128.shuffle<f32>(c0, c1, 0, 4, 1, 5);
-          const t1 = v128.shuffle<f32>(c0, c1, 2, 6, 3, 7);
-          const t2 = v128.shuffle<f32>(c2, c3, 0, 4, 1, 5);
-          const t3 = v128.shuffle<f32>(c2, c3, 2, 6, 3, 7);
-          const q = dst + (<usize>k * NR + <usize>h) * 4;
-          v128.store(q, v128.shuffle<f32>(t0, t2, 0, 1, 4, 5));
-          v128.store(q, v128.shuffle<f32>(t0, t2, 2, 3, 6, 7), NR * 4);
-          v128.store(q, v128.shuffle<f32>(t1, t3, 0, 1, 4, 5), 2 * NR * 4);
-          v128.store(q, v128.shuffle<f32>(t1, t3, 2, 3, 6, 7), 3 * NR * 4);
+          transpose4x4(col + <usize>k * 4, bCol, dst + (<usize>k * NR + <usize>h) * 4, NR * 4);
         }
         for (let k = kc4; k < kc; k++) {
           for (let i = 0; i < 4; i++) {

@@ -1,3 +1,5 @@
+import { transpose4x4 } from './simd';
+
 // Transposes that swap two adjacent groups of axes: out[b][c][r][i] = x[b][r][c][i] for `batch`
 // leading planes, `rows` x `cols` swapped and `inner` contiguous elements moved together. Element
 // size is 4 bytes (f32 and i32 alike).
@@ -26,20 +28,7 @@ function transposeScalar(x: usize, out: usize, batch: i32, rows: i32, cols: i32)
         for (let r = r0; r < r1; r += 4) {
           const src = xb + <usize>r * inStride;
           for (let c = c0; c < c1; c += 4) {
-            const p = src + <usize>c * 4;
-            const a0 = v128.load(p);
-            const a1 = v128.load(p + inStride);
-            const a2 = v128.load(p + 2 * inStride);
-            const a3 = v128.load(p + 3 * inStride);
-            const t0 = v128.shuffle<f32>(a0, a1, 0, 4, 1, 5);
-            const t1 = v128.shuffle<f32>(a0, a1, 2, 6, 3, 7);
-            const t2 = v128.shuffle<f32>(a2, a3, 0, 4, 1, 5);
-            const t3 = v128.shuffle<f32>(a2, a3, 2, 6, 3, 7);
-            const q = ob + <usize>c * outStride + <usize>r * 4;
-            v128.store(q, v128.shuffle<f32>(t0, t2, 0, 1, 4, 5));
-            v128.store(q + outStride, v128.shuffle<f32>(t0, t2, 2, 3, 6, 7));
-            v128.store(q + 2 * outStride, v128.shuffle<f32>(t1, t3, 0, 1, 4, 5));
-            v128.store(q + 3 * outStride, v128.shuffle<f32>(t1, t3, 2, 3, 6, 7));
+            transpose4x4(src + <usize>c * 4, inStride, ob + <usize>c * outStride + <usize>r * 4, outStride);
           }
         }
       }
