@@ -16,19 +16,15 @@
  */
 import { positionsInExperts, type RoutingPlan } from '@switchyard/routing';
 import {
-  batchMatMul,
-  gelu,
   invalidArgument,
-  relu,
   SwitchyardError,
   segmentSum,
-  silu,
   type Tensor2D,
   type Tensor3D,
   tf,
 } from '@switchyard/tensor';
 import type { ExpertActivation } from './config';
-import type { ExpertWeights } from './grouped';
+import { type ExpertWeights, paddedExpertFFN } from './grouped';
 
 /**
  * Rows per expert of the device layout: the plan's capacity, or T when routing is dropless.
@@ -104,20 +100,10 @@ export function deviceRoutedExperts(
       .toInt() as tf.Tensor1D;
     const xPadTD = tf.concat([tf.zeros([1, D]), xTD], 0); // row 0: the empty row
     const xECD = tf.gather(xPadTD, rowTokenR).reshape([E, C, D]) as Tensor3D; // [R, D] -> [E, C, D]
-    const yECD = paddedFFN(xECD, weights, activation);
+    const yECD = paddedExpertFFN(xECD, weights, activation);
     const yPadRD = tf.concat([yECD.reshape([R, D]), tf.zeros([1, D])], 0); // [E, C, D] -> [R + 1, D]
     const yND = tf.gather(yPadRD, rowN);
     const weightedNKD = tf.mul(yND, plan.topkWeightTK.reshape([N, 1])).reshape([T, K, D]);
     return tf.sum(weightedNKD, 1) as Tensor2D;
   });
-}
-
-/** The experts' feed-forward on padded rows: [E, C, D] x [E, D, F] -> [E, C, F] -> [E, C, D]. */
-function paddedFFN(xECD: Tensor3D, w: ExpertWeights, activation: ExpertActivation): Tensor3D {
-  const h1ECF = batchMatMul(xECD, w.w1EDF);
-  let aECF: Tensor3D;
-  if (activation === 'swiglu') aECF = tf.mul(silu(h1ECF), batchMatMul(xECD, w.w3EDF!));
-  else if (activation === 'gelu') aECF = gelu(h1ECF) as Tensor3D;
-  else aECF = relu(h1ECF) as Tensor3D;
-  return batchMatMul(aECF, w.w2EFD);
 }

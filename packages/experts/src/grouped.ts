@@ -146,6 +146,20 @@ export function groupedExperts(
 // ---------------------------------------------------------------------------------------------
 // Padded: [E, C, D] x [E, D, F], differentiated by the tape.
 
+/**
+ * Every expert's FFN on its padded block of rows: one batched product per weight, [E, C, D] x
+ * [E, D, F], differentiated by the tape. Shared by the padded layout of a host plan and the device
+ * dispatch (device.ts).
+ */
+export function paddedExpertFFN(xECD: Tensor3D, w: ExpertWeights, activation: ExpertActivation): Tensor3D {
+  const h1ECF = batchMatMul(xECD, w.w1EDF);
+  let aECF: Tensor3D;
+  if (activation === 'swiglu') aECF = tf.mul(silu(h1ECF), batchMatMul(xECD, w.w3EDF!));
+  else if (activation === 'gelu') aECF = gelu(h1ECF) as Tensor3D;
+  else aECF = relu(h1ECF) as Tensor3D;
+  return batchMatMul(aECF, w.w2EFD);
+}
+
 function paddedExperts(
   xSD: Tensor2D,
   d: DispatchPlan,
@@ -158,12 +172,7 @@ function paddedExperts(
   const map = paddedRowMap(d);
   return tf.tidy(() => {
     const xECD = scatterRows(xSD, map).reshape([E, C, D]) as Tensor3D; // [E*C, D] -> [E, C, D]
-    const h1ECF = batchMatMul(xECD, w.w1EDF);
-    let aECF: Tensor3D;
-    if (activation === 'swiglu') aECF = tf.mul(silu(h1ECF), batchMatMul(xECD, w.w3EDF!));
-    else if (activation === 'gelu') aECF = gelu(h1ECF) as Tensor3D;
-    else aECF = relu(h1ECF) as Tensor3D;
-    const yECD = batchMatMul(aECF, w.w2EFD);
+    const yECD = paddedExpertFFN(xECD, w, activation);
     return gatherRowsByMap(yECD.reshape([E * C, D]), map) as Tensor2D; // [E, C, D] -> [E*C, D] -> [S, D]
   });
 }
