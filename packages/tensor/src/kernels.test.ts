@@ -193,6 +193,23 @@ describe('kernel fixes', () => {
     tf.dispose([a, b, fast, ref, ones]);
   });
 
+  it('products over an empty inner dimension are zeros (the empty sum), single and batched', async () => {
+    // Fill the allocator with non-zero data first, so that uninitialised output would show.
+    tf.dispose(Array.from({ length: 4 }, () => tf.fill([2, 3, 4], 7)));
+    for (const [sa, sb, ta, tb] of [
+      [[3, 0], [0, 4], false, false],
+      [[0, 3], [4, 0], true, true],
+      [[2, 3, 0], [2, 0, 4], false, false],
+      [[1, 3, 0], [2, 0, 4], false, false],
+    ] as [number[], number[], boolean, boolean][]) {
+      const got = tf.tidy(() => tf.matMul(tf.zeros(sa), tf.zeros(sb), ta, tb));
+      expect(Array.from(got.dataSync()).every((v) => v === 0)).toBe(true);
+      expect(got.size).toBe((sa.length === 3 ? 2 : 1) * 3 * 4);
+      got.dispose();
+    }
+    await expectNoLeaks(() => tf.tidy(() => tf.matMul(tf.zeros([2, 3, 0]), tf.zeros([2, 0, 4]))));
+  });
+
   it('batched products (equal batches, a shared left or right operand, every transpose) match a float64 reference', async () => {
     /** op(x)[i] as nested arrays: batch i of x (or its only batch), transposed when asked. */
     const matrices = (x: tf.Tensor, transposed: boolean): number[][][] =>

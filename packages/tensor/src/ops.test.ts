@@ -396,10 +396,10 @@ describe('adamWUpdate', () => {
   }
 
   it('names a mismatched argument', () => {
-    const w = tf.zeros([2]);
-    expect(() => adamWUpdate(w, tf.zeros([3]), w, w, c, false)).toThrow(
+    const [w, m3] = [tf.zeros([2]), tf.zeros([3])];
+    expect(() => adamWUpdate(w, m3, w, w, c, false)).toThrow(
       /`m` passed to adamWUpdate\(\) must be a float32 tensor \[2\] like w/,
     );
-    w.dispose();
+    tf.dispose([w, m3]);
   });
 });

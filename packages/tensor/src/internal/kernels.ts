@@ -3,8 +3,8 @@
  * backend so that no caller has to work around them:
  *
  * - wasm has no `UnsortedSegmentSum` kernel, so `tf.gather`'s gradient (and `tf.unsortedSegmentSum`)
- *   fail there: a JS kernel on the wasm heap provides it (negative or out-of-range ids are dropped,
- *   as in TensorFlow).
+ *   fail there: Switchyard's own wasm kernel provides it (memory-kernels.ts; a JS kernel on the
+ *   wasm heap for the cases it leaves), dropping negative or out-of-range ids as TensorFlow does.
  * - wasm's BatchMatMul with a transposed operand runs 10-40x slower than without, and batched
  *   products 2-4x slower per FLOP than single ones: every float32 product runs Switchyard's own GEMM
  *   (assembly/gemm.ts) instead, which reads either operand transposed in place and runs a batch as a
